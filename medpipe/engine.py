@@ -1,0 +1,191 @@
+"""The training engine: seeding, device choice, batching, the epoch loop, evaluation.
+
+Nothing here imports DVC, so a benchmark or a GPU machine without DVC can drive it::
+
+    from medpipe import engine, models, store
+    result = engine.fit(model, train_split, val_split, cfg, device)
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import os
+import random
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from medpipe import PipelineError
+from medpipe.metrics import roc_auc
+from medpipe.store import Split
+
+log = logging.getLogger(__name__)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed every RNG the pipeline uses and make CPU kernels deterministic."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` means CUDA when present, else CPU; an unavailable device is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise PipelineError(f"unknown device '{name}'; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise PipelineError(f"device '{name}' requested but CUDA is not available here")
+    return device
+
+
+class Batches:
+    """Mini-batches straight from the uint8 array store, converted on the device.
+
+    A seeded permutation per epoch replaces a DataLoader: the images are already
+    decoded and resized, so the only per-batch work is one gather and one copy.
+    """
+
+    def __init__(self, split: Split, batch_size: int, *, shuffle: bool, seed: int = 0):
+        self.images = torch.from_numpy(np.ascontiguousarray(split.images))  # (N, C, S, S) u8
+        self.labels = torch.from_numpy(np.asarray(split.labels, dtype=np.int64))
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.labels) / self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        n = len(self.labels)
+        order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
+        for start in range(0, n, self.batch_size):
+            idx = order[start : start + self.batch_size]
+            yield self.images[idx], self.labels[idx]
+
+
+def to_device(x: torch.Tensor, y: torch.Tensor, device: torch.device):
+    """uint8 images -> float [0, 1] on ``device``; the division happens there."""
+    x = x.to(device, non_blocking=True).float().div_(255.0)
+    return x, y.to(device, non_blocking=True)
+
+
+def train_one_epoch(model: nn.Module, batches: Batches, optimizer: torch.optim.Optimizer,
+                    device: torch.device, *, desc: str = "train") -> dict[str, float]:
+    """One pass over ``batches``; returns the mean loss and accuracy over the epoch."""
+    model.train()
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    seen = 0
+    bar = tqdm(batches, desc=desc, leave=False, unit="batch", dynamic_ncols=True,
+               mininterval=0.5)
+    for x, y in bar:
+        x, y = to_device(x, y, device)
+        logits = model(x)
+        loss = F.cross_entropy(logits, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        loss_sum += loss.detach() * len(y)
+        correct += (logits.argmax(1) == y).sum()
+        seen += len(y)
+    loss = float(loss_sum) / seen
+    if not math.isfinite(loss):
+        raise PipelineError(f"training diverged: {desc} loss is {loss}; lower 'train.lr'")
+    return {"loss": loss, "accuracy": int(correct) / seen}
+
+
+@torch.inference_mode()
+def predict(model: nn.Module, batches: Batches, device: torch.device) -> np.ndarray:
+    """Class probabilities ``(N, classes)`` as float64, in the order of ``batches``."""
+    model.eval()
+    out = [torch.softmax(model(to_device(x, y, device)[0]).float(), dim=1).cpu()
+           for x, y in batches]
+    return torch.cat(out).double().numpy()
+
+
+def evaluate(model: nn.Module, batches: Batches, device: torch.device) -> dict[str, float]:
+    """Loss, accuracy and ROC AUC of ``model`` on ``batches``."""
+    probs = predict(model, batches, device)
+    labels = batches.labels.numpy()
+    p_true = np.clip(probs[np.arange(len(labels)), labels], 1e-12, 1.0)
+    return {
+        "loss": float(-np.log(p_true).mean()),
+        "accuracy": float((probs.argmax(1) == labels).mean()),
+        "auc": roc_auc(labels, probs),
+    }
+
+
+def make_optimizer(cfg, params) -> torch.optim.Optimizer:
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
+                               weight_decay=cfg.weight_decay)
+    return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+@dataclass
+class FitResult:
+    best_epoch: int
+    best: dict[str, float]  # val metrics of the best epoch
+    history: list[dict[str, float]] = field(default_factory=list)
+    seconds: float = 0.0
+    images_per_second: float = 0.0
+
+
+def is_better(monitor: str, value: float, best: float | None) -> bool:
+    if best is None:
+        return True
+    if math.isnan(value):
+        return False
+    if math.isnan(best):
+        return True
+    return value < best if monitor == "val_loss" else value > best
+
+
+def fit(model: nn.Module, train: Split, val: Split, cfg, device: torch.device,
+        on_epoch: Callable[[int, dict[str, float]], None] | None = None) -> FitResult:
+    """Train ``model`` for ``cfg.epochs``; leave it holding the weights of the best epoch.
+
+    ``on_epoch(epoch, metrics)`` is called after each epoch with train_* and val_*
+    metrics (the stage uses it to log to DVCLive).
+    """
+    model.to(device)
+    train_batches = Batches(train, cfg.batch_size, shuffle=True, seed=cfg.seed)
+    val_batches = Batches(val, max(cfg.batch_size, 256), shuffle=False)
+    optimizer = make_optimizer(cfg, [p for p in model.parameters() if p.requires_grad])
+    result = FitResult(best_epoch=0, best={})
+    best_value, best_state = None, None
+    start = time.perf_counter()
+    for epoch in range(1, cfg.epochs + 1):
+        tr = train_one_epoch(model, train_batches, optimizer, device,
+                             desc=f"epoch {epoch}/{cfg.epochs}")
+        va = evaluate(model, val_batches, device)
+        metrics = {"train_loss": tr["loss"], "train_accuracy": tr["accuracy"],
+                   "val_loss": va["loss"], "val_accuracy": va["accuracy"], "val_auc": va["auc"]}
+        result.history.append(metrics)
+        log.info("epoch %d/%d  %s", epoch, cfg.epochs,
+                 "  ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+        if on_epoch is not None:
+            on_epoch(epoch, metrics)
+        if is_better(cfg.monitor, metrics[cfg.monitor], best_value):
+            best_value, result.best_epoch = metrics[cfg.monitor], epoch
+            result.best = {k: v for k, v in metrics.items() if k.startswith("val_")}
+            best_state = copy.deepcopy(model.state_dict())
+    result.seconds = time.perf_counter() - start
+    result.images_per_second = cfg.epochs * len(train.labels) / result.seconds
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    return result

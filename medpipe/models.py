@@ -1,0 +1,226 @@
+"""Model builders and the self-describing checkpoint.
+
+Every model is wrapped in :class:`Classifier`, which takes images with intensities in
+[0, 1] and normalises them with the train-split statistics it carries as buffers, so the
+saved model holds its own preprocessing and prediction cannot drift from training.
+"""
+
+from __future__ import annotations
+
+import logging
+import urllib.error
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from medpipe import PipelineError
+from medpipe.fsutil import atomic_path
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_FORMAT = 1
+
+
+class SmallCNN(nn.Module):
+    """Two 3x3 conv blocks (each conv + ReLU + 2x2 max-pool), then two fully connected
+    layers. The flattened size is derived from ``image_size``, so any size works."""
+
+    def __init__(self, in_channels: int, num_classes: int, image_size: int, dropout: float):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, 16, kernel_size=3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
+            nn.Conv2d(16, 32, kernel_size=3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
+        )
+        side = image_size // 4  # two 2x2 pools
+        self.classifier = nn.Sequential(
+            nn.Flatten(),
+            nn.Dropout(dropout),
+            nn.Linear(32 * side * side, 64),
+            nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
+            nn.Linear(64, num_classes),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, S, S) -> (B, classes)
+        return self.classifier(self.features(x))
+
+
+def _build_cnn(arch: dict, pretrained: bool) -> tuple[nn.Module, nn.Module | None]:
+    if pretrained:
+        raise PipelineError("params.yaml: 'train.pretrained' is not available for model 'cnn'")
+    if arch["image_size"] < 4:
+        raise PipelineError("model 'cnn' needs images of at least 4 px")
+    net = SmallCNN(arch["in_channels"], arch["num_classes"], arch["image_size"], arch["dropout"])
+    return net, net.features
+
+
+def _build_mobilenet_v2(arch: dict, pretrained: bool) -> tuple[nn.Module, nn.Module | None]:
+    import torchvision  # here, not at the top: its import costs seconds the CNN never needs
+
+    weights = None
+    if pretrained:
+        if arch["width_mult"] != 1.0:
+            raise PipelineError(
+                "params.yaml: ImageNet weights exist only for 'train.width_mult: 1.0' "
+                f"of mobilenet_v2, got {arch['width_mult']}"
+            )
+        weights = torchvision.models.MobileNet_V2_Weights.IMAGENET1K_V1
+    net = torchvision.models.mobilenet_v2(weights=None, width_mult=arch["width_mult"])
+    if weights is not None:
+        net.load_state_dict(fetch_weights(weights))
+    first = net.features[0][0]
+    if arch["in_channels"] != first.in_channels:
+        net.features[0][0] = adapt_first_conv(first, arch["in_channels"], pretrained)
+    net.classifier = nn.Sequential(
+        nn.Dropout(arch["dropout"]), nn.Linear(net.last_channel, arch["num_classes"])
+    )
+    return net, net.features
+
+
+MODELS: dict[str, Callable[[dict, bool], tuple[nn.Module, nn.Module | None]]] = {
+    "cnn": _build_cnn,
+    "mobilenet_v2": _build_mobilenet_v2,
+}
+
+
+def check_model_name(name: str) -> None:
+    if name not in MODELS:
+        raise PipelineError(
+            f"params.yaml: unknown model 'train.model: {name}'; valid: {', '.join(MODELS)} "
+            "(stage train)"
+        )
+
+
+def adapt_first_conv(conv: nn.Conv2d, in_channels: int, pretrained: bool) -> nn.Conv2d:
+    """A copy of ``conv`` taking ``in_channels`` inputs.
+
+    With pretrained RGB weights and one input channel, the new kernel is the sum of the
+    three RGB kernels: exactly what the network computes on a grey image replicated to
+    three channels, at a third of the cost.
+    """
+    new = nn.Conv2d(
+        in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+        conv.dilation, conv.groups, conv.bias is not None,
+    )
+    if pretrained:
+        with torch.no_grad():
+            w = conv.weight
+            if in_channels == 1:
+                new.weight.copy_(w.sum(dim=1, keepdim=True))
+            else:  # spread the RGB mean over the channels, keeping the response scale
+                new.weight.copy_(w.mean(dim=1, keepdim=True).expand(-1, in_channels, -1, -1)
+                                 * (3.0 / in_channels))
+            if conv.bias is not None:
+                new.bias.copy_(conv.bias)
+    return new
+
+
+def fetch_weights(weights: Any) -> dict[str, torch.Tensor]:
+    """Download (or read from the torch hub cache) a torchvision weights entry."""
+    filename = weights.url.rsplit("/", 1)[-1]
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / filename
+    try:
+        return weights.get_state_dict(progress=True, check_hash=True)
+    except (urllib.error.URLError, OSError, RuntimeError) as e:
+        reason = getattr(e, "reason", None) or e
+        raise PipelineError(
+            f"could not download ImageNet weights {weights.url} ({reason}); offline, place "
+            f"that file at {cached} or set 'train.pretrained: false'"
+        ) from None
+
+
+class Classifier(nn.Module):
+    """Normalises [0, 1] images with fixed statistics, then runs ``net``.
+
+    ``frozen`` (a submodule of ``net``, or None) is kept in eval mode and out of the
+    optimiser: batch-norm statistics of a frozen backbone must not drift either.
+    """
+
+    def __init__(self, net: nn.Module, mean: list[float], std: list[float],
+                 frozen: nn.Module | None = None):
+        super().__init__()
+        self.net = net
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+        self.frozen = frozen
+        if frozen is not None:
+            frozen.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> Classifier:
+        super().train(mode)
+        if self.frozen is not None:
+            self.frozen.eval()
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, S, S) in [0, 1]
+        return self.net((x - self.mean) / self.std)
+
+
+def build_model(arch: dict, *, pretrained: bool = False, freeze_backbone: bool = False
+                ) -> Classifier:
+    """Build the model described by ``arch`` (see :func:`make_arch`)."""
+    check_model_name(arch["name"])
+    net, backbone = MODELS[arch["name"]](arch, pretrained)
+    return Classifier(net, arch["mean"], arch["std"], backbone if freeze_backbone else None)
+
+
+def make_arch(cfg, stats: dict) -> dict:
+    """The plain-data description that rebuilds a model: from train params + store stats."""
+    return {
+        "name": cfg.model,
+        "in_channels": stats["channels"],
+        "num_classes": len(stats["classes"]),
+        "image_size": stats["image_size"],
+        "width_mult": cfg.width_mult,
+        "dropout": cfg.dropout,
+        "mean": stats["mean"],
+        "std": stats["std"],
+    }
+
+
+def save_checkpoint(path: Path | str, model: Classifier, *, arch: dict, classes: list[str],
+                    params: dict, info: dict) -> None:
+    """Write the model atomically as plain data loadable with ``weights_only=True``."""
+    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    ckpt = {
+        "format": CHECKPOINT_FORMAT,
+        "arch": arch,
+        "classes": list(classes),
+        "preprocess": {
+            "image_size": arch["image_size"],
+            "channels": arch["in_channels"],
+            "intensity_range": [0, 255],
+            "mean": arch["mean"],
+            "std": arch["std"],
+        },
+        "params": params,
+        "info": info,
+        "state_dict": state,
+    }
+    with atomic_path(path) as tmp:
+        torch.save(ckpt, tmp)
+
+
+def load_checkpoint(path: Path | str, device: torch.device | str = "cpu"
+                    ) -> tuple[Classifier, dict]:
+    """Load a checkpoint written by :func:`save_checkpoint`; never unpickles code."""
+    path = Path(path)
+    try:
+        ckpt = torch.load(path, map_location=device, weights_only=True)
+    except FileNotFoundError:
+        raise PipelineError(f"{path}: model file not found; run the train stage first") from None
+    except Exception as e:  # noqa: BLE001 - torch raises many types for a bad file
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise PipelineError(f"{path}: not a loadable model file ({first})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise PipelineError(f"{path}: not a medpipe model file (format {CHECKPOINT_FORMAT})")
+    model = build_model(ckpt["arch"])
+    model.load_state_dict(ckpt["state_dict"])
+    return model.to(device).eval(), ckpt

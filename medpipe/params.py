@@ -1,0 +1,220 @@
+"""Typed, strict params: one frozen dataclass per ``params.yaml`` section.
+
+Every key must be present in ``params.yaml`` (no silent defaults that DVC cannot see),
+every value must have the declared type, and unknown keys are errors that name the key,
+the stage and, where there is one, the closest valid spelling.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from medpipe import PipelineError
+
+# Sections that belong to pipeline stages. Other top-level sections are yours: no stage
+# reads them, so changing them reruns nothing (see README, "What reruns when").
+STAGE_SECTIONS = ("data", "prepare", "train", "evaluate")
+
+
+@dataclass(frozen=True)
+class DataParams:
+    """``data``: where the images come from (read by the download stage)."""
+
+    source: Literal["synthetic"]  # synthetic: generated chest-radiograph-like images
+    seed: int  # generator seed
+    size: int  # side of the generated images, px
+    n_per_class: int  # images generated per class
+    classes: list[str]  # subset of medpipe.synthetic.CLASSES, in label order
+
+
+@dataclass(frozen=True)
+class PrepareParams:
+    """``prepare``: split, resize, channels, intensity statistics."""
+
+    seed: int  # split seed
+    val_fraction: float  # of all images, stratified by class
+    test_fraction: float  # of all images, stratified by class
+    image_size: int  # images are resized to image_size x image_size
+    channels: Literal[1, 3]  # 1: grayscale; 3: RGB (grayscale replicated)
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    """``train``: model, optimiser and loop."""
+
+    model: str  # one of medpipe.models.MODELS
+    width_mult: float  # mobilenet_v2 width multiplier
+    pretrained: bool  # ImageNet weights through torchvision's weights API
+    freeze_backbone: bool  # train only the Dropout+Linear head
+    dropout: float  # dropout before the last linear layer
+    optimizer: Literal["sgd", "adam"]
+    lr: float
+    momentum: float  # SGD only
+    weight_decay: float
+    batch_size: int
+    epochs: int
+    monitor: Literal["val_auc", "val_accuracy", "val_loss"]  # best epoch kept by this
+    seed: int
+    device: str  # auto | cpu | cuda | cuda:N
+
+
+@dataclass(frozen=True)
+class EvaluateParams:
+    """``evaluate``: which split is scored and how."""
+
+    split: Literal["test", "val"]
+    batch_size: int
+    device: str  # auto | cpu | cuda | cuda:N
+
+
+SECTIONS: dict[str, type] = {
+    "data": DataParams,
+    "prepare": PrepareParams,
+    "train": TrainParams,
+    "evaluate": EvaluateParams,
+}
+
+
+def load_yaml(path: Path) -> dict[str, Any]:
+    """Read ``params.yaml`` as a mapping; a missing or malformed file is a PipelineError."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            doc = yaml.safe_load(f)
+    except FileNotFoundError:
+        raise PipelineError(f"{path}: file not found") from None
+    except yaml.YAMLError as e:
+        raise PipelineError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if doc is None:
+        doc = {}
+    if not isinstance(doc, dict):
+        raise PipelineError(f"{path}: expected a mapping of sections, got {type(doc).__name__}")
+    return doc
+
+
+def load_section(path: Path | str, section: str, stage: str) -> Any:
+    """Load and validate one section of ``params.yaml`` for ``stage``."""
+    path = Path(path)
+    doc = load_yaml(path)
+    _check_top_level(doc, path, stage)
+    if section not in doc:
+        raise PipelineError(f"{path}: section '{section}' is missing (stage {stage})")
+    return parse_section(section, doc[section], stage=stage, where=str(path))
+
+
+def parse_section(section: str, values: Any, *, stage: str, where: str = "params.yaml") -> Any:
+    """Build the dataclass of ``section`` from a mapping, checking keys and types."""
+    cls = SECTIONS[section]
+    if not isinstance(values, dict):
+        raise PipelineError(
+            f"{where}: '{section}' must be a mapping of keys, got {_show(values)} (stage {stage})"
+        )
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    for key in values:
+        if key not in fields:
+            hint = _did_you_mean(str(key), fields)
+            raise PipelineError(f"{where}: unknown key '{section}.{key}'{hint} (stage {stage})")
+    missing = [name for name in fields if name not in values]
+    if missing:
+        raise PipelineError(
+            f"{where}: missing key '{section}.{missing[0]}' (stage {stage}); "
+            f"every key of '{section}' must be set"
+        )
+    parsed = {}
+    for name in fields:
+        ok, value = _coerce(values[name], hints[name])
+        if not ok:
+            raise PipelineError(
+                f"{where}: '{section}.{name}' must be {_describe(hints[name])}, "
+                f"got {_show(values[name])} (stage {stage})"
+            )
+        parsed[name] = value
+    return cls(**parsed)
+
+
+def _check_top_level(doc: dict, path: Path, stage: str) -> None:
+    # A near-miss of a stage section ('trian') is almost surely a typo: refuse it. Any
+    # other extra section is the user's own and no stage reads it.
+    for key in doc:
+        if key in SECTIONS:
+            continue
+        close = difflib.get_close_matches(str(key), SECTIONS, n=1, cutoff=0.75)
+        if close:
+            raise PipelineError(
+                f"{path}: unknown section '{key}' (did you mean '{close[0]}'?) (stage {stage})"
+            )
+
+
+def _did_you_mean(key: str, valid: typing.Iterable[str]) -> str:
+    close = difflib.get_close_matches(key, list(valid), n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _coerce(value: Any, hint: Any) -> tuple[bool, Any]:
+    """Return (ok, value) for ``value`` checked against a type hint. Ints pass as floats;
+    bools never pass as numbers (YAML's ``yes`` is not a learning rate)."""
+    origin = typing.get_origin(hint)
+    if origin is Literal:
+        # 1 == True in Python: compare types too, so `channels: true` is refused.
+        ok = any(value == c and type(value) is type(c) for c in typing.get_args(hint))
+        return ok, value
+    if origin in (list,):
+        (item,) = typing.get_args(hint)
+        if not isinstance(value, list):
+            return False, value
+        out = []
+        for v in value:
+            ok, v = _coerce(v, item)
+            if not ok:
+                return False, value
+            out.append(v)
+        return True, out
+    if origin in (typing.Union, types.UnionType):
+        for option in typing.get_args(hint):
+            ok, v = _coerce(value, option)
+            if ok:
+                return True, v
+        return False, value
+    if hint is type(None):
+        return value is None, value
+    if hint is bool:
+        return isinstance(value, bool), value
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool), value
+    if hint is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return ok, float(value) if ok else value
+    if hint is str:
+        return isinstance(value, str), value
+    raise TypeError(f"unsupported type hint {hint!r}")
+
+
+def _describe(hint: Any) -> str:
+    origin = typing.get_origin(hint)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(c) for c in typing.get_args(hint))
+    if origin is list:
+        return f"a list of {_describe(typing.get_args(hint)[0])}"
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(h) for h in typing.get_args(hint))
+    if hint is type(None):
+        return "null"
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}[hint]
+
+
+def _show(value: Any) -> str:
+    return f"{value!r} ({type(value).__name__})"
+
+
+def require(condition: bool, section: str, key: str, message: str, stage: str) -> None:
+    """Raise a one-line PipelineError about ``section.key`` unless ``condition`` holds."""
+    if not condition:
+        raise PipelineError(f"params.yaml: '{section}.{key}' {message} (stage {stage})")

@@ -1,0 +1,66 @@
+"""Data sources: each one fetches a dataset into a raw directory and reads it back.
+
+A source is a module in this package with two functions:
+
+- ``fetch(cfg: DataParams, out_dir: Path) -> None`` writes the raw dataset into
+  ``out_dir`` (a fresh, empty directory), including ``dataset.json`` describing it;
+- ``read(raw_dir: Path, meta: dict) -> RawDataset`` loads it for the prepare stage.
+
+Adding a source means adding one module and one line to ``SOURCES``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+
+from medpipe import PipelineError
+from medpipe.sources import synthetic
+
+SOURCES: dict[str, ModuleType] = {"synthetic": synthetic}
+
+META_FILE = "dataset.json"
+
+
+@dataclass
+class RawDataset:
+    """What a source hands to the prepare stage.
+
+    ``images`` is ``(N, H, W)`` or ``(N, H, W, C)``, uint8 or uint16 (anything indexable
+    by an integer array, e.g. a memory map). ``splits`` holds official split names
+    ("train"/"val"/"test") where the source defines them; ``groups`` holds patient ids
+    where they are known. ``ids`` names each image in the prepared manifest.
+    """
+
+    classes: list[str]
+    images: np.ndarray
+    labels: np.ndarray
+    ids: list[str]
+    splits: np.ndarray | None = None
+    groups: np.ndarray | None = None
+
+
+def get(name: str) -> ModuleType:
+    try:
+        return SOURCES[name]
+    except KeyError:
+        raise PipelineError(
+            f"unknown data source '{name}'; valid: {', '.join(sorted(SOURCES))}"
+        ) from None
+
+
+def read(raw_dir: Path | str) -> RawDataset:
+    """Read the raw dataset that the download stage wrote into ``raw_dir``."""
+    raw_dir = Path(raw_dir)
+    meta_path = raw_dir / META_FILE
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise PipelineError(f"{meta_path}: not found; run the download stage first") from None
+    except json.JSONDecodeError as e:
+        raise PipelineError(f"{meta_path}: not valid JSON ({e})") from None
+    return get(meta.get("source", "?")).read(raw_dir, meta)

@@ -1,0 +1,51 @@
+"""The embedded default source: generated chest-radiograph-like images (no network)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from medpipe import PipelineError, synthetic
+
+IMAGES, LABELS = "images.npy", "labels.npy"
+
+
+def fetch(cfg, out_dir: Path) -> None:
+    """Generate ``cfg.n_per_class`` images per class into ``out_dir``."""
+    unknown = [c for c in cfg.classes if c not in synthetic.CLASSES]
+    if unknown:
+        raise PipelineError(
+            f"params.yaml: 'data.classes' has unknown class '{unknown[0]}'; valid: "
+            f"{', '.join(synthetic.CLASSES)} (stage download)"
+        )
+    if len(cfg.classes) < 2 or len(set(cfg.classes)) != len(cfg.classes):
+        raise PipelineError(
+            "params.yaml: 'data.classes' must list at least 2 distinct classes (stage download)"
+        )
+    if cfg.size < 16:
+        raise PipelineError("params.yaml: 'data.size' must be at least 16 (stage download)")
+    if cfg.n_per_class < 1:
+        raise PipelineError("params.yaml: 'data.n_per_class' must be at least 1 (stage download)")
+    images, labels = synthetic.generate(cfg.n_per_class, cfg.classes, cfg.size, cfg.seed)
+    out_dir.mkdir(parents=True)
+    np.save(out_dir / IMAGES, images)
+    np.save(out_dir / LABELS, labels)
+    meta = {
+        "source": "synthetic",
+        "classes": list(cfg.classes),
+        "count": int(len(labels)),
+        "image_shape": list(images.shape[1:]),
+        "seed": cfg.seed,
+    }
+    (out_dir / "dataset.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+
+
+def read(raw_dir: Path, meta: dict):
+    from medpipe.sources import RawDataset
+
+    images = np.load(raw_dir / IMAGES, mmap_mode="r")
+    labels = np.load(raw_dir / LABELS)
+    ids = [f"synthetic-{i:06d}" for i in range(len(labels))]
+    return RawDataset(classes=list(meta["classes"]), images=images, labels=labels, ids=ids)

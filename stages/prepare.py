@@ -1,0 +1,40 @@
+"""Stage 2, prepare: split, convert, resize and store the images for fast training.
+
+Reads ``data/raw`` and ``params.yaml`` section ``prepare``; writes the array store
+``data/prepared`` (see ``medpipe.store``) and ``metrics/prepare.json`` (counts per split
+and class, image size, train-split statistics).
+
+    python -m stages.prepare --raw data/raw --out data/prepared --metrics metrics/prepare.json
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from medpipe import cli, sources
+from medpipe.fsutil import write_json
+from medpipe.params import PrepareParams, load_section
+from medpipe.preprocess import prepare as prepare_store
+
+
+def prepare(cfg: PrepareParams, raw_dir: Path, out_dir: Path, metrics_path: Path) -> dict:
+    stats = prepare_store(sources.read(raw_dir), out_dir, cfg)
+    write_json(metrics_path, stats)
+    return stats
+
+
+def main(args) -> None:
+    cfg = load_section(args.params, "prepare", stage="prepare")
+    prepare(cfg, Path(args.raw), Path(args.out), Path(args.metrics))
+
+
+def get_args_parser():
+    p = cli.parser(__doc__.splitlines()[0])
+    p.add_argument("--raw", default="data/raw", help="raw dataset directory (download stage)")
+    p.add_argument("--out", default="data/prepared", help="array store directory")
+    p.add_argument("--metrics", default="metrics/prepare.json", help="summary JSON")
+    return p
+
+
+if __name__ == "__main__":
+    cli.run("prepare", main, get_args_parser())
