@@ -60,7 +60,7 @@ class Batches:
     """
 
     def __init__(self, split: Split, batch_size: int, *, shuffle: bool, seed: int = 0):
-        self.images = torch.from_numpy(np.ascontiguousarray(split.images))  # (N, C, S, S) u8
+        self.images = torch.from_numpy(np.array(split.images))  # (N, C, S, S) uint8, in RAM
         self.labels = torch.from_numpy(np.asarray(split.labels, dtype=np.int64))
         self.batch_size = batch_size
         self.shuffle = shuffle
@@ -90,8 +90,9 @@ def train_one_epoch(model: nn.Module, batches: Batches, optimizer: torch.optim.O
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
     seen = 0
+    # disable=None: a bar on a terminal, silence in a log file or a test.
     bar = tqdm(batches, desc=desc, leave=False, unit="batch", dynamic_ncols=True,
-               mininterval=0.5)
+               mininterval=0.5, disable=None)
     for x, y in bar:
         x, y = to_device(x, y, device)
         logits = model(x)

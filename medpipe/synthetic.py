@@ -126,8 +126,8 @@ def _opacities(x, y, right, left, rng):
         ys, xs = np.nonzero(lung > 0.9)
         j = rng.integers(len(ys))
         cy, cx = y[ys[j], xs[j]], x[ys[j], xs[j]]
-        radius = rng.uniform(0.035, 0.10)
-        contrast = rng.uniform(0.07, 0.22)
+        radius = rng.uniform(0.05, 0.12)
+        contrast = rng.uniform(0.10, 0.26)
         out += contrast * _blob(x, y, cx, cy, radius) * lung
     return out
 
