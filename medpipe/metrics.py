@@ -1,11 +1,30 @@
-"""Classification metrics a clinician reads. Degenerate cases give NaN and a warning."""
+"""Classification metrics a clinician reads. Degenerate cases give NaN and a warning.
+
+scikit-learn is imported inside the functions that need it: the train stage computes
+a validation AUC every epoch and should not pay its import time for that.
+"""
 
 from __future__ import annotations
 
 import warnings
 
 import numpy as np
-from sklearn import metrics as skm
+
+
+def binary_auc(positive: np.ndarray, scores: np.ndarray) -> float:
+    """Area under the ROC curve as the Mann-Whitney statistic: the probability that a
+    random positive scores above a random negative, ties counting one half. Exact, and
+    equal to ``sklearn.metrics.roc_auc_score``."""
+    positive = np.asarray(positive, dtype=bool)
+    n_pos = int(positive.sum())
+    n_neg = len(positive) - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    # Average ranks (1-based) with ties sharing the mean of the ranks they span.
+    _, inverse, counts = np.unique(scores, return_inverse=True, return_counts=True)
+    ends = np.cumsum(counts)
+    ranks = (ends - (counts - 1) / 2.0)[inverse]
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 
 
 def roc_auc(labels: np.ndarray, probs: np.ndarray) -> float:
@@ -20,7 +39,7 @@ def roc_auc(labels: np.ndarray, probs: np.ndarray) -> float:
                       stacklevel=2)
         return float("nan")
     if n_classes == 2:
-        return float(skm.roc_auc_score(labels, probs[:, 1]))
+        return binary_auc(labels == 1, probs[:, 1])
     aucs = []
     for k in range(n_classes):
         positive = labels == k
@@ -28,12 +47,14 @@ def roc_auc(labels: np.ndarray, probs: np.ndarray) -> float:
             warnings.warn(f"class {k} absent from the labels: its one-vs-rest AUC is NaN and "
                           "left out of the macro mean", stacklevel=2)
             continue
-        aucs.append(skm.roc_auc_score(positive, probs[:, k]))
+        aucs.append(binary_auc(positive, probs[:, k]))
     return float(np.mean(aucs))
 
 
 def classification_report(labels: np.ndarray, probs: np.ndarray, classes: list[str]) -> dict:
     """Overall and per-class figures for ``probs`` (N, classes) against ``labels`` (N,)."""
+    from sklearn import metrics as skm
+
     labels = np.asarray(labels)
     pred = probs.argmax(1)
     k = np.arange(len(classes))
@@ -68,6 +89,8 @@ def classification_report(labels: np.ndarray, probs: np.ndarray, classes: list[s
 def roc_points(labels: np.ndarray, probs: np.ndarray, classes: list[str]) -> list[dict]:
     """ROC curve rows for DVC plots: the positive class for a binary task, one-vs-rest
     curves (tagged with ``class``) for a multi-class one."""
+    from sklearn import metrics as skm
+
     labels = np.asarray(labels)
     targets = [1] if len(classes) == 2 else range(len(classes))
     rows = []
@@ -77,5 +100,6 @@ def roc_points(labels: np.ndarray, probs: np.ndarray, classes: list[str]) -> lis
             continue
         fpr, tpr, thr = skm.roc_curve(positive, probs[:, k], drop_intermediate=True)
         rows += [{"class": classes[k], "fpr": round(float(f), 6), "tpr": round(float(t), 6),
-                  "threshold": round(float(min(h, 1.0)), 6)} for f, t, h in zip(fpr, tpr, thr)]
+                  "threshold": round(float(min(h, 1.0)), 6)}
+                 for f, t, h in zip(fpr, tpr, thr, strict=True)]
     return rows

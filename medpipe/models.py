@@ -8,6 +8,7 @@ saved model holds its own preprocessing and prediction cannot drift from trainin
 from __future__ import annotations
 
 import logging
+import pickle
 import urllib.error
 from collections.abc import Callable
 from pathlib import Path
@@ -127,12 +128,18 @@ def fetch_weights(weights: Any) -> dict[str, torch.Tensor]:
     filename = weights.url.rsplit("/", 1)[-1]
     cached = Path(torch.hub.get_dir()) / "checkpoints" / filename
     try:
-        return weights.get_state_dict(progress=True, check_hash=True)
-    except (urllib.error.URLError, OSError, RuntimeError) as e:
+        # weights_only: a file placed in the cache by hand must not run pickled code.
+        return weights.get_state_dict(progress=True, check_hash=True, weights_only=True)
+    except (urllib.error.URLError, OSError) as e:
         reason = getattr(e, "reason", None) or e
         raise PipelineError(
             f"could not download ImageNet weights {weights.url} ({reason}); offline, place "
             f"that file at {cached} or set 'train.pretrained: false'"
+        ) from None
+    except (RuntimeError, pickle.UnpicklingError, EOFError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise PipelineError(
+            f"{cached}: not a valid weights file ({first}); delete or replace it"
         ) from None
 
 
@@ -149,14 +156,16 @@ class Classifier(nn.Module):
         self.net = net
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
-        self.frozen = frozen
-        if frozen is not None:
-            frozen.requires_grad_(False)
+        # A tuple, not an attribute: an nn.Module attribute would register the backbone a
+        # second time and save its weights twice under other names.
+        self._frozen = (frozen,) if frozen is not None else ()
+        for module in self._frozen:
+            module.requires_grad_(False)
 
     def train(self, mode: bool = True) -> Classifier:
         super().train(mode)
-        if self.frozen is not None:
-            self.frozen.eval()
+        for module in self._frozen:
+            module.eval()
         return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, S, S) in [0, 1]

@@ -151,7 +151,9 @@ def prepare(raw: RawDataset, out_dir: Path | str, cfg) -> dict:
         mean = total / n_pix
         std = np.sqrt(np.maximum(total_sq / n_pix - mean**2, 0.0))
         if np.any(std < 1e-6):
-            raise PipelineError("train images have constant intensity; nothing to learn (stage prepare)")
+            raise PipelineError(
+                "train images have constant intensity; nothing to learn (stage prepare)"
+            )
         stats = {
             "classes": classes,
             "image_size": s,

@@ -122,8 +122,9 @@ def _opacities(x, y, right, left, rng):
     out = np.zeros_like(x)
     for _ in range(rng.integers(1, 4)):
         lung = right if rng.random() < 0.5 else left
-        # A centre drawn uniformly from the pixels well inside the chosen lung.
-        ys, xs = np.nonzero(lung > 0.9)
+        # A centre drawn uniformly from the pixels well inside the chosen lung (relative
+        # to its peak: at small sizes the soft edge keeps even the centre below 1).
+        ys, xs = np.nonzero(lung > 0.9 * lung.max())
         j = rng.integers(len(ys))
         cy, cx = y[ys[j], xs[j]], x[ys[j], xs[j]]
         radius = rng.uniform(0.05, 0.12)

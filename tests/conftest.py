@@ -1,0 +1,108 @@
+"""Shared fixtures: a real git + DVC repository holding a copy of this project."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+PROJECT_FILES = ["dvc.yaml", "params.yaml", ".dvcignore", ".gitignore", ".dvc/config",
+                 ".dvc/.gitignore"]
+PROJECT_DIRS = ["stages", "medpipe"]
+
+# Small enough that a full `dvc repro` takes seconds, large enough to split 3 ways.
+SMALL_PARAMS = {
+    "data": {"n_per_class": 30, "size": 32},
+    "prepare": {"image_size": 32},
+    "train": {"epochs": 2, "batch_size": 16},
+}
+
+
+def tool_env() -> dict[str, str]:
+    """Environment in which `dvc`, `git` and the stages' `python` are this venv's."""
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env["DVC_NO_ANALYTICS"] = "1"
+    env["GIT_AUTHOR_NAME"] = env["GIT_COMMITTER_NAME"] = "medpipe tests"
+    env["GIT_AUTHOR_EMAIL"] = env["GIT_COMMITTER_EMAIL"] = "tests@example.invalid"
+    env.pop("PYTHONPATH", None)
+    return env
+
+
+def sh(*cmd: str, cwd: Path, check: bool = True, timeout: float = 600
+       ) -> subprocess.CompletedProcess[str]:
+    """Run a command; on an unexpected exit code fail with its whole output."""
+    proc = subprocess.run(cmd, cwd=cwd, env=tool_env(), capture_output=True, text=True,
+                          timeout=timeout)
+    if check and proc.returncode != 0:
+        pytest.fail(f"{' '.join(cmd)} exited {proc.returncode}\n--- stdout\n{proc.stdout}"
+                    f"\n--- stderr\n{proc.stderr}")
+    return proc
+
+
+def edit_params(repo: Path, **changes: dict) -> None:
+    """Update sections of the repo's params.yaml: edit_params(repo, train={"lr": 0.1})."""
+    path = repo / "params.yaml"
+    doc = yaml.safe_load(path.read_text())
+    for section, values in changes.items():
+        doc.setdefault(section, {}).update(values)
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+
+
+def make_project(dest: Path, params: dict | None = None) -> Path:
+    """Copy the project into ``dest`` as a fresh git repo with one commit."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in PROJECT_DIRS:
+        shutil.copytree(ROOT / name, dest / name,
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    for name in PROJECT_FILES:
+        (dest / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, dest / name)
+    edit_params(dest, **(params if params is not None else SMALL_PARAMS))
+    sh("git", "init", "-q", "-b", "main", cwd=dest)
+    sh("git", "add", "-A", cwd=dest)
+    sh("git", "commit", "-q", "-m", "project", cwd=dest)
+    return dest
+
+
+def stages_run(output: str) -> list[str]:
+    """Names of the stages `dvc repro` / `dvc exp run` executed, in order."""
+    return [line.split("'")[1] for line in output.splitlines()
+            if line.startswith("Running stage '")]
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A fresh project, nothing run yet."""
+    return make_project(tmp_path / "project")
+
+
+@dataclass(frozen=True)
+class Baseline:
+    path: Path
+    ran: list[str]  # the stages the first `dvc repro` executed
+
+
+@pytest.fixture(scope="session")
+def baseline(tmp_path_factory: pytest.TempPathFactory) -> Baseline:
+    """One project reproduced once and committed, shared by the session: read it only."""
+    repo = make_project(tmp_path_factory.mktemp("baseline") / "project")
+    ran = stages_run(sh("dvc", "repro", cwd=repo).stdout)
+    sh("git", "add", "-A", cwd=repo)
+    sh("git", "commit", "-q", "-m", "baseline run", cwd=repo)
+    return Baseline(repo, ran)
+
+
+@pytest.fixture
+def reproduced(tmp_path: Path, baseline: Baseline) -> Path:
+    """A private copy of the baseline (git history, DVC cache and outputs included)."""
+    dest = tmp_path / "project"
+    shutil.copytree(baseline.path, dest, symlinks=True)
+    return dest

@@ -1,0 +1,270 @@
+"""The training engine: devices, batching, fitting, best-epoch restore, determinism."""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from medpipe import PipelineError, engine, models
+from medpipe.params import TrainParams
+from medpipe.store import Split
+
+CPU = torch.device("cpu")
+SIZE = 16
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread() -> Iterator[None]:
+    """These tensors are tiny: on 2 cores, two intra-op threads contend with the BLAS pool
+    and run 10-50x slower than one."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def _restore_global_torch_state(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """seed_everything flips process-wide switches; put them back after each test."""
+    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", os.environ.get("CUBLAS_WORKSPACE_CONFIG",
+                                                                 ":4096:8"))
+    state = (torch.are_deterministic_algorithms_enabled(),
+             torch.is_deterministic_algorithms_warn_only_enabled())
+    rng_state = torch.get_rng_state()
+    yield
+    now = (torch.are_deterministic_algorithms_enabled(),
+           torch.is_deterministic_algorithms_warn_only_enabled())
+    if now != state:
+        torch.use_deterministic_algorithms(state[0], warn_only=state[1])
+    torch.set_rng_state(rng_state)
+
+
+def make_cfg(**changes: Any) -> TrainParams:
+    values: dict[str, Any] = {
+        "model": "cnn", "width_mult": 1.0, "pretrained": False, "freeze_backbone": False,
+        "dropout": 0.0, "optimizer": "adam", "lr": 0.01, "momentum": 0.9,
+        "weight_decay": 0.0, "batch_size": 16, "epochs": 3, "monitor": "val_loss",
+        "seed": 0, "device": "cpu",
+    }
+    values.update(changes)
+    return TrainParams(**values)
+
+
+def dark_vs_bright(n: int, seed: int, separation: float = 60.0) -> Split:
+    """Class 0: darker images, class 1: brighter ones, with overlapping pixel noise."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n, dtype=np.int64) % 2
+    base = np.where(labels == 1, 128 + separation / 2, 128 - separation / 2)
+    images = base[:, None, None, None] + rng.normal(0.0, 40.0, (n, 1, SIZE, SIZE))
+    return Split(images=np.clip(np.rint(images), 0, 255).astype(np.uint8), labels=labels)
+
+
+def new_model() -> models.Classifier:
+    arch = {"name": "cnn", "in_channels": 1, "num_classes": 2, "image_size": SIZE,
+            "width_mult": 1.0, "dropout": 0.0, "mean": [0.5], "std": [0.2]}
+    return models.build_model(arch)
+
+
+# -------------------------------------------------------------------------------- devices
+
+
+def test_auto_device_is_cpu_without_cuda() -> None:
+    if torch.cuda.is_available():
+        pytest.skip("CUDA present: auto picks it")
+    assert engine.resolve_device("auto") == CPU
+    assert engine.resolve_device("cpu") == CPU
+
+
+@pytest.mark.parametrize("name", ["cuda", "cuda:0"])
+def test_cuda_without_cuda_is_a_pipeline_error(name: str) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("CUDA present")
+    with pytest.raises(PipelineError, match="CUDA is not available"):
+        engine.resolve_device(name)
+
+
+def test_unknown_device_is_a_pipeline_error() -> None:
+    with pytest.raises(PipelineError, match="unknown device 'nonsense'"):
+        engine.resolve_device("nonsense")
+
+
+# -------------------------------------------------------------------------------- Batches
+
+
+def numbered_split(n: int) -> Split:
+    """Image i is filled with the value i and has label i, to follow indices through."""
+    images = np.broadcast_to(np.arange(n, dtype=np.uint8)[:, None, None, None],
+                             (n, 1, 2, 2)).copy()
+    return Split(images=images, labels=np.arange(n, dtype=np.int64))
+
+
+def epoch_order(batches: engine.Batches) -> list[int]:
+    order: list[int] = []
+    for x, y in batches:
+        assert x.dtype == torch.uint8 and y.dtype == torch.int64
+        assert torch.equal(x[:, 0, 0, 0].long(), y)  # images travel with their labels
+        order += y.tolist()
+    return order
+
+
+def test_batches_cover_every_index_once_per_epoch() -> None:
+    batches = engine.Batches(numbered_split(10), 3, shuffle=True, seed=0)
+    assert len(batches) == 4
+    assert [len(y) for _, y in batches] == [3, 3, 3, 1]
+    for _ in range(3):
+        assert sorted(epoch_order(batches)) == list(range(10))
+
+
+def test_unshuffled_batches_keep_the_order() -> None:
+    batches = engine.Batches(numbered_split(7), 4, shuffle=False)
+    assert epoch_order(batches) == list(range(7))
+    assert epoch_order(batches) == list(range(7))
+
+
+def test_shuffle_differs_between_epochs_and_is_reproducible() -> None:
+    a = engine.Batches(numbered_split(50), 8, shuffle=True, seed=1)
+    b = engine.Batches(numbered_split(50), 8, shuffle=True, seed=1)
+    c = engine.Batches(numbered_split(50), 8, shuffle=True, seed=2)
+    orders_a = [epoch_order(a) for _ in range(3)]
+    orders_b = [epoch_order(b) for _ in range(3)]
+    orders_c = [epoch_order(c) for _ in range(3)]
+    assert orders_a == orders_b
+    assert orders_a[0] != orders_a[1] != orders_a[2]
+    assert orders_a != orders_c
+    assert orders_a[0] != list(range(50))
+
+
+def test_batches_do_not_depend_on_the_global_torch_rng() -> None:
+    torch.manual_seed(0)
+    a = epoch_order(engine.Batches(numbered_split(30), 8, shuffle=True, seed=4))
+    torch.manual_seed(99)
+    b = epoch_order(engine.Batches(numbered_split(30), 8, shuffle=True, seed=4))
+    assert a == b
+
+
+# ------------------------------------------------------------------------------------ fit
+
+
+def test_fit_learns_an_easy_task() -> None:
+    engine.seed_everything(0)
+    train, val = dark_vs_bright(64, seed=1), dark_vs_bright(32, seed=2)
+    model = new_model()
+    seen: list[tuple[int, dict[str, float]]] = []
+    result = engine.fit(model, train, val, make_cfg(epochs=3, monitor="val_accuracy"), CPU,
+                        on_epoch=lambda e, m: seen.append((e, m)))
+    assert [e for e, _ in seen] == [1, 2, 3]
+    assert len(result.history) == 3
+    assert set(result.history[0]) == {"train_loss", "train_accuracy", "val_loss",
+                                      "val_accuracy", "val_auc"}
+    assert result.best["val_accuracy"] >= 0.9
+    assert result.best["val_auc"] >= 0.95
+    assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
+    assert result.best == {k: v for k, v in result.history[result.best_epoch - 1].items()
+                           if k.startswith("val_")}
+    # The returned model reproduces the best epoch's validation figures.
+    again = engine.evaluate(model, engine.Batches(val, 32, shuffle=False), CPU)
+    assert again["accuracy"] == result.best["val_accuracy"]
+    assert again["loss"] == pytest.approx(result.best["val_loss"], rel=1e-6, abs=1e-9)
+    assert result.seconds > 0 and result.images_per_second > 0
+
+
+def test_fit_restores_the_best_epoch_not_the_last(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Validation scores are scripted so epoch 2 of 4 is the best by val_auc."""
+    scripted = iter([0.60, 0.90, 0.70, 0.80])
+    real_evaluate = engine.evaluate
+
+    def evaluate(model: Any, batches: Any, device: Any) -> dict[str, float]:
+        return {**real_evaluate(model, batches, device), "auc": next(scripted)}
+
+    monkeypatch.setattr(engine, "evaluate", evaluate)
+    snapshots: dict[int, dict[str, torch.Tensor]] = {}
+    model = new_model()
+    engine.seed_everything(0)
+    result = engine.fit(
+        model, dark_vs_bright(32, 1), dark_vs_bright(16, 2),
+        make_cfg(epochs=4, monitor="val_auc", lr=0.05), CPU,
+        on_epoch=lambda e, m: snapshots.__setitem__(e, copy.deepcopy(model.state_dict())),
+    )
+    assert result.best_epoch == 2
+    assert result.best["val_auc"] == 0.90
+    final = model.state_dict()
+    assert all(torch.equal(final[k], snapshots[2][k]) for k in final)
+    assert not all(torch.equal(final[k], snapshots[4][k]) for k in final)
+
+
+@pytest.mark.parametrize(
+    ("monitor", "values", "best"),
+    [("val_loss", [0.5, 0.3, 0.4], 2), ("val_accuracy", [0.5, 0.7, 0.7], 2),
+     ("val_auc", [float("nan"), 0.6, 0.5], 2), ("val_auc", [0.6, float("nan"), 0.5], 1)],
+)
+def test_is_better_picks_the_first_best(monitor: str, values: list[float], best: int) -> None:
+    best_value, best_epoch = None, 0
+    for epoch, value in enumerate(values, start=1):
+        if engine.is_better(monitor, value, best_value):
+            best_value, best_epoch = value, epoch
+    assert best_epoch == best
+
+
+def test_same_seed_gives_bit_identical_weights() -> None:
+    train, val = dark_vs_bright(48, seed=1), dark_vs_bright(16, seed=2)
+    states = []
+    for _ in range(2):
+        engine.seed_everything(7)
+        model = new_model()
+        cfg = make_cfg(epochs=2, seed=7, dropout=0.0)
+        engine.fit(model, train, val, cfg, CPU)
+        states.append(model.state_dict())
+    assert states[0].keys() == states[1].keys()
+    for k in states[0]:
+        assert torch.equal(states[0][k], states[1][k]), k
+    # And a different seed really gives different weights.
+    engine.seed_everything(8)
+    other = new_model()
+    engine.fit(other, train, val, make_cfg(epochs=2, seed=8), CPU)
+    assert not torch.equal(other.state_dict()["net.features.0.weight"],
+                           states[0]["net.features.0.weight"])
+
+
+def test_huge_learning_rate_diverges_with_a_pipeline_error() -> None:
+    engine.seed_everything(0)
+    with pytest.raises(PipelineError, match=r"diverged: .* loss is (nan|inf)"):
+        engine.fit(new_model(), dark_vs_bright(64, 1), dark_vs_bright(16, 2),
+                   make_cfg(optimizer="sgd", lr=1e12, epochs=3), CPU)
+
+
+def test_nan_inputs_fail_with_a_pipeline_error_about_the_loss() -> None:
+    good = dark_vs_bright(32, 1)
+    images = good.images.astype(np.float32)  # Batches takes any numeric array
+    images[5, 0, 3, 3] = np.nan
+    poisoned = Split(images=images, labels=good.labels)
+    engine.seed_everything(0)
+    with pytest.raises(PipelineError) as info:
+        engine.fit(new_model(), poisoned, dark_vs_bright(16, 2), make_cfg(epochs=1), CPU)
+    assert "loss" in str(info.value) and "lr" in str(info.value)
+
+
+def test_predict_returns_probabilities_in_batch_order() -> None:
+    val = dark_vs_bright(20, 3)
+    model = new_model()
+    probs = engine.predict(model, engine.Batches(val, 7, shuffle=False), CPU)
+    assert probs.shape == (20, 2) and probs.dtype == np.float64
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-6)
+    with torch.no_grad():
+        direct = torch.softmax(model.eval()(torch.from_numpy(val.images).float() / 255.0), 1)
+    np.testing.assert_allclose(probs, direct.double().numpy(), atol=1e-6)
+
+
+def test_make_optimizer_honours_the_choice() -> None:
+    params = [torch.nn.Parameter(torch.zeros(2))]
+    sgd = engine.make_optimizer(make_cfg(optimizer="sgd", lr=0.1, momentum=0.5), params)
+    adam = engine.make_optimizer(make_cfg(optimizer="adam", lr=0.2, weight_decay=0.01), params)
+    assert isinstance(sgd, torch.optim.SGD)
+    assert sgd.defaults["lr"] == 0.1 and sgd.defaults["momentum"] == 0.5
+    assert isinstance(adam, torch.optim.Adam)
+    assert adam.defaults["lr"] == 0.2 and adam.defaults["weight_decay"] == 0.01

@@ -1,0 +1,326 @@
+"""Model builders, freezing, the safe checkpoint, and ImageNet weights offline."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import pathlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+
+from medpipe import PipelineError, models
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread() -> Iterator[None]:
+    """Tiny tensors: on 2 cores one intra-op thread is much faster than two contending."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def make_arch(name: str = "cnn", *, in_channels: int = 1, num_classes: int = 2,
+              image_size: int = 16, width_mult: float = 1.0, dropout: float = 0.0
+              ) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in_channels": in_channels,
+        "num_classes": num_classes,
+        "image_size": image_size,
+        "width_mult": width_mult,
+        "dropout": dropout,
+        "mean": [0.4] * in_channels,
+        "std": [0.2] * in_channels,
+    }
+
+
+def bn_stats(module: nn.Module) -> list[torch.Tensor]:
+    return [t.clone() for m in module.modules() if isinstance(m, nn.BatchNorm2d)
+            for t in (m.running_mean, m.running_var)]
+
+
+# ------------------------------------------------------------------------------------ shapes
+
+
+@pytest.mark.parametrize("size", [16, 28, 40, 64])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_small_cnn_any_size_and_channels(size: int, channels: int) -> None:
+    model = models.build_model(make_arch(in_channels=channels, num_classes=3, image_size=size))
+    out = model.eval()(torch.rand(2, channels, size, size))
+    assert out.shape == (2, 3)
+    assert torch.isfinite(out).all()
+
+
+def test_small_cnn_rejects_the_wrong_image_size() -> None:
+    """The flattened size is tied to image_size: a mismatch is not silently accepted."""
+    model = models.build_model(make_arch(image_size=16))
+    with pytest.raises(RuntimeError):
+        model(torch.rand(1, 1, 32, 32))
+
+
+def test_mobilenet_v2_half_width_one_channel() -> None:
+    arch = make_arch("mobilenet_v2", in_channels=1, num_classes=3, image_size=32,
+                     width_mult=0.5)
+    model = models.build_model(arch)
+    assert model.net.features[0][0].in_channels == 1
+    out = model.eval()(torch.rand(2, 1, 32, 32))
+    assert out.shape == (2, 3)
+
+
+def test_classifier_normalises_with_its_buffers() -> None:
+    """Classifier feeds (x - mean) / std to the network."""
+    seen: list[torch.Tensor] = []
+
+    class Spy(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            seen.append(x)
+            return x.flatten(1)[:, :2]
+
+    model = models.Classifier(Spy(), mean=[0.5], std=[0.25])
+    model(torch.full((1, 1, 2, 2), 0.75))
+    assert torch.allclose(seen[0], torch.ones(1, 1, 2, 2))
+    assert set(dict(model.named_buffers())) == {"mean", "std"}
+
+
+def test_unknown_model_lists_valid_names() -> None:
+    with pytest.raises(PipelineError) as info:
+        models.build_model(make_arch("resnet9000"))
+    message = str(info.value)
+    assert "resnet9000" in message
+    assert "cnn" in message and "mobilenet_v2" in message
+
+
+def test_cnn_has_no_pretrained_weights() -> None:
+    with pytest.raises(PipelineError, match="pretrained"):
+        models.build_model(make_arch(), pretrained=True)
+
+
+def test_pretrained_needs_width_one() -> None:
+    arch = make_arch("mobilenet_v2", image_size=32, width_mult=0.5)
+    with pytest.raises(PipelineError, match="width_mult"):
+        models.build_model(arch, pretrained=True)
+
+
+# -------------------------------------------------------------------------------- freezing
+
+
+@pytest.mark.parametrize("name", ["cnn", "mobilenet_v2"])
+def test_freeze_backbone_trains_only_the_head(name: str) -> None:
+    arch = make_arch(name, image_size=32, width_mult=0.5)
+    model = models.build_model(arch, freeze_backbone=True)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    head = {f"net.classifier.{n}" for n, _ in model.net.classifier.named_parameters()}
+    assert trainable == head
+    assert trainable  # the head does train
+    unfrozen = models.build_model(arch)
+    assert all(p.requires_grad for p in unfrozen.parameters())
+
+
+def test_frozen_backbone_batchnorm_stays_in_eval_mode() -> None:
+    arch = make_arch("mobilenet_v2", image_size=32, width_mult=0.5, dropout=0.2)
+    model = models.build_model(arch, freeze_backbone=True)
+    model.train()
+    bns = [m for m in model.net.features.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert bns and not any(m.training for m in bns)
+    assert model.training and model.net.classifier.training  # dropout in the head is on
+    before = bn_stats(model.net.features)
+    model(torch.rand(4, 1, 32, 32))
+    after = bn_stats(model.net.features)
+    assert all(torch.equal(a, b) for a, b in zip(before, after, strict=True))
+
+
+def test_unfrozen_batchnorm_does_update_in_train_mode() -> None:
+    """Control for the test above: without freezing, a train-mode forward moves the stats."""
+    model = models.build_model(make_arch("mobilenet_v2", image_size=32, width_mult=0.5))
+    model.train()
+    before = bn_stats(model.net.features)
+    model(torch.rand(4, 1, 32, 32))
+    after = bn_stats(model.net.features)
+    assert not all(torch.equal(a, b) for a, b in zip(before, after, strict=True))
+
+
+# ------------------------------------------------------------------------------ checkpoints
+
+
+def save(path: Path, model: models.Classifier, arch: dict[str, Any]) -> None:
+    models.save_checkpoint(path, model, arch=arch, classes=["normal", "opacity"],
+                           params={"lr": 0.1}, info={"best_epoch": 3})
+
+
+@pytest.mark.parametrize("name", ["cnn", "mobilenet_v2"])
+def test_checkpoint_round_trip(tmp_path: Path, name: str) -> None:
+    arch = make_arch(name, image_size=32, width_mult=0.5)
+    torch.manual_seed(0)
+    model = models.build_model(arch).eval()
+    path = tmp_path / "model.pt"
+    save(path, model, arch)
+
+    raw = torch.load(path, weights_only=True)  # plain data: no code needs unpickling
+    assert raw["format"] == models.CHECKPOINT_FORMAT
+    assert raw["arch"] == arch
+    assert raw["classes"] == ["normal", "opacity"]
+    assert raw["preprocess"]["image_size"] == 32 and raw["preprocess"]["channels"] == 1
+    assert raw["info"] == {"best_epoch": 3}
+
+    loaded, ckpt = models.load_checkpoint(path)
+    assert not loaded.training
+    assert ckpt["params"] == {"lr": 0.1}
+    x = torch.rand(3, 1, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(model(x), loaded(x))
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp-")]
+
+
+def test_checkpoint_round_trip_with_frozen_backbone(tmp_path: Path) -> None:
+    arch = make_arch("cnn")
+    model = models.build_model(arch, freeze_backbone=True).eval()
+    path = tmp_path / "model.pt"
+    save(path, model, arch)
+    loaded, _ = models.load_checkpoint(path)
+    x = torch.rand(2, 1, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(model(x), loaded(x))
+
+
+class Payload:
+    """Unpickling this runs ``Path.touch(marker)``: a stand-in for arbitrary code."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        return pathlib.Path.touch, (self.marker,)
+
+
+def test_checkpoint_with_pickled_code_is_refused_not_executed(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pt"
+    torch.save({"format": models.CHECKPOINT_FORMAT, "state_dict": Payload(marker)}, path)
+    with pytest.raises(PipelineError, match="not a loadable model file"):
+        models.load_checkpoint(path)
+    assert not marker.exists()
+    # The payload is real: a full unpickle does run it.
+    torch.load(path, weights_only=False)
+    assert marker.exists()
+
+
+def test_missing_and_foreign_checkpoints_are_pipeline_errors(tmp_path: Path) -> None:
+    with pytest.raises(PipelineError, match="model file not found"):
+        models.load_checkpoint(tmp_path / "none.pt")
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a zip file at all")
+    with pytest.raises(PipelineError, match="not a loadable model file"):
+        models.load_checkpoint(garbage)
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"weights": torch.zeros(2)}, foreign)
+    with pytest.raises(PipelineError, match="not a medpipe model file"):
+        models.load_checkpoint(foreign)
+
+
+# ------------------------------------------------------------------------ ImageNet weights
+
+
+def weights_filename() -> str:
+    import torchvision
+
+    return torchvision.models.MobileNet_V2_Weights.IMAGENET1K_V1.url.rsplit("/", 1)[-1]
+
+
+@pytest.fixture
+def offline_torch_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty TORCH_HOME, and every proxy pointing at a closed local port."""
+    home = tmp_path / "torch_home"
+    home.mkdir()
+    monkeypatch.setenv("TORCH_HOME", str(home))
+    monkeypatch.delenv("TORCH_HUB", raising=False)
+    for var in ("https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY", "all_proxy",
+                "ALL_PROXY"):
+        monkeypatch.setenv(var, "http://127.0.0.1:9")
+    for var in ("no_proxy", "NO_PROXY"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(torch.hub, "_hub_dir", None)  # in case set_dir() was called
+    return home
+
+
+def test_pretrained_offline_names_url_and_local_path(offline_torch_home: Path) -> None:
+    import torchvision
+
+    url = torchvision.models.MobileNet_V2_Weights.IMAGENET1K_V1.url
+    cached = offline_torch_home / "hub" / "checkpoints" / weights_filename()
+    with pytest.raises(PipelineError) as info:
+        models.build_model(make_arch("mobilenet_v2", image_size=32), pretrained=True)
+    message = str(info.value)
+    assert url in message
+    assert str(cached) in message
+    assert "pretrained: false" in message
+    assert not cached.exists()
+
+
+def save_cached_weights(home: Path) -> dict[str, torch.Tensor]:
+    """A randomly initialised torchvision mobilenet_v2 saved where torch.hub looks."""
+    import torchvision
+
+    torch.manual_seed(123)
+    state = torchvision.models.mobilenet_v2(weights=None).state_dict()
+    path = home / "hub" / "checkpoints" / weights_filename()
+    path.parent.mkdir(parents=True)
+    torch.save(state, path)
+    return state
+
+
+def test_pretrained_one_channel_from_cached_file(offline_torch_home: Path) -> None:
+    """torch.hub does not re-hash a cached file, so a file whose hash does not match the
+    name still loads; the grey first conv is the sum of the RGB kernels."""
+    saved = save_cached_weights(offline_torch_home)
+    cached = offline_torch_home / "hub" / "checkpoints" / weights_filename()
+    prefix = weights_filename().rsplit("-", 1)[1].split(".")[0]  # 'b0353104'
+    assert not hashlib.sha256(cached.read_bytes()).hexdigest().startswith(prefix)
+    model = models.build_model(make_arch("mobilenet_v2", in_channels=1, image_size=32),
+                               pretrained=True)
+    first = model.net.features[0][0]
+    assert first.weight.shape == (32, 1, 3, 3)
+    expected = saved["features.0.0.weight"].sum(dim=1, keepdim=True)
+    assert torch.allclose(first.weight, expected, atol=1e-6)
+    # The rest of the backbone is the saved weights.
+    state = model.net.state_dict()
+    for key in ("features.1.conv.0.0.weight", "features.18.1.running_var"):
+        assert torch.equal(state[key], saved[key])
+    # A grey image through the adapted conv equals the RGB conv on the replicated image.
+    rgb = nn.Conv2d(3, 32, 3, 2, 1, bias=False)
+    with torch.no_grad():
+        rgb.weight.copy_(saved["features.0.0.weight"])
+        x = torch.rand(1, 1, 16, 16)
+        assert torch.allclose(first(x), rgb(x.expand(-1, 3, -1, -1)), atol=1e-5)
+
+
+def test_pretrained_three_channels_from_cached_file(offline_torch_home: Path) -> None:
+    saved = save_cached_weights(offline_torch_home)
+    model = models.build_model(make_arch("mobilenet_v2", in_channels=3, image_size=32),
+                               pretrained=True, freeze_backbone=True)
+    assert torch.equal(model.net.features[0][0].weight, saved["features.0.0.weight"])
+    assert model.net.classifier[1].out_features == 2
+
+
+def test_cached_weights_file_is_not_unpickled_as_code(offline_torch_home: Path) -> None:
+    marker = offline_torch_home / "pwned"
+    path = offline_torch_home / "hub" / "checkpoints" / weights_filename()
+    path.parent.mkdir(parents=True)
+    torch.save({"features.0.0.weight": Payload(marker)}, path)
+    with contextlib.suppress(Exception):
+        models.build_model(make_arch("mobilenet_v2", image_size=32), pretrained=True)
+    assert not marker.exists()
+
+
+def test_corrupt_cached_weights_file_is_a_pipeline_error(offline_torch_home: Path) -> None:
+    path = offline_torch_home / "hub" / "checkpoints" / weights_filename()
+    path.parent.mkdir(parents=True)
+    path.write_text("<html>502 Bad Gateway</html>\n", encoding="utf-8")
+    with pytest.raises(PipelineError) as info:
+        models.build_model(make_arch("mobilenet_v2", image_size=32), pretrained=True)
+    assert str(path) in str(info.value)

@@ -1,0 +1,164 @@
+"""End to end with real `dvc` and `git`: what reruns, reproducibility, experiments,
+bad params and killed stages. Each test builds a small project in a temporary repo."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import Baseline, edit_params, sh, stages_run, tool_env
+
+pytestmark = pytest.mark.slow
+
+ALL = ["download", "prepare", "train", "evaluate"]
+
+
+def repro(repo: Path, *args: str) -> list[str]:
+    return stages_run(sh("dvc", "repro", *args, cwd=repo).stdout)
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_repro_runs_all_stages_and_writes_outputs(baseline: Baseline) -> None:
+    project = baseline.path
+    assert baseline.ran == ALL
+    for out in ["data/raw/dataset.json", "data/prepared/train_images.npy", "models/model.pt",
+                "metrics/train.json", "metrics/evaluate.json", "metrics/evaluate/roc.json",
+                "metrics/evaluate/predictions.csv", "metrics/train/plots/metrics/val/auc.tsv"]:
+        assert (project / out).is_file(), out
+    report = json.loads((project / "metrics/evaluate.json").read_text())
+    for key in ["accuracy", "balanced_accuracy", "roc_auc"]:
+        assert 0.0 <= report[key] <= 1.0
+    assert set(report["per_class"]) == {"normal", "opacity"}
+    assert {"precision", "recall"} <= set(report["per_class"]["opacity"])
+    train = json.loads((project / "metrics/train.json").read_text())
+    assert 1 <= train["best_epoch"] <= 2 and train["device"] == "cpu"
+    # The declared plots render: training curves, ROC and confusion matrix.
+    shown = sh("dvc", "plots", "show", "--json", cwd=project).stdout
+    for name in ["Loss", "Accuracy", "ROC (test)", "Confusion matrix (test)"]:
+        assert name in shown
+    # Nothing left to do afterwards.
+    assert "Data and pipelines are up to date" in sh("dvc", "repro", cwd=project).stdout
+
+
+def test_copied_baseline_is_up_to_date(reproduced: Path) -> None:
+    """The copy the other tests start from is a valid, fully reproduced project."""
+    out = sh("dvc", "status", cwd=reproduced).stdout
+    assert "Data and pipelines are up to date" in out
+
+
+def test_params_rerun_only_the_stages_that_read_them(reproduced: Path) -> None:
+    """The README table: a key of a section reruns its stage and what depends on it."""
+    project = reproduced
+    edit_params(project, evaluate={"batch_size": 17})
+    assert repro(project) == ["evaluate"]
+    edit_params(project, train={"lr": 0.002})
+    assert repro(project) == ["train", "evaluate"]
+    edit_params(project, prepare={"seed": 1})
+    assert repro(project) == ["prepare", "train", "evaluate"]
+    edit_params(project, data={"seed": 1})
+    assert repro(project) == ALL
+    edit_params(project, notes={"author": "someone", "ticket": 12})  # read by no stage
+    out = sh("dvc", "repro", cwd=project).stdout
+    assert stages_run(out) == [] and "Data and pipelines are up to date" in out
+
+
+def test_forced_repro_is_byte_identical(reproduced: Path) -> None:
+    project = reproduced
+
+    def snapshot() -> dict[str, str]:
+        files = ["models/model.pt", "metrics/evaluate.json", "metrics/prepare.json",
+                 "metrics/evaluate/roc.json", "metrics/evaluate/predictions.csv",
+                 "data/raw/images.npy", "data/prepared/train_images.npy"]
+        snap = {f: digest(project / f) for f in files}
+        train = json.loads((project / "metrics/train.json").read_text())
+        # Wall-clock figures are the only fields allowed to differ between runs.
+        snap["train.json"] = json.dumps({k: v for k, v in train.items()
+                                         if k not in ("train_seconds", "train_images_per_second")})
+        return snap
+
+    first = snapshot()
+    assert repro(project, "-f") == ALL
+    assert snapshot() == first
+
+
+def test_exp_run_and_metrics_diff(reproduced: Path) -> None:
+    project = reproduced
+    out = sh("dvc", "exp", "run", "-S", "train.lr=0.01", cwd=project).stdout
+    assert stages_run(out) == ["train", "evaluate"]
+    diff = json.loads(sh("dvc", "metrics", "diff", "--json", cwd=project).stdout)
+    changed = {path: keys for path, keys in diff.items() if keys}
+    assert "metrics/train.json" in changed and "metrics/evaluate.json" in changed
+    params = json.loads(sh("dvc", "params", "diff", "--json", cwd=project).stdout)
+    lr = params["params.yaml"]["train.lr"]
+    assert (lr["old"], lr["new"]) == (0.001, 0.01)
+    names = sh("dvc", "exp", "list", "--name-only", cwd=project).stdout.split()
+    assert len(names) == 1  # the experiment is recorded and can be shared or applied
+
+
+@pytest.mark.parametrize(
+    ("section", "values", "expected", "output"),
+    [
+        ("train", {"modle": "cnn"}, "unknown key 'train.modle' (did you mean 'model'?)",
+         "models/model.pt"),
+        ("train", {"lr": "fast"}, "'train.lr' must be a number, got 'fast'", "models/model.pt"),
+        ("train", {"model": "resnet9000"}, "valid: cnn, mobilenet_v2", "models/model.pt"),
+        ("prepare", {"channels": 2}, "'prepare.channels' must be one of 1, 3", "data/prepared"),
+    ],
+)
+def test_bad_params_fail_in_one_line_without_outputs(reproduced: Path, section: str,
+                                                     values: dict, expected: str,
+                                                     output: str) -> None:
+    project = reproduced
+    edit_params(project, **{section: values})
+    proc = sh("dvc", "repro", cwd=project, check=False)
+    assert proc.returncode != 0
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and expected in errors[0], proc.stderr
+    assert f"(stage {section})" in errors[0]
+    assert "Traceback" not in proc.stderr
+    assert not (project / output).exists()  # the failed stage's output is gone, not stale
+    assert not list(project.rglob(".tmp-*"))
+
+
+def test_killed_train_stage_leaves_nothing_dvc_could_cache(reproduced: Path) -> None:
+    project = reproduced
+    model_before = digest(project / "models/model.pt")
+    lock_before = yaml.safe_load((project / "dvc.lock").read_text())["stages"]["train"]
+    edit_params(project, train={"epochs": 500})
+    launched = time.time()
+    proc = subprocess.Popen(["dvc", "repro"], cwd=project, env=tool_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        curve = project / "metrics/train/plots/metrics/val/auc.tsv"
+        deadline = time.monotonic() + 120
+        # Wait for this run's curve (the baseline's is still on disk) to show 2 epochs.
+        while not (curve.exists() and curve.stat().st_mtime > launched
+                   and len(curve.read_text().splitlines()) > 2):
+            assert proc.poll() is None, "dvc repro ended before it could be killed"
+            assert time.monotonic() < deadline, "training never logged an epoch"
+            time.sleep(0.2)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # dvc and the stage, as a crash would
+        proc.wait()
+    assert not (project / "models/model.pt").exists()
+    assert not (project / "metrics/train.json").exists()
+    assert yaml.safe_load((project / "dvc.lock").read_text())["stages"]["train"] == lock_before
+    assert sh("dvc", "commit", "-f", "train", cwd=project, check=False).returncode != 0
+    edit_params(project, train={"epochs": 2})
+    # Train reruns and, being deterministic, rebuilds the very same model: so evaluate,
+    # whose inputs are then unchanged, rightly does not rerun.
+    assert repro(project) == ["train"]
+    assert digest(project / "models/model.pt") == model_before
+    assert "Data and pipelines are up to date" in sh("dvc", "status", cwd=project).stdout
+    assert not list(project.rglob(".tmp-*"))
