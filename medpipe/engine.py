@@ -59,19 +59,29 @@ class Batches:
     decoded and resized, so the only per-batch work is one gather and one copy.
     """
 
-    def __init__(self, split: Split, batch_size: int, *, shuffle: bool, seed: int = 0):
+    def __init__(self, split: Split, batch_size: int, *, shuffle: bool, seed: int = 0,
+                 balanced: bool = False):
         self.images = torch.from_numpy(np.array(split.images))  # (N, C, S, S) uint8, in RAM
         self.labels = torch.from_numpy(np.asarray(split.labels, dtype=np.int64))
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.generator = torch.Generator().manual_seed(seed)
+        # balanced: each epoch draws N images with replacement, every class equally likely.
+        counts = torch.bincount(self.labels).double()
+        self.sample_weights = (1.0 / counts)[self.labels] if balanced else None
 
     def __len__(self) -> int:
         return math.ceil(len(self.labels) / self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         n = len(self.labels)
-        order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
+        if self.sample_weights is not None:
+            order = torch.multinomial(self.sample_weights, n, replacement=True,
+                                      generator=self.generator)
+        elif self.shuffle:
+            order = torch.randperm(n, generator=self.generator)
+        else:
+            order = torch.arange(n)
         for start in range(0, n, self.batch_size):
             idx = order[start : start + self.batch_size]
             yield self.images[idx], self.labels[idx]
@@ -84,8 +94,15 @@ def to_device(x: torch.Tensor, y: torch.Tensor, device: torch.device):
 
 
 def train_one_epoch(model: nn.Module, batches: Batches, optimizer: torch.optim.Optimizer,
-                    device: torch.device, *, desc: str = "train") -> dict[str, float]:
-    """One pass over ``batches``; returns the mean loss and accuracy over the epoch."""
+                    device: torch.device, *, desc: str = "train",
+                    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+                    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy,
+                    augment: Callable[[torch.Tensor], torch.Tensor] | None = None
+                    ) -> dict[str, float]:
+    """One pass over ``batches``; returns the mean loss and accuracy over the epoch.
+
+    ``scheduler`` steps after every batch; ``augment`` maps a float batch in [0, 1] to an
+    augmented one on the device."""
     model.train()
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
@@ -95,11 +112,15 @@ def train_one_epoch(model: nn.Module, batches: Batches, optimizer: torch.optim.O
                mininterval=0.5, disable=None)
     for x, y in bar:
         x, y = to_device(x, y, device)
+        if augment is not None:
+            x = augment(x)
         logits = model(x)
-        loss = F.cross_entropy(logits, y)
+        loss = loss_fn(logits, y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
         loss_sum += loss.detach() * len(y)
         correct += (logits.argmax(1) == y).sum()
         seen += len(y)
@@ -134,7 +155,52 @@ def make_optimizer(cfg, params) -> torch.optim.Optimizer:
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
                                weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def make_scheduler(cfg, optimizer: torch.optim.Optimizer, steps_per_epoch: int
+                   ) -> torch.optim.lr_scheduler.LRScheduler:
+    """A per-batch learning-rate schedule: optional linear warm-up from lr/25, then
+    constant, step (x0.1 every ``step_epochs``) or cosine decay to zero; or PyTorch's
+    one-cycle policy with ``warmup_epochs`` as its rising part."""
+    total = cfg.epochs * steps_per_epoch
+    warmup = round(cfg.warmup_epochs * steps_per_epoch)
+    if cfg.schedule == "onecycle":
+        if not 0 < warmup < total:
+            raise PipelineError("params.yaml: the onecycle schedule needs 0 < "
+                                "'train.warmup_epochs' < 'train.epochs' (stage train)")
+        return torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=cfg.lr, total_steps=total, pct_start=warmup / total,
+            cycle_momentum=cfg.optimizer == "sgd")
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return 1.0 / 25.0 + (1.0 - 1.0 / 25.0) * step / warmup
+        if cfg.schedule == "step":
+            return 0.1 ** (step // (cfg.step_epochs * steps_per_epoch))
+        if cfg.schedule == "cosine":
+            progress = (step - warmup) / max(1, total - warmup)
+            return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+        return 1.0
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def make_loss(cfg, labels: torch.Tensor, num_classes: int, device: torch.device
+              ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """Cross-entropy with label smoothing and, for ``balance: loss``, class weights
+    n / (k * n_c): every class contributes as much to the loss as if balanced."""
+    weight = None
+    if cfg.balance == "loss":
+        counts = torch.bincount(labels, minlength=num_classes).double()
+        weight = (len(labels) / (num_classes * counts.clamp(min=1))).float().to(device)
+
+    def loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits, y, weight=weight, label_smoothing=cfg.label_smoothing)
+
+    return loss
 
 
 @dataclass
@@ -142,6 +208,7 @@ class FitResult:
     best_epoch: int
     best: dict[str, float]  # val metrics of the best epoch
     history: list[dict[str, float]] = field(default_factory=list)
+    epochs_run: int = 0
     seconds: float = 0.0
     images_per_second: float = 0.0
 
@@ -157,24 +224,39 @@ def is_better(monitor: str, value: float, best: float | None) -> bool:
 
 
 def fit(model: nn.Module, train: Split, val: Split, cfg, device: torch.device,
-        on_epoch: Callable[[int, dict[str, float]], None] | None = None) -> FitResult:
+        on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+        augment=None) -> FitResult:
     """Train ``model`` for ``cfg.epochs``; leave it holding the weights of the best epoch.
 
     ``on_epoch(epoch, metrics)`` is called after each epoch with train_* and val_*
-    metrics (the stage uses it to log to DVCLive).
+    metrics (the stage uses it to log to DVCLive). ``augment`` is an AugmentParams (or
+    None) applied to every training batch on the device. With ``cfg.patience`` > 0,
+    training stops once the monitored metric has not improved for that many epochs.
     """
+    from medpipe.augment import augment_batch, is_identity
+
     model.to(device)
-    train_batches = Batches(train, cfg.batch_size, shuffle=True, seed=cfg.seed)
+    train_batches = Batches(train, cfg.batch_size, shuffle=True, seed=cfg.seed,
+                            balanced=cfg.balance == "sampler")
     val_batches = Batches(val, max(cfg.batch_size, 256), shuffle=False)
     optimizer = make_optimizer(cfg, [p for p in model.parameters() if p.requires_grad])
+    scheduler = make_scheduler(cfg, optimizer, len(train_batches))
+    num_classes = int(max(train_batches.labels.max(), val_batches.labels.max())) + 1
+    loss_fn = make_loss(cfg, train_batches.labels, num_classes, device)
+    aug = None
+    if augment is not None and not is_identity(augment):
+        aug_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
+        aug = lambda x: augment_batch(x, augment, aug_gen)  # noqa: E731
     result = FitResult(best_epoch=0, best={})
     best_value, best_state = None, None
     start = time.perf_counter()
     for epoch in range(1, cfg.epochs + 1):
+        lr = optimizer.param_groups[0]["lr"]
         tr = train_one_epoch(model, train_batches, optimizer, device,
-                             desc=f"epoch {epoch}/{cfg.epochs}")
+                             desc=f"epoch {epoch}/{cfg.epochs}", scheduler=scheduler,
+                             loss_fn=loss_fn, augment=aug)
         va = evaluate(model, val_batches, device)
-        metrics = {"train_loss": tr["loss"], "train_accuracy": tr["accuracy"],
+        metrics = {"train_loss": tr["loss"], "train_accuracy": tr["accuracy"], "train_lr": lr,
                    "val_loss": va["loss"], "val_accuracy": va["accuracy"], "val_auc": va["auc"]}
         result.history.append(metrics)
         log.info("epoch %d/%d  %s", epoch, cfg.epochs,
@@ -185,8 +267,12 @@ def fit(model: nn.Module, train: Split, val: Split, cfg, device: torch.device,
             best_value, result.best_epoch = metrics[cfg.monitor], epoch
             result.best = {k: v for k, v in metrics.items() if k.startswith("val_")}
             best_state = copy.deepcopy(model.state_dict())
+        elif cfg.patience and epoch - result.best_epoch >= cfg.patience:
+            log.info("early stop: no %s improvement for %d epochs", cfg.monitor, cfg.patience)
+            break
     result.seconds = time.perf_counter() - start
-    result.images_per_second = cfg.epochs * len(train.labels) / result.seconds
+    result.epochs_run = len(result.history)
+    result.images_per_second = result.epochs_run * len(train.labels) / result.seconds
     if best_state is not None:
         model.load_state_dict(best_state)
     return result

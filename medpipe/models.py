@@ -11,6 +11,7 @@ import logging
 import pickle
 import urllib.error
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -53,41 +54,107 @@ class SmallCNN(nn.Module):
         return self.classifier(self.features(x))
 
 
-def _build_cnn(arch: dict, pretrained: bool) -> tuple[nn.Module, nn.Module | None]:
+def _build_cnn(arch: dict, pretrained: bool) -> tuple[nn.Module, str]:
     if pretrained:
         raise PipelineError("params.yaml: 'train.pretrained' is not available for model 'cnn'")
     if arch["image_size"] < 4:
         raise PipelineError("model 'cnn' needs images of at least 4 px")
     net = SmallCNN(arch["in_channels"], arch["num_classes"], arch["image_size"], arch["dropout"])
-    return net, net.features
+    return net, "classifier"
 
 
-def _build_mobilenet_v2(arch: dict, pretrained: bool) -> tuple[nn.Module, nn.Module | None]:
+@dataclass(frozen=True)
+class TorchvisionSpec:
+    """Where the parts of a torchvision classifier sit, as attribute paths."""
+
+    weights: str  # weights enum entry in torchvision.models, e.g. "ResNet18_Weights.DEFAULT"
+    stem: str  # the first convolution
+    pool: str | None  # the max-pool right after the stem, if any
+    head: str  # the child module replaced by the new classification head
+    width: bool = False  # takes width_mult
+
+
+TORCHVISION: dict[str, TorchvisionSpec] = {
+    "mobilenet_v2": TorchvisionSpec("MobileNet_V2_Weights.IMAGENET1K_V1", "features.0.0", None,
+                                    "classifier", width=True),
+    "mobilenet_v3_small": TorchvisionSpec("MobileNet_V3_Small_Weights.IMAGENET1K_V1",
+                                          "features.0.0", None, "classifier", width=True),
+    "mobilenet_v3_large": TorchvisionSpec("MobileNet_V3_Large_Weights.IMAGENET1K_V1",
+                                          "features.0.0", None, "classifier", width=True),
+    "resnet18": TorchvisionSpec("ResNet18_Weights.IMAGENET1K_V1", "conv1", "maxpool", "fc"),
+    "resnet50": TorchvisionSpec("ResNet50_Weights.IMAGENET1K_V2", "conv1", "maxpool", "fc"),
+    "efficientnet_b0": TorchvisionSpec("EfficientNet_B0_Weights.IMAGENET1K_V1", "features.0.0",
+                                       None, "classifier"),
+    "densenet121": TorchvisionSpec("DenseNet121_Weights.IMAGENET1K_V1", "features.conv0",
+                                   "features.pool0", "classifier"),
+}
+
+
+def _build_torchvision(name: str, arch: dict, pretrained: bool) -> tuple[nn.Module, str]:
     import torchvision  # here, not at the top: its import costs seconds the CNN never needs
 
+    spec = TORCHVISION[name]
+    width = arch["width_mult"]
+    kwargs = {"width_mult": width} if spec.width else {}
+    if width != 1.0 and not spec.width:
+        log.warning("train.width_mult %s is ignored: %s has no width multiplier", width, name)
     weights = None
     if pretrained:
-        if arch["width_mult"] != 1.0:
-            raise PipelineError(
-                "params.yaml: ImageNet weights exist only for 'train.width_mult: 1.0' "
-                f"of mobilenet_v2, got {arch['width_mult']}"
-            )
-        weights = torchvision.models.MobileNet_V2_Weights.IMAGENET1K_V1
-    net = torchvision.models.mobilenet_v2(weights=None, width_mult=arch["width_mult"])
+        if spec.width and width != 1.0:
+            raise PipelineError(f"params.yaml: ImageNet weights exist only for 'train.width_mult: "
+                                f"1.0' of {name}, got {width} (stage train)")
+        enum_name, entry = spec.weights.split(".")
+        weights = getattr(getattr(torchvision.models, enum_name), entry)
+    net = getattr(torchvision.models, name)(weights=None, **kwargs)
     if weights is not None:
         net.load_state_dict(fetch_weights(weights))
-    first = net.features[0][0]
-    if arch["in_channels"] != first.in_channels:
-        net.features[0][0] = adapt_first_conv(first, arch["in_channels"], pretrained)
-    net.classifier = nn.Sequential(
-        nn.Dropout(arch["dropout"]), nn.Linear(net.last_channel, arch["num_classes"])
-    )
-    return net, net.features
+
+    stem = net.get_submodule(spec.stem)
+    small = arch.get("small_input", False)
+    if arch["in_channels"] != stem.in_channels or small:
+        new = adapt_first_conv(stem, arch["in_channels"], pretrained)
+        if small:  # keep full resolution at the start, as the 28 px MedMNIST ResNets do
+            new = _small_stem(new)
+        net.set_submodule(spec.stem, new)
+    if small and spec.pool is not None:
+        net.set_submodule(spec.pool, nn.Identity())
+    net.set_submodule(spec.head, _new_head(net.get_submodule(spec.head), arch))
+    return net, spec.head.split(".")[0]
 
 
-MODELS: dict[str, Callable[[dict, bool], tuple[nn.Module, nn.Module | None]]] = {
+def _small_stem(conv: nn.Conv2d) -> nn.Conv2d:
+    """The same convolution with a 3x3 kernel, stride 1 (a pretrained 7x7 kernel keeps its
+    centre 3x3; a 3x3 one is unchanged)."""
+    new = nn.Conv2d(conv.in_channels, conv.out_channels, 3, 1, 1, bias=conv.bias is not None)
+    with torch.no_grad():
+        kh, kw = conv.kernel_size
+        top, left = (kh - 3) // 2, (kw - 3) // 2
+        new.weight.copy_(conv.weight[:, :, top : top + 3, left : left + 3])
+        if conv.bias is not None:
+            new.bias.copy_(conv.bias)
+    return new
+
+
+def _new_head(old: nn.Module, arch: dict) -> nn.Module:
+    """Dropout + Linear to ``num_classes``, replacing the last Linear of ``old``."""
+    if isinstance(old, nn.Linear):
+        return nn.Sequential(nn.Dropout(arch["dropout"]),
+                             nn.Linear(old.in_features, arch["num_classes"]))
+    layers = list(old.children())
+    last = max(i for i, m in enumerate(layers) if isinstance(m, nn.Linear))
+    for m in layers:  # the torchvision heads' own dropout takes the params' rate
+        if isinstance(m, nn.Dropout):
+            m.p = arch["dropout"]
+    layers[last] = nn.Linear(layers[last].in_features, arch["num_classes"])
+    if not any(isinstance(m, nn.Dropout) for m in layers[:last]):
+        layers.insert(last, nn.Dropout(arch["dropout"]))
+    return nn.Sequential(*layers)
+
+
+MODELS: dict[str, Callable[[dict, bool], tuple[nn.Module, str]]] = {
     "cnn": _build_cnn,
-    "mobilenet_v2": _build_mobilenet_v2,
+    **{name: (lambda arch, pretrained, _n=name: _build_torchvision(_n, arch, pretrained))
+       for name in TORCHVISION},
 }
 
 
@@ -113,7 +180,9 @@ def adapt_first_conv(conv: nn.Conv2d, in_channels: int, pretrained: bool) -> nn.
     if pretrained:
         with torch.no_grad():
             w = conv.weight
-            if in_channels == 1:
+            if in_channels == conv.in_channels:
+                new.weight.copy_(w)
+            elif in_channels == 1:
                 new.weight.copy_(w.sum(dim=1, keepdim=True))
             else:  # spread the RGB mean over the channels, keeping the response scale
                 new.weight.copy_(w.mean(dim=1, keepdim=True).expand(-1, in_channels, -1, -1)
@@ -146,19 +215,21 @@ def fetch_weights(weights: Any) -> dict[str, torch.Tensor]:
 class Classifier(nn.Module):
     """Normalises [0, 1] images with fixed statistics, then runs ``net``.
 
-    ``frozen`` (a submodule of ``net``, or None) is kept in eval mode and out of the
-    optimiser: batch-norm statistics of a frozen backbone must not drift either.
+    With ``head`` given (the name of a child of ``net``), every other child is frozen:
+    kept in eval mode and out of the optimiser, so the batch-norm statistics of a
+    frozen backbone do not drift either.
     """
 
     def __init__(self, net: nn.Module, mean: list[float], std: list[float],
-                 frozen: nn.Module | None = None):
+                 head: str | None = None):
         super().__init__()
         self.net = net
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
         # A tuple, not an attribute: an nn.Module attribute would register the backbone a
         # second time and save its weights twice under other names.
-        self._frozen = (frozen,) if frozen is not None else ()
+        self._frozen = tuple(m for name, m in net.named_children()
+                             if head is not None and name != head)
         for module in self._frozen:
             module.requires_grad_(False)
 
@@ -176,8 +247,8 @@ def build_model(arch: dict, *, pretrained: bool = False, freeze_backbone: bool =
                 ) -> Classifier:
     """Build the model described by ``arch`` (see :func:`make_arch`)."""
     check_model_name(arch["name"])
-    net, backbone = MODELS[arch["name"]](arch, pretrained)
-    return Classifier(net, arch["mean"], arch["std"], backbone if freeze_backbone else None)
+    net, head = MODELS[arch["name"]](arch, pretrained)
+    return Classifier(net, arch["mean"], arch["std"], head if freeze_backbone else None)
 
 
 def make_arch(cfg, stats: dict) -> dict:
@@ -188,6 +259,7 @@ def make_arch(cfg, stats: dict) -> dict:
         "num_classes": len(stats["classes"]),
         "image_size": stats["image_size"],
         "width_mult": cfg.width_mult,
+        "small_input": cfg.small_input,
         "dropout": cfg.dropout,
         "mean": stats["mean"],
         "std": stats["std"],

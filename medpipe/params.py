@@ -21,7 +21,7 @@ from medpipe import PipelineError
 
 # Sections that belong to pipeline stages. Other top-level sections are yours: no stage
 # reads them, so changing them reruns nothing (see README, "What reruns when").
-STAGE_SECTIONS = ("data", "prepare", "train", "evaluate")
+STAGE_SECTIONS = ("data", "prepare", "train", "augment", "evaluate")
 
 
 @dataclass(frozen=True)
@@ -51,19 +51,49 @@ class TrainParams:
     """``train``: model, optimiser and loop."""
 
     model: str  # one of medpipe.models.MODELS
-    width_mult: float  # mobilenet_v2 width multiplier
+    width_mult: float  # mobilenet_v2 / mobilenet_v3 width multiplier
+    small_input: bool  # 3x3 stride-1 stem, no early max-pool (for 28-64 px images)
     pretrained: bool  # ImageNet weights through torchvision's weights API
     freeze_backbone: bool  # train only the Dropout+Linear head
     dropout: float  # dropout before the last linear layer
-    optimizer: Literal["sgd", "adam"]
-    lr: float
+    optimizer: Literal["sgd", "adam", "adamw"]
+    lr: float  # peak learning rate
     momentum: float  # SGD only
     weight_decay: float
+    schedule: Literal["constant", "step", "cosine", "onecycle"]
+    warmup_epochs: float  # linear warm-up from lr/25 (constant, step, cosine); onecycle's rise
+    step_epochs: int  # step schedule: lr x 0.1 every step_epochs epochs
+    label_smoothing: float
+    balance: Literal["none", "loss", "sampler"]  # class-weighted loss or balanced sampling
     batch_size: int
     epochs: int
+    patience: int  # early stopping after this many epochs without improvement; 0: off
     monitor: Literal["val_auc", "val_accuracy", "val_loss"]  # best epoch kept by this
     seed: int
     device: str  # auto | cpu | cuda | cuda:N
+
+
+@dataclass(frozen=True)
+class AugmentParams:
+    """``augment``: random augmentation of training batches (read by the train stage).
+
+    Geometry and intensity each apply to an image with their own probability; ranges
+    of 0 switch a transform off. Flips are off by default: left and right matter in a
+    chest radiograph (the heart is on the left).
+    """
+
+    affine_p: float  # probability of the rotation/translation/zoom transform
+    rotation: float  # degrees, uniform in [-rotation, rotation]
+    translate: float  # fraction of the image side, each axis, uniform in [-t, t]
+    scale: list[float]  # [min, max] zoom; 1.0 is none, above 1 zooms in
+    hflip_p: float  # probability of a left-right flip
+    vflip_p: float  # probability of an up-down flip
+    intensity_p: float  # probability of the brightness/contrast/gamma change
+    brightness: float  # additive shift, uniform in [-b, b] (intensities are 0..1)
+    contrast: float  # factor around the image mean, uniform in [1-c, 1+c]
+    gamma: float  # exponent exp(u), u uniform in [-gamma, gamma]
+    noise_p: float  # probability of Gaussian noise
+    noise_std: float  # its standard deviation, uniform in [0, noise_std]
 
 
 @dataclass(frozen=True)
@@ -79,6 +109,7 @@ SECTIONS: dict[str, type] = {
     "data": DataParams,
     "prepare": PrepareParams,
     "train": TrainParams,
+    "augment": AugmentParams,
     "evaluate": EvaluateParams,
 }
 

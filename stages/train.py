@@ -1,12 +1,13 @@
 """Stage 3, train: fit a model on the array store; keep the best epoch.
 
-Reads ``data/prepared`` and ``params.yaml`` section ``train``; writes the model
-(``models/model.pt``: weights, classes, preprocessing and params, loadable with
+Reads ``data/prepared`` and ``params.yaml`` sections ``train`` and ``augment``; writes
+the model (``models/model.pt``: weights, classes, preprocessing and params, loadable with
 ``torch.load(weights_only=True)``), ``metrics/train.json`` (best epoch and its validation
-metrics, time, device) and per-epoch curves through DVCLive under ``metrics/train``.
+metrics, time, device), per-epoch curves through DVCLive under ``metrics/train`` and a
+preview of augmented training images (``metrics/augment_preview.png``).
 
     python -m stages.train --data data/prepared --model models/model.pt \
-        --metrics metrics/train.json --live metrics/train
+        --metrics metrics/train.json --live metrics/train --preview metrics/augment_preview.png
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ import logging
 from pathlib import Path
 
 from medpipe import cli, engine, models, store
-from medpipe.fsutil import clean_stale, write_json
-from medpipe.params import TrainParams, load_section, require
+from medpipe.augment import preview
+from medpipe.fsutil import atomic_path, clean_stale, write_json
+from medpipe.params import AugmentParams, TrainParams, load_section, require
 
 log = logging.getLogger(__name__)
 
@@ -37,12 +39,34 @@ def check(cfg: TrainParams) -> None:
             f"must be in [0, 1), got {cfg.momentum}", "train")
     require(cfg.weight_decay >= 0, "train", "weight_decay",
             f"must be non-negative, got {cfg.weight_decay}", "train")
+    require(0.0 <= cfg.label_smoothing < 1.0, "train", "label_smoothing",
+            f"must be in [0, 1), got {cfg.label_smoothing}", "train")
+    require(cfg.warmup_epochs >= 0, "train", "warmup_epochs",
+            f"must be non-negative, got {cfg.warmup_epochs}", "train")
+    require(cfg.step_epochs >= 1, "train", "step_epochs",
+            f"must be at least 1, got {cfg.step_epochs}", "train")
+    require(cfg.patience >= 0, "train", "patience",
+            f"must be non-negative, got {cfg.patience}", "train")
 
 
-def train(cfg: TrainParams, data_dir: Path, model_path: Path, metrics_path: Path,
-          on_epoch=None) -> dict:
+def check_augment(cfg: AugmentParams) -> None:
+    for key in ("affine_p", "hflip_p", "vflip_p", "intensity_p", "noise_p"):
+        value = getattr(cfg, key)
+        require(0.0 <= value <= 1.0, "augment", key, f"is a probability, got {value}", "train")
+    for key in ("rotation", "translate", "brightness", "gamma", "noise_std"):
+        value = getattr(cfg, key)
+        require(value >= 0, "augment", key, f"must be non-negative, got {value}", "train")
+    require(0.0 <= cfg.contrast < 1.0, "augment", "contrast",
+            f"must be in [0, 1), got {cfg.contrast}", "train")
+    require(len(cfg.scale) == 2 and 0 < cfg.scale[0] <= cfg.scale[1], "augment", "scale",
+            f"must be [min, max] with 0 < min <= max, got {cfg.scale}", "train")
+
+
+def train(cfg: TrainParams, aug: AugmentParams, data_dir: Path, model_path: Path,
+          metrics_path: Path, preview_path: Path | None = None, on_epoch=None) -> dict:
     """Train on the store at ``data_dir``; write the model and the train metrics."""
     check(cfg)
+    check_augment(aug)
     engine.seed_everything(cfg.seed)
     device = engine.resolve_device(cfg.device)
     stats = store.read_stats(data_dir)
@@ -51,11 +75,15 @@ def train(cfg: TrainParams, data_dir: Path, model_path: Path, metrics_path: Path
                                freeze_backbone=cfg.freeze_backbone)
     n_params = sum(p.numel() for p in model.parameters())
     log.info("model %s (%d parameters) on %s", cfg.model, n_params, device)
-    result = engine.fit(model, store.load_split(data_dir, "train"),
-                        store.load_split(data_dir, "val"), cfg, device, on_epoch=on_epoch)
+    train_split = store.load_split(data_dir, "train")
+    if preview_path is not None:
+        with atomic_path(preview_path) as tmp:
+            preview(train_split.images[:8], aug, seed=cfg.seed).save(tmp, format="PNG")
+    result = engine.fit(model, train_split, store.load_split(data_dir, "val"), cfg, device,
+                        on_epoch=on_epoch, augment=aug)
     summary = {
         "best_epoch": result.best_epoch,
-        "epochs": cfg.epochs,
+        "epochs": result.epochs_run,
         **{k: round(v, 6) for k, v in result.best.items()},
         "model": cfg.model,
         "parameters": n_params,
@@ -64,7 +92,8 @@ def train(cfg: TrainParams, data_dir: Path, model_path: Path, metrics_path: Path
         "train_images_per_second": round(result.images_per_second, 1),
     }
     models.save_checkpoint(model_path, model, arch=arch, classes=stats["classes"],
-                           params=dataclasses.asdict(cfg),
+                           params={"train": dataclasses.asdict(cfg),
+                                   "augment": dataclasses.asdict(aug)},
                            info={"best_epoch": result.best_epoch, "best": result.best})
     write_json(metrics_path, summary)  # last: its presence means the run completed
     return summary
@@ -72,10 +101,12 @@ def train(cfg: TrainParams, data_dir: Path, model_path: Path, metrics_path: Path
 
 def main(args) -> None:
     cfg = load_section(args.params, "train", stage="train")
+    aug = load_section(args.params, "augment", stage="train")
     check(cfg)
+    check_augment(aug)
     from dvclive import Live  # DVC lives in the stage shell only; the engine runs without it
 
-    for path in (Path(args.model), Path(args.metrics)):
+    for path in (Path(args.model), Path(args.metrics), Path(args.preview)):
         path.unlink(missing_ok=True)  # no stale output survives a failed run
         clean_stale(path)
     with Live(dir=args.live, dvcyaml=False, save_dvc_exp=False, report=None) as live:
@@ -87,7 +118,8 @@ def main(args) -> None:
                 live.log_metric(f"{split}/{metric}", value, plot=True)
             live.next_step()
 
-        train(cfg, Path(args.data), Path(args.model), Path(args.metrics), on_epoch=on_epoch)
+        train(cfg, aug, Path(args.data), Path(args.model), Path(args.metrics),
+              Path(args.preview), on_epoch=on_epoch)
 
 
 def get_args_parser():
@@ -96,6 +128,8 @@ def get_args_parser():
     p.add_argument("--model", default="models/model.pt", help="model file to write")
     p.add_argument("--metrics", default="metrics/train.json", help="train metrics JSON")
     p.add_argument("--live", default="metrics/train", help="DVCLive directory (curves)")
+    p.add_argument("--preview", default="metrics/augment_preview.png",
+                   help="PNG grid of augmented training images")
     return p
 
 

@@ -5,15 +5,19 @@ from __future__ import annotations
 import copy
 import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from medpipe import PipelineError, engine, models
-from medpipe.params import TrainParams
+from medpipe.params import TrainParams, parse_section
 from medpipe.store import Split
+
+PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 
 CPU = torch.device("cpu")
 SIZE = 16
@@ -46,14 +50,12 @@ def _restore_global_torch_state(monkeypatch: pytest.MonkeyPatch) -> Iterator[Non
 
 
 def make_cfg(**changes: Any) -> TrainParams:
-    values: dict[str, Any] = {
-        "model": "cnn", "width_mult": 1.0, "pretrained": False, "freeze_backbone": False,
-        "dropout": 0.0, "optimizer": "adam", "lr": 0.01, "momentum": 0.9,
-        "weight_decay": 0.0, "batch_size": 16, "epochs": 3, "monitor": "val_loss",
-        "seed": 0, "device": "cpu",
-    }
+    """The committed params.yaml's train section with small-test overrides."""
+    values: dict[str, Any] = yaml.safe_load(PARAMS.read_text(encoding="utf-8"))["train"]
+    values.update({"dropout": 0.0, "lr": 0.01, "batch_size": 16, "epochs": 3,
+                   "monitor": "val_loss", "seed": 0, "device": "cpu"})
     values.update(changes)
-    return TrainParams(**values)
+    return parse_section("train", values, stage="train")
 
 
 def dark_vs_bright(n: int, seed: int, separation: float = 60.0) -> Split:
@@ -160,7 +162,7 @@ def test_fit_learns_an_easy_task() -> None:
                         on_epoch=lambda e, m: seen.append((e, m)))
     assert [e for e, _ in seen] == [1, 2, 3]
     assert len(result.history) == 3
-    assert set(result.history[0]) == {"train_loss", "train_accuracy", "val_loss",
+    assert set(result.history[0]) == {"train_loss", "train_accuracy", "train_lr", "val_loss",
                                       "val_accuracy", "val_auc"}
     assert result.best["val_accuracy"] >= 0.9
     assert result.best["val_auc"] >= 0.95
@@ -268,3 +270,87 @@ def test_make_optimizer_honours_the_choice() -> None:
     assert sgd.defaults["lr"] == 0.1 and sgd.defaults["momentum"] == 0.5
     assert isinstance(adam, torch.optim.Adam)
     assert adam.defaults["lr"] == 0.2 and adam.defaults["weight_decay"] == 0.01
+
+
+def lr_trace(cfg: TrainParams, steps_per_epoch: int = 4) -> list[float]:
+    model = torch.nn.Linear(2, 2)
+    optimizer = engine.make_optimizer(cfg, model.parameters())
+    scheduler = engine.make_scheduler(cfg, optimizer, steps_per_epoch)
+    trace = []
+    for _ in range(cfg.epochs * steps_per_epoch):
+        trace.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    return trace
+
+
+def test_schedules_follow_their_shape() -> None:
+    constant = lr_trace(make_cfg(schedule="constant", epochs=3, lr=0.1))
+    assert constant == [pytest.approx(0.1)] * 12
+    warm = lr_trace(make_cfg(schedule="constant", epochs=3, lr=0.1, warmup_epochs=1))
+    assert warm[0] == pytest.approx(0.1 / 25) and warm[4:] == [pytest.approx(0.1)] * 8
+    assert warm[:4] == sorted(warm[:4])
+    step = lr_trace(make_cfg(schedule="step", epochs=4, lr=0.1, step_epochs=2))
+    assert step[0] == pytest.approx(0.1) and step[8] == pytest.approx(0.01)
+    cosine = lr_trace(make_cfg(schedule="cosine", epochs=4, lr=0.1))
+    assert cosine[0] == pytest.approx(0.1) and cosine[-1] < 0.01
+    assert all(a >= b for a, b in zip(cosine, cosine[1:], strict=False))
+    one = lr_trace(make_cfg(schedule="onecycle", epochs=4, lr=0.1, warmup_epochs=1))
+    peak = max(range(len(one)), key=one.__getitem__)
+    assert one[peak] == pytest.approx(0.1, rel=1e-3) and 3 <= peak <= 5
+    assert one[0] < 0.01 and one[-1] < 0.001
+
+
+def test_onecycle_without_warmup_is_refused() -> None:
+    with pytest.raises(PipelineError, match="warmup_epochs"):
+        lr_trace(make_cfg(schedule="onecycle", warmup_epochs=0))
+
+
+def test_class_weighted_loss_balances_the_classes() -> None:
+    labels = torch.tensor([0] * 90 + [1] * 10)
+    loss = engine.make_loss(make_cfg(balance="loss"), labels, 2, torch.device("cpu"))
+    logits = torch.zeros(2, 2)  # same loss per sample; only the weights differ
+    per0 = loss(logits[:1], torch.tensor([0]))
+    per1 = loss(logits[:1], torch.tensor([1]))
+    torch.testing.assert_close(per0, per1)  # weighted mean over one sample is the sample
+    both = loss(logits, torch.tensor([0, 1]))
+    expected = torch.nn.functional.cross_entropy(
+        logits, torch.tensor([0, 1]), weight=torch.tensor([100 / 180, 100 / 20]))
+    torch.testing.assert_close(both, expected)
+
+
+def test_balanced_sampler_draws_classes_equally() -> None:
+    labels = np.array([0] * 900 + [1] * 100)
+    split = Split(images=np.zeros((1000, 1, 2, 2), np.uint8), labels=labels)
+    batches = engine.Batches(split, 100, shuffle=True, seed=0, balanced=True)
+    drawn = torch.cat([y for _, y in batches])
+    assert len(drawn) == 1000
+    assert 0.45 < drawn.float().mean().item() < 0.55
+
+
+def test_early_stopping_stops_after_patience() -> None:
+    train, val = dark_vs_bright(64, seed=0), dark_vs_bright(32, seed=1)
+    engine.seed_everything(0)
+    model = new_model()
+    # lr 0: the model never changes, so no epoch after the first one improves.
+    result = engine.fit(model, train, val, make_cfg(epochs=20, patience=2, lr=1e-12,
+                                                    monitor="val_loss"),
+                        torch.device("cpu"))
+    assert result.epochs_run == 3 and result.best_epoch == 1
+
+
+def test_augmentation_changes_training_and_stays_deterministic() -> None:
+    from test_augment import cfg as aug_cfg
+
+    train, val = dark_vs_bright(64, seed=0), dark_vs_bright(32, seed=1)
+    aug = aug_cfg(affine_p=1.0, rotation=20.0, intensity_p=1.0)
+
+    def run(augment) -> dict[str, torch.Tensor]:
+        engine.seed_everything(0)
+        model = new_model()
+        engine.fit(model, train, val, make_cfg(epochs=2), torch.device("cpu"), augment=augment)
+        return model.state_dict()
+
+    plain, aug_a, aug_b = run(None), run(aug), run(aug)
+    assert all(torch.equal(aug_a[k], aug_b[k]) for k in aug_a)
+    assert not all(torch.equal(plain[k], aug_a[k]) for k in plain)

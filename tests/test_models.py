@@ -324,3 +324,28 @@ def test_corrupt_cached_weights_file_is_a_pipeline_error(offline_torch_home: Pat
     with pytest.raises(PipelineError) as info:
         models.build_model(make_arch("mobilenet_v2", image_size=32), pretrained=True)
     assert str(path) in str(info.value)
+
+
+@pytest.mark.parametrize("name", [n for n in models.MODELS if n != "cnn"])
+def test_every_torchvision_model_adapts_channels_classes_and_small_stem(name: str) -> None:
+    """1-channel 28 px input, 3 classes, small stem, frozen backbone: the head alone trains."""
+    arch = {"name": name, "in_channels": 1, "num_classes": 3, "image_size": 28,
+            "width_mult": 1.0, "small_input": True, "dropout": 0.1, "mean": [0.5],
+            "std": [0.25]}
+    model = models.build_model(arch, freeze_backbone=True).train()
+    assert model(torch.rand(2, 1, 28, 28)).shape == (2, 3)
+    spec = models.TORCHVISION[name]
+    stem = model.net.get_submodule(spec.stem)
+    assert stem.in_channels == 1 and stem.stride == (1, 1) and stem.kernel_size == (3, 3)
+    if spec.pool is not None:
+        assert isinstance(model.net.get_submodule(spec.pool), torch.nn.Identity)
+    head = spec.head.split(".")[0]
+    trainable = {n.split(".")[1] for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {head}
+
+
+def test_small_stem_keeps_the_centre_of_a_pretrained_kernel() -> None:
+    conv = torch.nn.Conv2d(3, 8, 7, 2, 3, bias=False)
+    small = models._small_stem(models.adapt_first_conv(conv, 3, pretrained=True))
+    assert small.stride == (1, 1) and small.kernel_size == (3, 3)
+    torch.testing.assert_close(small.weight, conv.weight[:, :, 2:5, 2:5])

@@ -63,6 +63,8 @@ def test_params_rerun_only_the_stages_that_read_them(reproduced: Path) -> None:
     assert repro(project) == ["evaluate"]
     edit_params(project, train={"lr": 0.002})
     assert repro(project) == ["train", "evaluate"]
+    edit_params(project, augment={"affine_p": 0.5})
+    assert repro(project) == ["train", "evaluate"]
     edit_params(project, prepare={"seed": 1})
     assert repro(project) == ["prepare", "train", "evaluate"]
     edit_params(project, data={"seed": 1})
