@@ -16,6 +16,7 @@ import random
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -24,6 +25,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from medpipe import PipelineError
+from medpipe.fsutil import atomic_path
 from medpipe.metrics import roc_auc
 from medpipe.store import Split
 
@@ -213,6 +215,26 @@ class FitResult:
     images_per_second: float = 0.0
 
 
+def load_state(path: Path, fingerprint: str) -> dict | None:
+    """The training state at ``path`` if it belongs to this run (same fingerprint).
+
+    Loaded to the CPU: RNG states must be CPU tensors, and load_state_dict copies the
+    weights and optimiser state to the model's device."""
+    if not path.exists():
+        return None
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - a torn or foreign file: start afresh
+        log.warning("ignoring unreadable training state %s (%s)", path, type(e).__name__)
+        path.unlink()
+        return None
+    if not isinstance(saved, dict) or saved.get("fingerprint") != fingerprint:
+        log.info("discarding training state %s: made with other params or data", path)
+        path.unlink()
+        return None
+    return saved
+
+
 def is_better(monitor: str, value: float, best: float | None) -> bool:
     if best is None:
         return True
@@ -225,13 +247,19 @@ def is_better(monitor: str, value: float, best: float | None) -> bool:
 
 def fit(model: nn.Module, train: Split, val: Split, cfg, device: torch.device,
         on_epoch: Callable[[int, dict[str, float]], None] | None = None,
-        augment=None) -> FitResult:
+        augment=None, state_path: Path | None = None, fingerprint: str = "") -> FitResult:
     """Train ``model`` for ``cfg.epochs``; leave it holding the weights of the best epoch.
 
     ``on_epoch(epoch, metrics)`` is called after each epoch with train_* and val_*
     metrics (the stage uses it to log to DVCLive). ``augment`` is an AugmentParams (or
     None) applied to every training batch on the device. With ``cfg.patience`` > 0,
     training stops once the monitored metric has not improved for that many epochs.
+
+    With ``state_path``, the complete training state (weights, optimiser, schedule, every
+    RNG, best epoch so far) is saved there after each epoch, and a run that finds a state
+    with the same ``fingerprint`` (of params and data) continues from it: it replays the
+    finished epochs to ``on_epoch`` and ends with the same model as an uninterrupted run.
+    A state with another fingerprint is stale and is discarded.
     """
     from medpipe.augment import augment_batch, is_identity
 
@@ -243,14 +271,50 @@ def fit(model: nn.Module, train: Split, val: Split, cfg, device: torch.device,
     scheduler = make_scheduler(cfg, optimizer, len(train_batches))
     num_classes = int(max(train_batches.labels.max(), val_batches.labels.max())) + 1
     loss_fn = make_loss(cfg, train_batches.labels, num_classes, device)
-    aug = None
+    aug, aug_gen = None, None
     if augment is not None and not is_identity(augment):
         aug_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
         aug = lambda x: augment_batch(x, augment, aug_gen)  # noqa: E731
     result = FitResult(best_epoch=0, best={})
     best_value, best_state = None, None
+    first_epoch, stopped = 1, False
+
+    def snapshot() -> dict:
+        return {
+            "fingerprint": fingerprint, "epoch": len(result.history), "stopped": stopped,
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "batches_rng": train_batches.generator.get_state(),
+            "aug_rng": aug_gen.get_state() if aug_gen is not None else None,
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if device.type == "cuda" else None,
+            "best_value": best_value, "best_epoch": result.best_epoch, "best": result.best,
+            "best_state": best_state, "history": result.history,
+        }
+
+    saved = load_state(state_path, fingerprint) if state_path is not None else None
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        train_batches.generator.set_state(saved["batches_rng"])
+        if aug_gen is not None:
+            aug_gen.set_state(saved["aug_rng"])
+        torch.set_rng_state(saved["torch_rng"])
+        if saved["cuda_rng"] is not None:
+            torch.cuda.set_rng_state_all(saved["cuda_rng"])
+        best_value, best_state = saved["best_value"], saved["best_state"]
+        result.best_epoch, result.best = saved["best_epoch"], saved["best"]
+        result.history = saved["history"]
+        first_epoch, stopped = saved["epoch"] + 1, saved["stopped"]
+        log.info("resuming after epoch %d from %s", saved["epoch"], state_path)
+        if on_epoch is not None:
+            for epoch, metrics in enumerate(result.history, start=1):
+                on_epoch(epoch, metrics)
     start = time.perf_counter()
-    for epoch in range(1, cfg.epochs + 1):
+    for epoch in range(first_epoch, cfg.epochs + 1):
+        if stopped:
+            break
         lr = optimizer.param_groups[0]["lr"]
         tr = train_one_epoch(model, train_batches, optimizer, device,
                              desc=f"epoch {epoch}/{cfg.epochs}", scheduler=scheduler,
@@ -269,10 +333,14 @@ def fit(model: nn.Module, train: Split, val: Split, cfg, device: torch.device,
             best_state = copy.deepcopy(model.state_dict())
         elif cfg.patience and epoch - result.best_epoch >= cfg.patience:
             log.info("early stop: no %s improvement for %d epochs", cfg.monitor, cfg.patience)
-            break
+            stopped = True
+        if state_path is not None:
+            with atomic_path(state_path) as tmp:
+                torch.save(snapshot(), tmp)
     result.seconds = time.perf_counter() - start
     result.epochs_run = len(result.history)
-    result.images_per_second = result.epochs_run * len(train.labels) / result.seconds
+    trained = result.epochs_run - first_epoch + 1
+    result.images_per_second = trained * len(train.labels) / max(result.seconds, 1e-9)
     if best_state is not None:
         model.load_state_dict(best_state)
     return result

@@ -4,15 +4,21 @@ Reads ``data/prepared`` and ``params.yaml`` sections ``train`` and ``augment``; 
 the model (``models/model.pt``: weights, classes, preprocessing and params, loadable with
 ``torch.load(weights_only=True)``), ``metrics/train.json`` (best epoch and its validation
 metrics, time, device), per-epoch curves through DVCLive under ``metrics/train`` and a
-preview of augmented training images (``metrics/augment_preview.png``).
+preview of augmented training images (``metrics/augment_preview.png``). While it runs,
+``models/train_state.pt`` holds the state of the last finished epoch: a killed run
+resumes from it on the next ``dvc repro`` (it is not a DVC output, since DVC deletes
+outputs before rerunning a stage, and it is removed when training completes).
 
     python -m stages.train --data data/prepared --model models/model.pt \
-        --metrics metrics/train.json --live metrics/train --preview metrics/augment_preview.png
+        --metrics metrics/train.json --live metrics/train \
+        --preview metrics/augment_preview.png --state models/train_state.pt
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import logging
 from pathlib import Path
 
@@ -62,9 +68,27 @@ def check_augment(cfg: AugmentParams) -> None:
             f"must be [min, max] with 0 < min <= max, got {cfg.scale}", "train")
 
 
+def fingerprint(cfg: TrainParams, aug: AugmentParams, data_dir: Path) -> str:
+    """What a saved training state must match to be resumed: the params and the data."""
+    h = hashlib.sha256(json.dumps([dataclasses.asdict(cfg), dataclasses.asdict(aug)],
+                                  sort_keys=True).encode())
+    paths = [data_dir / store.STATS]
+    for split in ("train", "val"):
+        paths += [store.images_path(data_dir, split), store.labels_path(data_dir, split)]
+    for path in paths:
+        with open(path, "rb") as fh:
+            while block := fh.read(1 << 24):
+                h.update(block)
+    return h.hexdigest()
+
+
 def train(cfg: TrainParams, aug: AugmentParams, data_dir: Path, model_path: Path,
-          metrics_path: Path, preview_path: Path | None = None, on_epoch=None) -> dict:
-    """Train on the store at ``data_dir``; write the model and the train metrics."""
+          metrics_path: Path, preview_path: Path | None = None, on_epoch=None,
+          state_path: Path | None = None) -> dict:
+    """Train on the store at ``data_dir``; write the model and the train metrics.
+
+    With ``state_path``, training state is saved there after every epoch and a killed
+    run resumes from it (see ``engine.fit``); it is removed once the model is written."""
     check(cfg)
     check_augment(aug)
     engine.seed_everything(cfg.seed)
@@ -80,7 +104,8 @@ def train(cfg: TrainParams, aug: AugmentParams, data_dir: Path, model_path: Path
         with atomic_path(preview_path) as tmp:
             preview(train_split.images[:8], aug, seed=cfg.seed).save(tmp, format="PNG")
     result = engine.fit(model, train_split, store.load_split(data_dir, "val"), cfg, device,
-                        on_epoch=on_epoch, augment=aug)
+                        on_epoch=on_epoch, augment=aug, state_path=state_path,
+                        fingerprint=fingerprint(cfg, aug, data_dir) if state_path else "")
     summary = {
         "best_epoch": result.best_epoch,
         "epochs": result.epochs_run,
@@ -96,6 +121,8 @@ def train(cfg: TrainParams, aug: AugmentParams, data_dir: Path, model_path: Path
                                    "augment": dataclasses.asdict(aug)},
                            info={"best_epoch": result.best_epoch, "best": result.best})
     write_json(metrics_path, summary)  # last: its presence means the run completed
+    if state_path is not None:
+        state_path.unlink(missing_ok=True)
     return summary
 
 
@@ -119,7 +146,7 @@ def main(args) -> None:
             live.next_step()
 
         train(cfg, aug, Path(args.data), Path(args.model), Path(args.metrics),
-              Path(args.preview), on_epoch=on_epoch)
+              Path(args.preview), on_epoch=on_epoch, state_path=Path(args.state))
 
 
 def get_args_parser():
@@ -130,6 +157,8 @@ def get_args_parser():
     p.add_argument("--live", default="metrics/train", help="DVCLive directory (curves)")
     p.add_argument("--preview", default="metrics/augment_preview.png",
                    help="PNG grid of augmented training images")
+    p.add_argument("--state", default="models/train_state.pt",
+                   help="per-epoch training state for resuming a killed run (not a DVC output)")
     return p
 
 

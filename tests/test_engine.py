@@ -354,3 +354,58 @@ def test_augmentation_changes_training_and_stays_deterministic() -> None:
     plain, aug_a, aug_b = run(None), run(aug), run(aug)
     assert all(torch.equal(aug_a[k], aug_b[k]) for k in aug_a)
     assert not all(torch.equal(plain[k], aug_a[k]) for k in plain)
+
+
+class Crash(Exception):
+    """Stands in for a run killed after an epoch's state was saved."""
+
+
+def test_resume_after_a_crash_ends_with_the_uninterrupted_model(tmp_path: Path) -> None:
+    """Kill after epoch 2 of 4, resume: same weights, same history as one straight run,
+    with augmentation, a schedule and dropout all drawing random numbers."""
+    from test_augment import cfg as aug_cfg
+
+    train, val = dark_vs_bright(64, seed=0), dark_vs_bright(32, seed=1)
+    cfg = make_cfg(epochs=4, dropout=0.3, schedule="cosine", warmup_epochs=1)
+    aug = aug_cfg(affine_p=1.0, rotation=20.0, noise_p=0.5)
+    state = tmp_path / "state.pt"
+
+    engine.seed_everything(0)
+    straight = new_model()
+    expected = engine.fit(straight, train, val, cfg, torch.device("cpu"), augment=aug)
+
+    def crash_after_two(epoch: int, metrics: dict[str, float]) -> None:
+        if epoch == 2:
+            raise Crash
+
+    engine.seed_everything(0)
+    with pytest.raises(Crash):
+        engine.fit(new_model(), train, val, cfg, torch.device("cpu"), augment=aug,
+                   on_epoch=crash_after_two, state_path=state, fingerprint="run")
+    # The crash hit before epoch 2's state was saved: the state holds epoch 1.
+    assert torch.load(state, weights_only=True)["epoch"] == 1
+
+    seen: list[int] = []
+    engine.seed_everything(123)  # a resumed process starts from other RNG states
+    resumed = new_model()
+    result = engine.fit(resumed, train, val, cfg, torch.device("cpu"), augment=aug,
+                        on_epoch=lambda e, m: seen.append(e), state_path=state,
+                        fingerprint="run")
+    assert seen == [1, 2, 3, 4]  # epoch 1 replayed for the logger, then 2-4 trained
+    assert result.history == expected.history
+    assert result.best_epoch == expected.best_epoch
+    for key, value in straight.state_dict().items():
+        assert torch.equal(value, resumed.state_dict()[key]), key
+
+
+def test_state_from_other_params_is_discarded(tmp_path: Path) -> None:
+    train, val = dark_vs_bright(32, seed=0), dark_vs_bright(16, seed=1)
+    state = tmp_path / "state.pt"
+    engine.seed_everything(0)
+    engine.fit(new_model(), train, val, make_cfg(epochs=1), torch.device("cpu"),
+               state_path=state, fingerprint="old")
+    engine.seed_everything(0)
+    result = engine.fit(new_model(), train, val, make_cfg(epochs=2), torch.device("cpu"),
+                        state_path=state, fingerprint="new")
+    assert result.epochs_run == 2 and len(result.history) == 2
+    assert torch.load(state, weights_only=True)["fingerprint"] == "new"

@@ -164,3 +164,36 @@ def test_killed_train_stage_leaves_nothing_dvc_could_cache(reproduced: Path) -> 
     assert digest(project / "models/model.pt") == model_before
     assert "Data and pipelines are up to date" in sh("dvc", "status", cwd=project).stdout
     assert not list(project.rglob(".tmp-*"))
+
+
+def test_killed_training_resumes_to_the_uninterrupted_model(reproduced: Path) -> None:
+    """SIGKILL `dvc repro` mid-training; the next `dvc repro` continues from the last
+    finished epoch and ends with the model an uninterrupted run makes, byte for byte."""
+    import torch  # only this test reads the training state
+
+    project = reproduced
+    edit_params(project, train={"epochs": 40})
+    assert repro(project) == ["train", "evaluate"]
+    uninterrupted = digest(project / "models/model.pt")
+    state = project / "models/train_state.pt"
+    assert not state.exists()  # removed once the model is written
+
+    proc = subprocess.Popen(["dvc", "repro", "-f", "-s", "train"], cwd=project,
+                            env=tool_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (state.exists() and torch.load(state, weights_only=True)["epoch"] >= 3):
+            assert proc.poll() is None, "training finished before it could be killed"
+            assert time.monotonic() < deadline, "no training state appeared"
+            time.sleep(0.05)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert not (project / "models/model.pt").exists()
+
+    out = sh("dvc", "repro", cwd=project)
+    assert stages_run(out.stdout)[0] == "train"
+    assert "resuming after epoch" in out.stderr
+    assert digest(project / "models/model.pt") == uninterrupted
+    assert not state.exists()
