@@ -1,0 +1,203 @@
+"""Benchmark: training throughput of our loop against a seed-style loop and the model's limit.
+
+For each image size, on the same images, model (the small CNN), batch size and device:
+
+- ``pure step``: forward + backward + optimiser step on float tensors already in memory
+  (the ceiling: no data path at all);
+- ``ours``: ``engine.train_one_epoch`` fed by ``engine.Batches`` from the uint8 array
+  store (gather, convert on the device, normalise inside the model);
+- ``seed-style``: torchvision ``ImageFolder`` over PNG files, per-image PIL transforms
+  (grey, resize, ToTensor, Normalize) and a ``DataLoader`` (``--workers``), as tutorials do.
+
+Each figure is images/s over ``--epochs`` timed epochs after one warm-up epoch, all in
+one run, so the ratios are comparable however busy the machine is. A second table tries
+what can raise the limit itself: channels_last, batch size, thread count, torch.compile.
+
+    uv run python bench/throughput.py                      # 28, 64 and 128 px on CPU
+    uv run python bench/throughput.py --sizes 64 --images 512 --device cuda
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from medpipe import engine, models, preprocess, store, synthetic  # noqa: E402
+from medpipe.params import PrepareParams  # noqa: E402
+from medpipe.sources import RawDataset  # noqa: E402
+
+CLASSES = ["normal", "opacity"]
+
+
+def make_data(root: Path, n_per_class: int, source_size: int) -> RawDataset:
+    """Synthetic images, also written as PNG files in an ImageFolder layout."""
+    from PIL import Image
+
+    images, labels = synthetic.generate(n_per_class, CLASSES, source_size, seed=0)
+    for i, (img, label) in enumerate(zip(images, labels, strict=True)):
+        folder = root / "png" / CLASSES[label]
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img).save(folder / f"{i:06d}.png")
+    return RawDataset(CLASSES, images, labels, [str(i) for i in range(len(labels))])
+
+
+def build(size: int, stats: dict, device: torch.device, channels_last: bool = False):
+    arch = {"name": "cnn", "in_channels": 1, "num_classes": 2, "image_size": size,
+            "width_mult": 1.0, "small_input": False, "dropout": 0.2,
+            "mean": stats["mean"], "std": stats["std"]}
+    model = models.build_model(arch).to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model, torch.optim.Adam(model.parameters(), lr=1e-3)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed(run_epoch, n_images: int, epochs: int, device: torch.device) -> float:
+    run_epoch()  # warm-up: allocator, kernels, worker start-up
+    sync(device)
+    start = time.perf_counter()
+    for _ in range(epochs):
+        run_epoch()
+    sync(device)
+    return epochs * n_images / (time.perf_counter() - start)
+
+
+def pure_step(x: torch.Tensor, y: torch.Tensor, size: int, stats: dict, batch: int,
+              device: torch.device, epochs: int, channels_last: bool = False,
+              compile_model: bool = False) -> float:
+    model, opt = build(size, stats, device, channels_last)
+    if compile_model:
+        model = torch.compile(model)
+    x = x.to(device)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    y = y.to(device)
+    batches = [(x[i : i + batch], y[i : i + batch]) for i in range(0, len(y), batch)]
+    model.train()
+
+    def run_epoch() -> None:
+        for xb, yb in batches:
+            loss = F.cross_entropy(model(xb), yb)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+    return timed(run_epoch, len(y), epochs, device)
+
+
+def ours(split: store.Split, size: int, stats: dict, batch: int, device: torch.device,
+         epochs: int) -> float:
+    model, opt = build(size, stats, device)
+    batches = engine.Batches(split, batch, shuffle=True, seed=0)
+    return timed(lambda: engine.train_one_epoch(model, batches, opt, device), len(split.labels),
+                 epochs, device)
+
+
+def seed_style(png_dir: Path, size: int, stats: dict, batch: int, device: torch.device,
+               epochs: int, workers: int) -> float:
+    from torchvision import datasets, transforms
+
+    tf = transforms.Compose([
+        transforms.Grayscale(num_output_channels=1),
+        transforms.Resize((size, size)),
+        transforms.ToTensor(),
+        transforms.Normalize(stats["mean"], stats["std"]),
+    ])
+    data = datasets.ImageFolder(str(png_dir), transform=tf)
+    loader = torch.utils.data.DataLoader(data, batch_size=batch, shuffle=True,
+                                         num_workers=workers,
+                                         persistent_workers=workers > 0)
+    model, opt = build(size, stats, device)
+    net = model.net  # the loader already normalised: skip the model's own normalisation
+    net.train()
+
+    def run_epoch() -> None:
+        for xb, yb in loader:
+            xb, yb = xb.to(device), yb.to(device)
+            loss = F.cross_entropy(net(xb), yb)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+    return timed(run_epoch, len(data), epochs, device)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--sizes", type=int, nargs="+", default=[28, 64, 128])
+    p.add_argument("--images", type=int, default=1024, help="images in the training set")
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--epochs", type=int, default=2, help="timed epochs per figure")
+    p.add_argument("--workers", type=int, default=0, help="seed-style DataLoader workers")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--compile", action="store_true", help="also time torch.compile")
+    args = p.parse_args()
+    device = engine.resolve_device(args.device)
+    torch.manual_seed(0)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        raw = make_data(root, args.images // 2, source_size=max(args.sizes))
+        print(f"device {device}, threads {torch.get_num_threads()}, {len(raw.labels)} images, "
+              f"batch {args.batch}, model cnn, seed-style DataLoader workers {args.workers}")
+        print(f"{'px':>4} {'pure step':>10} {'ours':>8} {'ours/pure':>9} {'seed-style':>10} "
+              f"{'seed/pure':>9} {'ours/seed':>9}")
+        limits = {}
+        for size in args.sizes:
+            cfg = PrepareParams(seed=0, val_fraction=0.1, test_fraction=0.1, image_size=size,
+                                channels=1)
+            stats = preprocess.prepare(raw, root / f"store{size}", cfg)
+            split = store.load_split(root / f"store{size}", "train")
+            x = torch.from_numpy(np.array(split.images)).float() / 255.0
+            y = torch.from_numpy(split.labels)
+            limit = pure_step(x, y, size, stats, args.batch, device, args.epochs)
+            our = ours(split, size, stats, args.batch, device, args.epochs)
+            seed = seed_style(root / "png", size, stats, args.batch, device, args.epochs,
+                              args.workers)
+            limits[size] = (x, y, stats, limit)
+            print(f"{size:>4} {limit:>10.0f} {our:>8.0f} {our / limit:>9.2f} {seed:>10.0f} "
+                  f"{seed / limit:>9.2f} {our / seed:>9.2f}")
+
+        print("\nraising the limit (pure step, images/s, ratio to the default above):")
+        for size, (x, y, stats, limit) in limits.items():
+            results = limit_trials(x, y, size, stats, args, device)
+            row = "  ".join(f"{name} {v:.0f} ({v / limit:.2f}x)" for name, v in results.items())
+            print(f"{size:>4} px: default {limit:.0f}  {row}")
+
+
+def limit_trials(x: torch.Tensor, y: torch.Tensor, size: int, stats: dict, args,
+                 device: torch.device) -> dict[str, float]:
+    """Pure-step throughput with one change each from the default configuration."""
+    def run(**kw) -> float:
+        batch = kw.pop("batch", args.batch)
+        return pure_step(x, y, size, stats, batch, device, args.epochs, **kw)
+
+    results = {"channels_last": run(channels_last=True), "batch 128": run(batch=128),
+               "batch 256": run(batch=256)}
+    threads = torch.get_num_threads()
+    if device.type == "cpu" and threads > 1:
+        torch.set_num_threads(1)
+        try:
+            results["1 thread"] = run()
+        finally:
+            torch.set_num_threads(threads)
+    if args.compile:
+        results["torch.compile"] = run(compile_model=True)
+    return results
+
+
+if __name__ == "__main__":
+    main()
