@@ -32,13 +32,43 @@ from medpipe.store import Split
 log = logging.getLogger(__name__)
 
 
-def seed_everything(seed: int) -> None:
-    """Seed every RNG the pipeline uses and make CPU kernels deterministic."""
+def seed_everything(seed: int, deterministic: bool = True) -> None:
+    """Seed every RNG the pipeline uses (Python, NumPy, torch on CPU and CUDA).
+
+    ``deterministic`` selects deterministic kernels (cuDNN, cuBLAS, scatter ops): the
+    same params then give the same model. Off, cuDNN may benchmark and pick faster,
+    non-deterministic kernels on a GPU. CPU training here is deterministic either way.
+    """
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    if deterministic:
+        # cuBLAS needs a fixed workspace to be deterministic; set before its first use.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)
+    torch.backends.cudnn.deterministic = deterministic
+    torch.backends.cudnn.benchmark = not deterministic
+
+
+@dataclass(frozen=True)
+class Speed:
+    """How the device runs the model: numerics and memory layout, not what it learns."""
+
+    bf16: bool = False  # autocast matmuls and convolutions to bfloat16
+    channels_last: bool = False  # NHWC activations (faster convolutions on tensor cores)
+    compile: bool = False  # torch.compile the model
+
+    @classmethod
+    def resolve(cls, cfg, device: torch.device) -> Speed:
+        """``auto`` means: on for CUDA (bf16 only where the GPU supports it), off on CPU."""
+        cuda = device.type == "cuda"
+        bf16 = cfg.precision == "bf16" or (
+            cfg.precision == "auto" and cuda and torch.cuda.is_bf16_supported())
+        channels_last = cfg.channels_last is True or (cfg.channels_last == "auto" and cuda)
+        return cls(bf16=bf16, channels_last=channels_last, compile=cfg.compile)
+
+    def autocast(self, device: torch.device):
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=self.bf16)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -89,9 +119,12 @@ class Batches:
             yield self.images[idx], self.labels[idx]
 
 
-def to_device(x: torch.Tensor, y: torch.Tensor, device: torch.device):
+def to_device(x: torch.Tensor, y: torch.Tensor, device: torch.device,
+              channels_last: bool = False):
     """uint8 images -> float [0, 1] on ``device``; the division happens there."""
     x = x.to(device, non_blocking=True).float().div_(255.0)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
     return x, y.to(device, non_blocking=True)
 
 
@@ -99,8 +132,8 @@ def train_one_epoch(model: nn.Module, batches: Batches, optimizer: torch.optim.O
                     device: torch.device, *, desc: str = "train",
                     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
                     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy,
-                    augment: Callable[[torch.Tensor], torch.Tensor] | None = None
-                    ) -> dict[str, float]:
+                    augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                    speed: Speed = Speed()) -> dict[str, float]:
     """One pass over ``batches``; returns the mean loss and accuracy over the epoch.
 
     ``scheduler`` steps after every batch; ``augment`` maps a float batch in [0, 1] to an
@@ -113,11 +146,12 @@ def train_one_epoch(model: nn.Module, batches: Batches, optimizer: torch.optim.O
     bar = tqdm(batches, desc=desc, leave=False, unit="batch", dynamic_ncols=True,
                mininterval=0.5, disable=None)
     for x, y in bar:
-        x, y = to_device(x, y, device)
+        x, y = to_device(x, y, device, speed.channels_last)
         if augment is not None:
             x = augment(x)
-        logits = model(x)
-        loss = loss_fn(logits, y)
+        with speed.autocast(device):
+            logits = model(x)
+            loss = loss_fn(logits.float(), y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -133,17 +167,22 @@ def train_one_epoch(model: nn.Module, batches: Batches, optimizer: torch.optim.O
 
 
 @torch.inference_mode()
-def predict(model: nn.Module, batches: Batches, device: torch.device) -> np.ndarray:
+def predict(model: nn.Module, batches: Batches, device: torch.device,
+            speed: Speed = Speed()) -> np.ndarray:
     """Class probabilities ``(N, classes)`` as float64, in the order of ``batches``."""
     model.eval()
-    out = [torch.softmax(model(to_device(x, y, device)[0]).float(), dim=1).cpu()
-           for x, y in batches]
+    out = []
+    for x, y in batches:
+        with speed.autocast(device):
+            logits = model(to_device(x, y, device, speed.channels_last)[0])
+        out.append(torch.softmax(logits.float(), dim=1).cpu())
     return torch.cat(out).double().numpy()
 
 
-def evaluate(model: nn.Module, batches: Batches, device: torch.device) -> dict[str, float]:
+def evaluate(model: nn.Module, batches: Batches, device: torch.device,
+             speed: Speed = Speed()) -> dict[str, float]:
     """Loss, accuracy and ROC AUC of ``model`` on ``batches``."""
-    probs = predict(model, batches, device)
+    probs = predict(model, batches, device, speed)
     labels = batches.labels.numpy()
     p_true = np.clip(probs[np.arange(len(labels)), labels], 1e-12, 1.0)
     return {
@@ -263,7 +302,14 @@ def fit(model: nn.Module, train: Split, val: Split, cfg, device: torch.device,
     """
     from medpipe.augment import augment_batch, is_identity
 
+    speed = Speed.resolve(cfg, device)
     model.to(device)
+    if speed.channels_last:
+        model.to(memory_format=torch.channels_last)
+    # The compiled module shares its parameters with `model`, whose state is what is saved.
+    net = torch.compile(model) if speed.compile else model
+    log.info("on %s: bf16 %s, channels_last %s, compile %s", device, speed.bf16,
+             speed.channels_last, speed.compile)
     train_batches = Batches(train, cfg.batch_size, shuffle=True, seed=cfg.seed,
                             balanced=cfg.balance == "sampler")
     val_batches = Batches(val, max(cfg.batch_size, 256), shuffle=False)
@@ -316,10 +362,10 @@ def fit(model: nn.Module, train: Split, val: Split, cfg, device: torch.device,
         if stopped:
             break
         lr = optimizer.param_groups[0]["lr"]
-        tr = train_one_epoch(model, train_batches, optimizer, device,
+        tr = train_one_epoch(net, train_batches, optimizer, device,
                              desc=f"epoch {epoch}/{cfg.epochs}", scheduler=scheduler,
-                             loss_fn=loss_fn, augment=aug)
-        va = evaluate(model, val_batches, device)
+                             loss_fn=loss_fn, augment=aug, speed=speed)
+        va = evaluate(net, val_batches, device, speed)
         metrics = {"train_loss": tr["loss"], "train_accuracy": tr["accuracy"], "train_lr": lr,
                    "val_loss": va["loss"], "val_accuracy": va["accuracy"], "val_auc": va["auc"]}
         result.history.append(metrics)

@@ -71,6 +71,10 @@ class TrainParams:
     monitor: Literal["val_auc", "val_accuracy", "val_loss"]  # best epoch kept by this
     seed: int
     device: str  # auto | cpu | cuda | cuda:N
+    precision: Literal["auto", "fp32", "bf16"]  # auto: bf16 autocast on CUDA, fp32 on CPU
+    channels_last: bool | Literal["auto"]  # auto: on CUDA only
+    compile: bool  # torch.compile the model
+    deterministic: bool  # deterministic kernels (always on CPU; slower on GPU)
 
 
 @dataclass(frozen=True)

@@ -91,7 +91,7 @@ def train(cfg: TrainParams, aug: AugmentParams, data_dir: Path, model_path: Path
     run resumes from it (see ``engine.fit``); it is removed once the model is written."""
     check(cfg)
     check_augment(aug)
-    engine.seed_everything(cfg.seed)
+    engine.seed_everything(cfg.seed, cfg.deterministic)
     device = engine.resolve_device(cfg.device)
     stats = store.read_stats(data_dir)
     arch = models.make_arch(cfg, stats)

@@ -181,7 +181,7 @@ def test_fit_restores_the_best_epoch_not_the_last(monkeypatch: pytest.MonkeyPatc
     scripted = iter([0.60, 0.90, 0.70, 0.80])
     real_evaluate = engine.evaluate
 
-    def evaluate(model: Any, batches: Any, device: Any) -> dict[str, float]:
+    def evaluate(model: Any, batches: Any, device: Any, speed: Any = None) -> dict[str, float]:
         return {**real_evaluate(model, batches, device), "auc": next(scripted)}
 
     monkeypatch.setattr(engine, "evaluate", evaluate)
@@ -409,3 +409,17 @@ def test_state_from_other_params_is_discarded(tmp_path: Path) -> None:
                         state_path=state, fingerprint="new")
     assert result.epochs_run == 2 and len(result.history) == 2
     assert torch.load(state, weights_only=True)["fingerprint"] == "new"
+
+
+def test_bf16_and_channels_last_train_on_cpu() -> None:
+    """The CUDA speed path (bf16 autocast, NHWC) runs and learns; here on the CPU."""
+    train, val = dark_vs_bright(64, seed=0), dark_vs_bright(32, seed=1)
+    cfg = make_cfg(epochs=3, precision="bf16", channels_last=True)
+    assert engine.Speed.resolve(cfg, torch.device("cpu")) == engine.Speed(True, True, False)
+    engine.seed_everything(0)
+    result = engine.fit(new_model(), train, val, cfg, torch.device("cpu"))
+    assert result.best["val_accuracy"] >= 0.9
+
+
+def test_auto_speed_is_plain_fp32_on_cpu() -> None:
+    assert engine.Speed.resolve(make_cfg(), torch.device("cpu")) == engine.Speed()
