@@ -25,6 +25,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from medpipe import PipelineError
+from medpipe.distributed import DistInfo, all_sum, barrier, gather
 from medpipe.fsutil import atomic_path
 from medpipe.metrics import roc_auc
 from medpipe.store import Split
@@ -92,7 +93,7 @@ class Batches:
     """
 
     def __init__(self, split: Split, batch_size: int, *, shuffle: bool, seed: int = 0,
-                 balanced: bool = False):
+                 balanced: bool = False, rank: int = 0, world: int = 1):
         self.images = torch.from_numpy(np.array(split.images))  # (N, C, S, S) uint8, in RAM
         self.labels = torch.from_numpy(np.asarray(split.labels, dtype=np.int64))
         self.batch_size = batch_size
@@ -101,9 +102,15 @@ class Batches:
         # balanced: each epoch draws N images with replacement, every class equally likely.
         counts = torch.bincount(self.labels).double()
         self.sample_weights = (1.0 / counts)[self.labels] if balanced else None
+        # Data parallel: every rank draws the same global order and takes every world-th
+        # image of each batch, so the ranks together see exactly one process's batches.
+        self.rank, self.world = rank, world
 
     def __len__(self) -> int:
-        return math.ceil(len(self.labels) / self.batch_size)
+        n = len(self.labels)
+        full, rest = divmod(n, self.batch_size)
+        # A last batch too small to give every rank an image is dropped (world > 1 only).
+        return full + (1 if rest >= self.world else 0)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         n = len(self.labels)
@@ -114,8 +121,10 @@ class Batches:
             order = torch.randperm(n, generator=self.generator)
         else:
             order = torch.arange(n)
-        for start in range(0, n, self.batch_size):
-            idx = order[start : start + self.batch_size]
+        for step in range(len(self)):
+            idx = order[step * self.batch_size : (step + 1) * self.batch_size]
+            if self.world > 1:
+                idx = idx[self.rank :: self.world]
             yield self.images[idx], self.labels[idx]
 
 
@@ -160,10 +169,11 @@ def train_one_epoch(model: nn.Module, batches: Batches, optimizer: torch.optim.O
         loss_sum += loss.detach() * len(y)
         correct += (logits.argmax(1) == y).sum()
         seen += len(y)
-    loss = float(loss_sum) / seen
+    loss_total, correct_total, seen = all_sum([float(loss_sum), float(correct), seen], device)
+    loss = loss_total / seen
     if not math.isfinite(loss):
         raise PipelineError(f"training diverged: {desc} loss is {loss}; lower 'train.lr'")
-    return {"loss": loss, "accuracy": int(correct) / seen}
+    return {"loss": loss, "accuracy": correct_total / seen}
 
 
 @torch.inference_mode()
@@ -254,8 +264,10 @@ class FitResult:
     images_per_second: float = 0.0
 
 
-def load_state(path: Path, fingerprint: str) -> dict | None:
-    """The training state at ``path`` if it belongs to this run (same fingerprint).
+def load_state(path: Path, fingerprint: str, world: int = 1, remove_stale: bool = True
+               ) -> dict | None:
+    """The training state at ``path`` if it belongs to this run (same fingerprint and
+    number of processes), else None; ``remove_stale`` deletes one that does not.
 
     Loaded to the CPU: RNG states must be CPU tensors, and load_state_dict copies the
     weights and optimiser state to the model's device."""
@@ -265,11 +277,14 @@ def load_state(path: Path, fingerprint: str) -> dict | None:
         saved = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - a torn or foreign file: start afresh
         log.warning("ignoring unreadable training state %s (%s)", path, type(e).__name__)
-        path.unlink()
-        return None
-    if not isinstance(saved, dict) or saved.get("fingerprint") != fingerprint:
-        log.info("discarding training state %s: made with other params or data", path)
-        path.unlink()
+        saved = None
+    if not isinstance(saved, dict) or saved.get("fingerprint") != fingerprint \
+            or saved.get("world") != world:
+        if saved is not None:
+            log.info("discarding training state %s: made with other params, data or "
+                     "number of processes", path)
+        if remove_stale:
+            path.unlink(missing_ok=True)
         return None
     return saved
 
@@ -286,7 +301,8 @@ def is_better(monitor: str, value: float, best: float | None) -> bool:
 
 def fit(model: nn.Module, train: Split, val: Split, cfg, device: torch.device,
         on_epoch: Callable[[int, dict[str, float]], None] | None = None,
-        augment=None, state_path: Path | None = None, fingerprint: str = "") -> FitResult:
+        augment=None, state_path: Path | None = None, fingerprint: str = "",
+        dist: DistInfo | None = None) -> FitResult:
     """Train ``model`` for ``cfg.epochs``; leave it holding the weights of the best epoch.
 
     ``on_epoch(epoch, metrics)`` is called after each epoch with train_* and val_*
@@ -299,19 +315,34 @@ def fit(model: nn.Module, train: Split, val: Split, cfg, device: torch.device,
     with the same ``fingerprint`` (of params and data) continues from it: it replays the
     finished epochs to ``on_epoch`` and ends with the same model as an uninterrupted run.
     A state with another fingerprint is stale and is discarded.
+
+    Under torchrun (``dist`` active), the model is wrapped in DistributedDataParallel,
+    each rank trains on its share of every batch, epoch statistics are summed over
+    ranks, and only rank 0 calls ``on_epoch`` and writes the state.
     """
+    from torch.nn.parallel import DistributedDataParallel
+
     from medpipe.augment import augment_batch, is_identity
 
+    dist = dist or DistInfo()
     speed = Speed.resolve(cfg, device)
     model.to(device)
     if speed.channels_last:
         model.to(memory_format=torch.channels_last)
-    # The compiled module shares its parameters with `model`, whose state is what is saved.
-    net = torch.compile(model) if speed.compile else model
+    # DDP and the compiled module share their parameters with `model`, whose state is
+    # what is saved; validation runs on `model` itself, whole, on every rank.
+    net: nn.Module = model
+    if dist.active:
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.index is not None
+                                      else None)
+        # Each rank its own dropout and augmentation draws (the weights are rank 0's).
+        torch.manual_seed(cfg.seed + 7919 * dist.rank)
+    if speed.compile:
+        net = torch.compile(net)
     log.info("on %s: bf16 %s, channels_last %s, compile %s", device, speed.bf16,
              speed.channels_last, speed.compile)
     train_batches = Batches(train, cfg.batch_size, shuffle=True, seed=cfg.seed,
-                            balanced=cfg.balance == "sampler")
+                            balanced=cfg.balance == "sampler", rank=dist.rank, world=dist.world)
     val_batches = Batches(val, max(cfg.batch_size, 256), shuffle=False)
     optimizer = make_optimizer(cfg, [p for p in model.parameters() if p.requires_grad])
     scheduler = make_scheduler(cfg, optimizer, len(train_batches))
@@ -319,42 +350,48 @@ def fit(model: nn.Module, train: Split, val: Split, cfg, device: torch.device,
     loss_fn = make_loss(cfg, train_batches.labels, num_classes, device)
     aug, aug_gen = None, None
     if augment is not None and not is_identity(augment):
-        aug_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
+        aug_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1 + 7919 * dist.rank)
         aug = lambda x: augment_batch(x, augment, aug_gen)  # noqa: E731
     result = FitResult(best_epoch=0, best={})
     best_value, best_state = None, None
     first_epoch, stopped = 1, False
 
-    def snapshot() -> dict:
+    def rng_states() -> dict:
+        return {"aug": aug_gen.get_state() if aug_gen is not None else None,
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
+
+    def snapshot(ranks_rng: list[dict]) -> dict:
         return {
             "fingerprint": fingerprint, "epoch": len(result.history), "stopped": stopped,
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "batches_rng": train_batches.generator.get_state(),
-            "aug_rng": aug_gen.get_state() if aug_gen is not None else None,
-            "torch_rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state_all() if device.type == "cuda" else None,
+            "world": dist.world, "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "batches_rng": train_batches.generator.get_state(), "rng": ranks_rng,
             "best_value": best_value, "best_epoch": result.best_epoch, "best": result.best,
             "best_state": best_state, "history": result.history,
         }
 
-    saved = load_state(state_path, fingerprint) if state_path is not None else None
+    saved = None
+    if state_path is not None:
+        saved = load_state(state_path, fingerprint, dist.world, remove_stale=dist.main)
+        barrier(dist)
     if saved is not None:
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
         train_batches.generator.set_state(saved["batches_rng"])
+        mine = saved["rng"][dist.rank]
         if aug_gen is not None:
-            aug_gen.set_state(saved["aug_rng"])
-        torch.set_rng_state(saved["torch_rng"])
-        if saved["cuda_rng"] is not None:
-            torch.cuda.set_rng_state_all(saved["cuda_rng"])
+            aug_gen.set_state(mine["aug"])
+        torch.set_rng_state(mine["torch"])
+        if mine["cuda"] is not None:
+            torch.cuda.set_rng_state(mine["cuda"], device)
         best_value, best_state = saved["best_value"], saved["best_state"]
         result.best_epoch, result.best = saved["best_epoch"], saved["best"]
         result.history = saved["history"]
         first_epoch, stopped = saved["epoch"] + 1, saved["stopped"]
         log.info("resuming after epoch %d from %s", saved["epoch"], state_path)
-        if on_epoch is not None:
+        if on_epoch is not None and dist.main:
             for epoch, metrics in enumerate(result.history, start=1):
                 on_epoch(epoch, metrics)
     start = time.perf_counter()
@@ -365,13 +402,14 @@ def fit(model: nn.Module, train: Split, val: Split, cfg, device: torch.device,
         tr = train_one_epoch(net, train_batches, optimizer, device,
                              desc=f"epoch {epoch}/{cfg.epochs}", scheduler=scheduler,
                              loss_fn=loss_fn, augment=aug, speed=speed)
-        va = evaluate(net, val_batches, device, speed)
+        va = evaluate(model if dist.active else net, val_batches, device, speed)
         metrics = {"train_loss": tr["loss"], "train_accuracy": tr["accuracy"], "train_lr": lr,
                    "val_loss": va["loss"], "val_accuracy": va["accuracy"], "val_auc": va["auc"]}
         result.history.append(metrics)
-        log.info("epoch %d/%d  %s", epoch, cfg.epochs,
-                 "  ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
-        if on_epoch is not None:
+        if dist.main:
+            log.info("epoch %d/%d  %s", epoch, cfg.epochs,
+                     "  ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+        if on_epoch is not None and dist.main:
             on_epoch(epoch, metrics)
         if is_better(cfg.monitor, metrics[cfg.monitor], best_value):
             best_value, result.best_epoch = metrics[cfg.monitor], epoch
@@ -381,8 +419,10 @@ def fit(model: nn.Module, train: Split, val: Split, cfg, device: torch.device,
             log.info("early stop: no %s improvement for %d epochs", cfg.monitor, cfg.patience)
             stopped = True
         if state_path is not None:
-            with atomic_path(state_path) as tmp:
-                torch.save(snapshot(), tmp)
+            ranks_rng = gather(rng_states(), dist)  # every rank takes part
+            if dist.main:
+                with atomic_path(state_path) as tmp:
+                    torch.save(snapshot(ranks_rng), tmp)
     result.seconds = time.perf_counter() - start
     result.epochs_run = len(result.history)
     trained = result.epochs_run - first_epoch + 1

@@ -75,6 +75,7 @@ class TrainParams:
     channels_last: bool | Literal["auto"]  # auto: on CUDA only
     compile: bool  # torch.compile the model
     deterministic: bool  # deterministic kernels (always on CPU; slower on GPU)
+    nproc: int  # data-parallel processes on this machine (DDP under torchrun); 1: none
 
 
 @dataclass(frozen=True)

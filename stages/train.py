@@ -20,9 +20,11 @@ import dataclasses
 import hashlib
 import json
 import logging
+import os
+import sys
 from pathlib import Path
 
-from medpipe import cli, engine, models, store
+from medpipe import cli, distributed, engine, models, store
 from medpipe.augment import preview
 from medpipe.fsutil import atomic_path, clean_stale, write_json
 from medpipe.params import AugmentParams, TrainParams, load_section, require
@@ -53,6 +55,9 @@ def check(cfg: TrainParams) -> None:
             f"must be at least 1, got {cfg.step_epochs}", "train")
     require(cfg.patience >= 0, "train", "patience",
             f"must be non-negative, got {cfg.patience}", "train")
+    require(cfg.nproc >= 1, "train", "nproc", f"must be at least 1, got {cfg.nproc}", "train")
+    require(cfg.batch_size % cfg.nproc == 0, "train", "batch_size",
+            f"must be divisible by train.nproc ({cfg.nproc}), got {cfg.batch_size}", "train")
 
 
 def check_augment(cfg: AugmentParams) -> None:
@@ -93,6 +98,19 @@ def train(cfg: TrainParams, aug: AugmentParams, data_dir: Path, model_path: Path
     check_augment(aug)
     engine.seed_everything(cfg.seed, cfg.deterministic)
     device = engine.resolve_device(cfg.device)
+    dist = distributed.DistInfo()
+    if distributed.under_torchrun():
+        dist, device = distributed.init(device)
+    try:
+        return _train(cfg, aug, data_dir, model_path, metrics_path, preview_path, on_epoch,
+                      state_path, device, dist)
+    finally:
+        distributed.shutdown()
+
+
+def _train(cfg: TrainParams, aug: AugmentParams, data_dir: Path, model_path: Path,
+           metrics_path: Path, preview_path: Path | None, on_epoch, state_path: Path | None,
+           device, dist: distributed.DistInfo) -> dict:
     stats = store.read_stats(data_dir)
     arch = models.make_arch(cfg, stats)
     model = models.build_model(arch, pretrained=cfg.pretrained,
@@ -100,12 +118,13 @@ def train(cfg: TrainParams, aug: AugmentParams, data_dir: Path, model_path: Path
     n_params = sum(p.numel() for p in model.parameters())
     log.info("model %s (%d parameters) on %s", cfg.model, n_params, device)
     train_split = store.load_split(data_dir, "train")
-    if preview_path is not None:
+    if preview_path is not None and dist.main:
         with atomic_path(preview_path) as tmp:
             preview(train_split.images[:8], aug, seed=cfg.seed).save(tmp, format="PNG")
     result = engine.fit(model, train_split, store.load_split(data_dir, "val"), cfg, device,
                         on_epoch=on_epoch, augment=aug, state_path=state_path,
-                        fingerprint=fingerprint(cfg, aug, data_dir) if state_path else "")
+                        fingerprint=fingerprint(cfg, aug, data_dir) if state_path else "",
+                        dist=dist)
     summary = {
         "best_epoch": result.best_epoch,
         "epochs": result.epochs_run,
@@ -113,9 +132,12 @@ def train(cfg: TrainParams, aug: AugmentParams, data_dir: Path, model_path: Path
         "model": cfg.model,
         "parameters": n_params,
         "device": device.type,
+        "processes": dist.world,
         "train_seconds": round(result.seconds, 2),
         "train_images_per_second": round(result.images_per_second, 1),
     }
+    if not dist.main:
+        return summary  # rank 0 writes every file
     models.save_checkpoint(model_path, model, arch=arch, classes=stats["classes"],
                            params={"train": dataclasses.asdict(cfg),
                                    "augment": dataclasses.asdict(aug)},
@@ -131,6 +153,14 @@ def main(args) -> None:
     aug = load_section(args.params, "augment", stage="train")
     check(cfg)
     check_augment(aug)
+    if cfg.nproc > 1 and not distributed.under_torchrun():
+        argv = [part for key, value in vars(args).items() for part in (f"--{key}", str(value))]
+        sys.exit(distributed.relaunch(cfg.nproc, "stages.train", argv))
+    if int(os.environ.get("RANK", "0")) != 0:  # ranks > 0 compute; rank 0 logs and writes
+        logging.getLogger().setLevel(logging.WARNING)
+        train(cfg, aug, Path(args.data), Path(args.model), Path(args.metrics),
+              Path(args.preview), state_path=Path(args.state))
+        return
     from dvclive import Live  # DVC lives in the stage shell only; the engine runs without it
 
     for path in (Path(args.model), Path(args.metrics), Path(args.preview)):
