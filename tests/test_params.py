@@ -30,6 +30,9 @@ REPO = Path(__file__).resolve().parents[1]
 VALID: dict[str, dict[str, Any]] = {
     "data": {
         "source": "synthetic",
+        "name": None,
+        "url": None,
+        "md5": None,
         "seed": 0,
         "size": 64,
         "n_per_class": 10,
