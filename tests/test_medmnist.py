@@ -146,6 +146,11 @@ def test_download_from_local_server_keeps_official_splits(tmp_path, cache) -> No
         assert np.array_equal(data.images[data.splits == "test"], f["test_images"])
         assert np.array_equal(data.labels[data.splits == "test"], f["test_labels"].ravel())
     assert data.ids[0] == "pneumoniamnist-train-000000"
+    with np.load(PNEUMONIA) as f:  # indexing across splits, as one concatenated array would
+        whole = np.concatenate([f["train_images"], f["val_images"], f["test_images"]])
+    for index in ([5855, 0, 4708, 4707, 5232], slice(4700, 4720), 5000, np.arange(0, 5856, 7)):
+        assert np.array_equal(data.images[index], whole[index]), index
+    assert len(data.images) == 5856
     assert set(np.unique(data.labels)) == {0, 1}
 
 
@@ -206,6 +211,9 @@ def test_pipeline_on_pneumoniamnist_from_a_local_mirror(tmp_path) -> None:
     assert (repo / ".dvc/tmp/downloads").is_dir()
     assert list((repo / ".dvc/tmp/downloads").glob("*.part")) == []
     assert "Data and pipelines are up to date" in sh("dvc", "status", cwd=repo).stdout
+    # Another mirror of the same bytes: download reruns, and nothing after it.
+    edit_params(repo, data={"url": PNEUMONIA.as_uri()})
+    assert stages_run(sh("dvc", "repro", cwd=repo).stdout) == ["download"]
 
 
 def test_stage_shell_prints_one_error_line_and_exits_1(tmp_path, cache, capsys) -> None:

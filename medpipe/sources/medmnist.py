@@ -233,14 +233,53 @@ def read(raw_dir: Path, meta: dict):
     from medpipe.sources import RawDataset
 
     path = raw_dir / meta["file"]
-    arrays = _load(path, str(path))
-    images = np.concatenate([arrays[f"{s}_images"] for s in SPLITS])
-    labels = np.concatenate([arrays[f"{s}_labels"].reshape(-1) for s in SPLITS])
-    splits = np.concatenate([np.full(len(arrays[f"{s}_labels"]), s) for s in SPLITS])
-    ids = [f"{meta['name']}-{s}-{i:06d}" for s in SPLITS
-           for i in range(len(arrays[f"{s}_labels"]))]
+    with np.load(path, allow_pickle=False) as f:
+        labels = [f[f"{s}_labels"].reshape(-1) for s in SPLITS]
+    lengths = [len(x) for x in labels]
+    images = SplitImages(path, lengths, tuple(meta["image_shape"]))
+    splits = np.concatenate([np.full(n, s) for s, n in zip(SPLITS, lengths, strict=True)])
+    ids = [f"{meta['name']}-{s}-{i:06d}" for s, n in zip(SPLITS, lengths, strict=True)
+           for i in range(n)]
     return RawDataset(classes=list(meta["classes"]), images=images,
-                      labels=labels.astype(np.int64), ids=ids, splits=splits)
+                      labels=np.concatenate(labels).astype(np.int64), ids=ids, splits=splits)
+
+
+class SplitImages:
+    """The images of the three splits as one array indexable by integers, slices, integer
+    or boolean arrays, holding one split in memory at a time.
+
+    A ``.npz`` is compressed, so it cannot be memory-mapped; concatenating its splits
+    would need twice the file's size in memory. The prepare stage walks the splits in
+    order, so this way its peak is the largest split.
+    """
+
+    def __init__(self, path: Path, lengths: list[int], image_shape: tuple[int, ...]):
+        self.path = path
+        self.starts = np.cumsum([0, *lengths])
+        self.shape = (int(self.starts[-1]), *image_shape)
+        self.dtype = np.dtype(np.uint8)  # checked by fetch
+        self._loaded: tuple[int, np.ndarray] | None = None
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, index) -> np.ndarray:
+        idx = np.arange(len(self))[index]
+        scalar = idx.ndim == 0
+        idx = np.atleast_1d(idx)
+        which = np.searchsorted(self.starts, idx, side="right") - 1
+        out = np.empty((len(idx), *self.shape[1:]), dtype=self.dtype)
+        for k in np.unique(which):
+            sel = which == k
+            out[sel] = self._split(int(k))[idx[sel] - self.starts[k]]
+        return out[0] if scalar else out
+
+    def _split(self, k: int) -> np.ndarray:
+        if self._loaded is None or self._loaded[0] != k:
+            self._loaded = None  # let the previous split go before loading the next
+            with np.load(self.path, allow_pickle=False) as f:
+                self._loaded = (k, f[f"{SPLITS[k]}_images"])
+        return self._loaded[1]
 
 
 def _load(path: Path, where: str) -> dict[str, np.ndarray]:
