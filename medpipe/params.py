@@ -28,11 +28,15 @@ STAGE_SECTIONS = ("data", "prepare", "train", "augment", "evaluate")
 class DataParams:
     """``data``: where the images come from (read by the download stage)."""
 
-    source: Literal["synthetic"]  # synthetic: generated chest-radiograph-like images
-    seed: int  # generator seed
-    size: int  # side of the generated images, px
-    n_per_class: int  # images generated per class
-    classes: list[str]  # subset of medpipe.synthetic.CLASSES, in label order
+    # synthetic: generated chest-radiograph-like images; medmnist: a 2D MedMNIST subset
+    source: Literal["synthetic", "medmnist"]
+    name: str | None  # medmnist: the subset, e.g. pneumoniamnist; null for synthetic
+    url: str | None  # medmnist: http(s):// or file:// mirror of the file; null: Zenodo
+    md5: str | None  # medmnist: checksum of that file; null: the official one
+    seed: int  # synthetic: generator seed
+    size: int  # synthetic: side of the generated images, px; medmnist: 28, 64, 128 or 224
+    n_per_class: int  # synthetic: images generated per class
+    classes: list[str]  # synthetic: subset of medpipe.synthetic.CLASSES, in label order
 
 
 @dataclass(frozen=True)

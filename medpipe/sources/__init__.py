@@ -19,9 +19,9 @@ from types import ModuleType
 import numpy as np
 
 from medpipe import PipelineError
-from medpipe.sources import synthetic
+from medpipe.sources import medmnist, synthetic
 
-SOURCES: dict[str, ModuleType] = {"synthetic": synthetic}
+SOURCES: dict[str, ModuleType] = {"synthetic": synthetic, "medmnist": medmnist}
 
 META_FILE = "dataset.json"
 
