@@ -58,7 +58,9 @@ VALID: dict[str, dict[str, Any]] = {
         "seed": 0,
         "device": "cpu",
     },
-    "evaluate": {"split": "test", "batch_size": 256, "device": "cpu"},
+    "evaluate": {"split": "test", "batch_size": 256, "device": "cpu", "threshold": "youden",
+                 "target_sensitivity": 0.9, "bootstrap": 100, "seed": 0,
+                 "calibration_bins": 10},
 }
 
 
