@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 FIGURES = ("accuracy", "balanced_accuracy", "sensitivity", "specificity", "ppv", "npv", "f1")
 CI_FIGURES = ("accuracy", "sensitivity", "specificity")
-BOOTSTRAP_METHOD = "percentile, cases resampled with replacement within each true class"
+BOOTSTRAP_METHOD = "percentile, stratified by class"
 
 
 def check(cfg: EvaluateParams) -> None:

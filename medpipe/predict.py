@@ -166,7 +166,14 @@ def main(args: argparse.Namespace) -> None:
     with atomic_path(args.out) as tmp:
         table.to_csv(tmp, index=False, quoting=csv.QUOTE_MINIMAL)
     n_classes = len(table.columns) - 2  # path, p_<class>..., predicted
-    rule = "argmax" if n_classes > 2 else f"threshold {0.5 if threshold is None else threshold}"
+    if n_classes > 2:
+        rule = "argmax"
+    elif args.threshold is not None:
+        rule = f"threshold {threshold:.6g}"
+    elif threshold is not None:
+        rule = f"threshold {threshold:.6g} from {args.metrics}"
+    else:
+        rule = "threshold 0.5"
     log.info("%d images -> %s (%s)", len(table), args.out, rule)
 
 

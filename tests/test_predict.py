@@ -235,7 +235,7 @@ def test_cli_writes_csv_with_the_evaluate_threshold(evaluated: SimpleNamespace,
     table = pd.read_csv(out)
     assert list(table.columns) == ["path", "p_normal", "p_opacity", "predicted"]
     threshold = evaluated.summary["threshold"]["value"]
-    assert f"(threshold {threshold})" in proc.stderr
+    assert f"(threshold {threshold:.6g} from {evaluated.metrics / 'evaluate.json'})" in proc.stderr
     expected = np.where(table["p_opacity"] >= threshold, "opacity", "normal")
     near = (table["p_opacity"] - threshold).abs() < 1e-7  # rounding in the CSV
     assert (table["predicted"] == expected)[~near].all()
