@@ -32,8 +32,10 @@ def with_ci(value: float | None, interval: dict | None) -> str:
     return f"{fmt(value)} ({fmt(interval['low'])}–{fmt(interval['high'])})"
 
 
-def render(summary: dict, *, model: str, model_sha256: str, plots: dict[str, str]) -> str:
-    """The report. ``plots`` maps a plot title to a path relative to the report."""
+def render(summary: dict, *, model: str, model_sha256: str, plots: dict[str, str],
+           reliability: list[dict] | None = None) -> str:
+    """The report. ``plots`` maps a plot title to a path relative to the report;
+    ``reliability`` (rows of :func:`medpipe.calibration.reliability`) adds a bin table."""
     s = summary
     binary = "positive_class" in s
     ci = s.get("ci95") or {}
@@ -110,6 +112,12 @@ def render(summary: dict, *, model: str, model_sha256: str, plots: dict[str, str
     lines += ["", "## Calibration", "",
               f"Expected calibration error **{fmt(cal['ece'])}** (maximum {fmt(cal['mce'])}) "
               f"over {cal['bins']} equal-width bins of the {cal['probability']} probability."]
+    if reliability:
+        lines += ["", "| probability bin | cases | mean probability | observed frequency |",
+                  "|---|---|---|---|"]
+        lines += [f"| {r['lower']:.2f}–{r['upper']:.2f} | {r['count']} | "
+                  f"{fmt(r['mean_probability'])} | {fmt(r['observed_frequency'])} |"
+                  for r in reliability]
 
     lines += ["", "## Plots", "",
               "`dvc plots show` renders them into `dvc_plots/index.html`; "

@@ -100,7 +100,8 @@ def evaluate(cfg: EvaluateParams, model_path: Path, data_dir: Path, metrics_path
     rel = Path(os.path.relpath(plots_dir, report_path.parent))
     write_text(report_path, report.render(
         summary, model=str(model_path), model_sha256=digest,
-        plots={title: (rel / name).as_posix() for title, name in PLOT_FILES.items()}))
+        plots={title: (rel / name).as_posix() for title, name in PLOT_FILES.items()},
+        reliability=reliability))
     write_json(metrics_path, summary)  # last: its presence means the run completed
     log.info("%s: accuracy %.4f  balanced accuracy %.4f  ROC AUC %.4f", cfg.split,
              summary["accuracy"], summary["balanced_accuracy"], summary["roc_auc"])

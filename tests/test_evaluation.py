@@ -350,10 +350,12 @@ def test_summary_layout_and_report() -> None:
     assert sum(r["count"] for r in rows) == 160
 
     text = report.render(summary, model="models/model.pt", model_sha256="ab" * 32,
-                         plots={"ROC curve": "evaluate/roc.json"})
+                         plots={"ROC curve": "evaluate/roc.json"}, reliability=rows)
     assert f">= **{summary['threshold']['value']:.4f}**" in text
     assert "Youden" in text and "validation split" in text
     assert "| sensitivity (recall) |" in text and "95% bootstrap confidence" in text
     assert f"{summary['calibration']['ece']:.3f}" in text
     assert "[ROC curve](evaluate/roc.json)" in text
+    for r in rows:  # one line per non-empty probability bin
+        assert f"| {r['lower']:.2f}–{r['upper']:.2f} | {r['count']} |" in text
     assert "nan" not in text.lower()
