@@ -185,10 +185,13 @@ def test_fixed_threshold_needs_no_validation_data() -> None:
 def test_multiclass_uses_argmax_and_no_threshold() -> None:
     labels = np.array([0, 1, 2, 0, 1, 2])
     probs = np.eye(3)[[0, 1, 2, 0, 2, 2]] * 0.7 + 0.1
-    summary, _ = evaluation.summarise(labels, probs, ["a", "b", "c"], CFG)
+    summary, rows = evaluation.summarise(labels, probs, ["a", "b", "c"], CFG)
     assert summary["threshold"] == {"rule": "argmax", "value": None, "chosen_on": None}
     assert "at_threshold" not in summary and "positive_class" not in summary
     assert set(summary["ci95"]) == {"roc_auc", "accuracy", "sensitivity", "specificity"}
+    text = report.render(summary, model="m.pt", model_sha256="0" * 64, plots={},
+                         reliability=rows)
+    assert "argmax" in text and "macro means" in text and "| sensitivity (recall) |" in text
 
 
 @pytest.mark.parametrize(("key", "value", "needle"), [
@@ -282,6 +285,14 @@ def test_thousand_resamples_of_three_thousand_cases_take_well_under_seconds() ->
     bootstrap.bootstrap_intervals(labels, binary_probs(p), n_resamples=1000, seed=0,
                                   thresholds={"default": None, "at_threshold": 0.4})
     assert time.perf_counter() - start < 3.0
+
+
+def test_bootstrap_of_a_single_class_drops_every_resample_for_auc() -> None:
+    ci = bootstrap.bootstrap_intervals(np.ones(6, int), binary_probs(np.linspace(0.1, 0.9, 6)),
+                                       n_resamples=50, seed=0, thresholds={"d": None})
+    assert ci["roc_auc"]["dropped"] == 50 and math.isnan(ci["roc_auc"]["low"])
+    assert ci["d.specificity"]["dropped"] == 50  # no negatives: undefined in every resample
+    assert ci["d.sensitivity"]["dropped"] == 0
 
 
 def test_no_resamples_no_intervals() -> None:
