@@ -7,33 +7,41 @@ classes, so AUC, sensitivity and specificity are defined in each one. Intervals 
 percentile intervals. A resample where a metric is undefined (e.g. PPV when nothing is
 called positive) is dropped for that metric and counted.
 
-All resamples are scored at once: a ``(B, N)`` index matrix, one ``bincount`` for the
+Resamples are scored in blocks: a ``(B, N)`` index matrix, one ``bincount`` for the
 confusion matrices and one per class for the rank-based AUC. 1,000 resamples of 3,000
-cases take a fraction of a second.
+cases take under a second; the block size bounds memory for large test sets.
 """
 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
 
 import numpy as np
 
 from medpipe.metrics import class_rates, confusion, decide, summarise_rates
 
 LEVEL = 0.95  # two-sided coverage of the intervals
+BLOCK_CELLS = 4_000_000  # resamples x cases scored at once (~32 MB per int64 matrix)
+
+
+def resample_blocks(labels: np.ndarray, n_resamples: int, seed: int) -> Iterator[np.ndarray]:
+    """Blocks of ``(b, N)`` case indices, drawn with replacement within each class;
+    ``n_resamples`` rows in all, the same for the same seed and number of cases (which
+    sets the block size)."""
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    members = [np.flatnonzero(labels == c) for c in np.unique(labels)]
+    block = max(1, BLOCK_CELLS // max(len(labels), 1))
+    for start in range(0, n_resamples, block):
+        b = min(block, n_resamples - start)
+        parts = [m[rng.integers(0, len(m), size=(b, len(m)))] for m in members]
+        yield np.concatenate(parts, axis=1) if parts else np.zeros((b, 0), dtype=np.int64)
 
 
 def resample_indices(labels: np.ndarray, n_resamples: int, seed: int) -> np.ndarray:
-    """``(n_resamples, N)`` case indices, drawn with replacement within each class."""
-    labels = np.asarray(labels)
-    rng = np.random.default_rng(seed)
-    parts = []
-    for c in np.unique(labels):
-        members = np.flatnonzero(labels == c)
-        parts.append(members[rng.integers(0, len(members), size=(n_resamples, len(members)))])
-    if not parts:
-        return np.zeros((n_resamples, 0), dtype=np.int64)
-    return np.concatenate(parts, axis=1)
+    """All resamples of :func:`resample_blocks` as one ``(n_resamples, N)`` matrix."""
+    return np.concatenate(list(resample_blocks(labels, n_resamples, seed)), axis=0)
 
 
 def auc_resampled(positive: np.ndarray, scores: np.ndarray, idx: np.ndarray) -> np.ndarray:
@@ -89,13 +97,15 @@ def bootstrap_intervals(labels: np.ndarray, probs: np.ndarray, *, n_resamples: i
     probs = np.asarray(probs)
     if n_resamples < 1 or len(labels) == 0:
         return {}
-    idx = resample_indices(labels, n_resamples, seed)
-    labels_r = labels[idx]
-    out = {"roc_auc": percentile_interval(macro_auc_resampled(labels, probs, idx))}
-    for name, threshold in thresholds.items():
-        pred_r = decide(probs, threshold)[idx]
-        rates = summarise_rates(class_rates(confusion(labels_r, pred_r, probs.shape[1])))
-        out[f"{name}.accuracy"] = percentile_interval((pred_r == labels_r).mean(1))
-        for metric in ("sensitivity", "specificity"):
-            out[f"{name}.{metric}"] = percentile_interval(rates[metric])
-    return out
+    decisions = {name: decide(probs, threshold) for name, threshold in thresholds.items()}
+    values: dict[str, list[np.ndarray]] = {}
+    for idx in resample_blocks(labels, n_resamples, seed):
+        labels_r = labels[idx]
+        values.setdefault("roc_auc", []).append(macro_auc_resampled(labels, probs, idx))
+        for name, pred in decisions.items():
+            pred_r = pred[idx]
+            rates = summarise_rates(class_rates(confusion(labels_r, pred_r, probs.shape[1])))
+            values.setdefault(f"{name}.accuracy", []).append((pred_r == labels_r).mean(1))
+            for metric in ("sensitivity", "specificity"):
+                values.setdefault(f"{name}.{metric}", []).append(rates[metric])
+    return {key: percentile_interval(np.concatenate(parts)) for key, parts in values.items()}

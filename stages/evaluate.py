@@ -105,6 +105,10 @@ def evaluate(cfg: EvaluateParams, model_path: Path, data_dir: Path, metrics_path
     write_json(metrics_path, summary)  # last: its presence means the run completed
     log.info("%s: accuracy %.4f  balanced accuracy %.4f  ROC AUC %.4f", cfg.split,
              summary["accuracy"], summary["balanced_accuracy"], summary["roc_auc"])
+    if "at_threshold" in summary:
+        at = summary["at_threshold"]
+        log.info("%s at threshold %.4f (%s): sensitivity %.4f  specificity %.4f", cfg.split,
+                 threshold, summary["threshold"]["rule"], at["sensitivity"], at["specificity"])
     return summary
 
 

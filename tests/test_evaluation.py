@@ -229,6 +229,22 @@ def test_stratified_resamples_keep_the_class_counts() -> None:
     assert ((labels[idx] == 1).sum(1) == 3).all()
 
 
+def test_resamples_come_in_bounded_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
+    labels, p = binormal(50, 1.0, seed=9)
+    whole = bootstrap.bootstrap_intervals(labels, binary_probs(p), n_resamples=90, seed=1,
+                                          thresholds={"d": None})
+    monkeypatch.setattr(bootstrap, "BLOCK_CELLS", 100 * 40)  # blocks of 40 resamples
+    blocks = list(bootstrap.resample_blocks(labels, 90, seed=1))
+    assert [len(b) for b in blocks] == [40, 40, 10]
+    assert all(((labels[b] == 1).sum(1) == 50).all() for b in blocks)
+    ci = bootstrap.bootstrap_intervals(labels, binary_probs(p), n_resamples=90, seed=1,
+                                       thresholds={"d": None})
+    assert ci == bootstrap.bootstrap_intervals(labels, binary_probs(p), n_resamples=90,
+                                               seed=1, thresholds={"d": None})
+    # Other blocks draw other resamples, but the intervals agree to sampling error.
+    assert ci["roc_auc"]["low"] == pytest.approx(whole["roc_auc"]["low"], abs=0.05)
+
+
 def test_resampled_auc_equals_the_exact_auc_with_ties() -> None:
     labels, p = binormal(40, 1.0, seed=1)
     p = np.round(p, 1)  # many ties
