@@ -163,7 +163,7 @@ def test_predicting_the_test_pngs_gives_evaluate_probabilities(evaluated: Simple
     assert (merged["predicted_at_threshold"] == merged["predicted_pred"]).all()
 
 
-def test_prediction_preprocessing_is_the_prepare_stage_s(evaluated: SimpleNamespace,
+def test_prediction_preprocessing_equals_the_prepare_stage(evaluated: SimpleNamespace,
                                                          tmp_path: Path) -> None:
     """A raw 40 px image read from PNG becomes exactly the bytes the store holds for it."""
     manifest = pd.read_csv(evaluated.store / store.MANIFEST)
@@ -174,16 +174,18 @@ def test_prediction_preprocessing_is_the_prepare_stage_s(evaluated: SimpleNamesp
         path = tmp_path / f"{row['source_id']}.png"
         Image.fromarray(evaluated.raw.images[raw_index], mode="L").save(path)
         x = predict.prepare_image(predict.read_image(path), channels=1, image_size=16)
-        assert torch.equal(torch.round(x * 255).to(torch.uint8),
-                           torch.from_numpy(np.array(stored[row["index"]])))
+        # What the model sees in training: the stored bytes, divided by 255 (engine).
+        seen = torch.from_numpy(np.array(stored[row["index"]])).float().div_(255.0)
+        assert torch.equal(x, seen)
 
 
 def test_rgb_16_bit_tiff_and_palette_images_are_converted(evaluated: SimpleNamespace,
                                                           tmp_path: Path) -> None:
+    """The same grey picture in lossless formats and modes gives the same prediction."""
     grey = evaluated.raw.images[3]
     files = {
         "grey.png": Image.fromarray(grey, mode="L"),
-        "rgb.jpg_lossless.png": Image.fromarray(np.stack([grey] * 3, axis=-1), mode="RGB"),
+        "rgb.png": Image.fromarray(np.stack([grey] * 3, axis=-1), mode="RGB"),
         "rgba.png": Image.fromarray(np.dstack([grey] * 3 + [np.full_like(grey, 255)]),
                                     mode="RGBA"),
         "sixteen.tif": Image.fromarray(grey.astype(np.uint16) * 257),
@@ -197,6 +199,16 @@ def test_rgb_16_bit_tiff_and_palette_images_are_converted(evaluated: SimpleNames
     assert len(table) == len(files)
     p = table["p_opacity"].to_numpy()
     assert np.abs(p - p[0]).max() < 1e-5, table
+
+
+def test_jpeg_grey_and_colour_are_read(evaluated: SimpleNamespace, tmp_path: Path) -> None:
+    grey = evaluated.raw.images[3]
+    Image.fromarray(grey, mode="L").save(tmp_path / "grey.jpg", quality=95)
+    Image.fromarray(np.stack([grey] * 3, axis=-1), mode="RGB").save(tmp_path / "rgb.jpeg")
+    assert predict.read_image(tmp_path / "grey.jpg").shape == grey.shape
+    assert predict.read_image(tmp_path / "rgb.jpeg").shape == (*grey.shape, 3)
+    table = predict.predict_files(evaluated.model, predict.find_images(tmp_path))
+    assert len(table) == 2 and table["p_opacity"].between(0, 1).all()
 
 
 def test_csv_input_with_relative_paths(evaluated: SimpleNamespace, tmp_path: Path) -> None:
