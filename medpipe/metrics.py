@@ -51,38 +51,161 @@ def roc_auc(labels: np.ndarray, probs: np.ndarray) -> float:
     return float(np.mean(aucs))
 
 
-def classification_report(labels: np.ndarray, probs: np.ndarray, classes: list[str]) -> dict:
-    """Overall and per-class figures for ``probs`` (N, classes) against ``labels`` (N,)."""
-    from sklearn import metrics as skm
+def decide(probs: np.ndarray, threshold: float | None = None) -> np.ndarray:
+    """Predicted class per row. Two classes: positive (1) when ``probs[:, 1] >= threshold``
+    (0.5 when None). More classes: argmax, and ``threshold`` must be None."""
+    probs = np.asarray(probs)
+    if probs.shape[1] == 2:
+        t = 0.5 if threshold is None else threshold
+        return (probs[:, 1] >= t).astype(np.int64)
+    if threshold is not None:
+        raise ValueError("a decision threshold applies to two classes only")
+    return probs.argmax(1)
 
+
+def confusion(labels: np.ndarray, pred: np.ndarray, n_classes: int) -> np.ndarray:
+    """Confusion counts ``(..., K, K)``, rows actual, columns predicted. Leading axes of
+    ``labels``/``pred`` (e.g. bootstrap resamples) are kept: one matrix per row."""
+    labels, pred = np.asarray(labels), np.asarray(pred)
+    lead = labels.shape[:-1]
+    m = int(np.prod(lead)) if lead else 1
+    row = np.arange(m).reshape(*lead, 1) if lead else 0
+    code = (row * n_classes + labels) * n_classes + pred
+    counts = np.bincount(code.ravel(), minlength=m * n_classes * n_classes)
+    return counts.reshape(*lead, n_classes, n_classes)
+
+
+def class_rates(cm: np.ndarray) -> dict[str, np.ndarray]:
+    """One-vs-rest figures per class from confusion matrices ``(..., K, K)``: arrays
+    ``(..., K)`` of sensitivity, specificity, PPV, NPV and F1; NaN where undefined (0/0)."""
+    cm = np.asarray(cm, dtype=np.float64)
+    tp = np.diagonal(cm, axis1=-2, axis2=-1)
+    fn = cm.sum(-1) - tp
+    fp = cm.sum(-2) - tp
+    tn = cm.sum((-2, -1))[..., None] - tp - fn - fp
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return {
+            "sensitivity": tp / (tp + fn),
+            "specificity": tn / (tn + fp),
+            "ppv": tp / (tp + fp),
+            "npv": tn / (tn + fn),
+            "f1": 2 * tp / (2 * tp + fp + fn),
+        }
+
+
+SUMMARY = ("sensitivity", "specificity", "ppv", "npv", "f1")
+
+
+def summarise_rates(rates: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Overall figures from :func:`class_rates`: the positive class (index 1) for two
+    classes, the macro mean over the classes where the figure is defined for more."""
+    n_classes = next(iter(rates.values())).shape[-1]
+    if n_classes == 2:
+        return {k: rates[k][..., 1] for k in SUMMARY}
+    out = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows stay NaN
+        for k in SUMMARY:
+            out[k] = np.nanmean(rates[k], axis=-1)
+    return out
+
+
+def classification_report(labels: np.ndarray, probs: np.ndarray, classes: list[str],
+                          threshold: float | None = None) -> dict:
+    """Overall and per-class figures for ``probs`` (N, classes) against ``labels`` (N,).
+
+    Decisions as in :func:`decide`. Overall sensitivity, specificity, PPV, NPV and F1 are
+    those of the positive class ``classes[1]`` for two classes and macro means for more.
+    Per class, ``recall`` is the sensitivity and ``precision`` the PPV (both names are
+    kept). A figure whose denominator is empty (a class absent from ``labels``, or never
+    predicted) is NaN, with a warning.
+    """
     labels = np.asarray(labels)
-    pred = probs.argmax(1)
-    k = np.arange(len(classes))
-    precision, recall, f1, support = skm.precision_recall_fscore_support(
-        labels, pred, labels=k, zero_division=np.nan
-    )
-    cm = skm.confusion_matrix(labels, pred, labels=k)
+    k = len(classes)
+    pred = decide(probs, threshold)
+    cm = confusion(labels, pred, k)
+    rates = class_rates(cm)
+    support = cm.sum(1)
+    for i, name in enumerate(classes):
+        if support[i] == 0:
+            warnings.warn(f"class '{name}' absent from the labels: its sensitivity (and its "
+                          "F1 if it is never predicted either) is NaN", stacklevel=2)
+        elif cm[:, i].sum() == 0:
+            warnings.warn(f"class '{name}' never predicted: its PPV is NaN", stacklevel=2)
     per_class = {}
     for i, name in enumerate(classes):
-        tn = cm.sum() - cm[i].sum() - cm[:, i].sum() + cm[i, i]
-        fp = cm[:, i].sum() - cm[i, i]
-        specificity = tn / (tn + fp) if tn + fp else float("nan")
         per_class[name] = {
-            "precision": float(precision[i]),
-            "recall": float(recall[i]),
-            "specificity": float(specificity),
-            "f1": float(f1[i]),
+            "precision": float(rates["ppv"][i]),
+            "recall": float(rates["sensitivity"][i]),
+            "specificity": float(rates["specificity"][i]),
+            "f1": float(rates["f1"][i]),
             "support": int(support[i]),
+            "sensitivity": float(rates["sensitivity"][i]),
+            "ppv": float(rates["ppv"][i]),
+            "npv": float(rates["npv"][i]),
         }
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # balanced acc. on absent classes
-        balanced = skm.balanced_accuracy_score(labels, pred)
+    present = support > 0
+    overall = summarise_rates(rates)
     return {
         "n": int(len(labels)),
-        "accuracy": float((pred == labels).mean()),
-        "balanced_accuracy": float(balanced),
+        "accuracy": float((pred == labels).mean()) if len(labels) else float("nan"),
+        # Mean recall over the classes present (as scikit-learn's balanced accuracy).
+        "balanced_accuracy": (float(rates["sensitivity"][present].mean()) if present.any()
+                              else float("nan")),
         "roc_auc": roc_auc(labels, probs),
+        **{name: float(overall[name]) for name in SUMMARY},
         "per_class": per_class,
+    }
+
+
+def choose_threshold(labels: np.ndarray, p_positive: np.ndarray, rule: str | float,
+                     target_sensitivity: float) -> dict:
+    """Decision threshold on the positive-class probability, chosen on (validation)
+    ``labels``; a case is called positive when its probability is ``>=`` the threshold.
+
+    ``rule``: ``"youden"`` maximises sensitivity + specificity - 1 (on ties, the operating
+    point with the fewest positive calls); ``"target_sensitivity"`` takes the operating
+    point with the fewest positive calls whose sensitivity reaches ``target_sensitivity``
+    (so the best specificity that allows); a number is used as it is. The threshold is
+    placed midway between the lowest validation score called positive and the next lower
+    score: the same validation decisions, the largest margin on both sides. When a rule
+    is undefined (a class missing) the threshold falls back to 0.5 with a warning.
+    Returns the value and its figures on ``labels``.
+    """
+    labels = np.asarray(labels)
+    positive = labels == 1
+    value, note = 0.5, None
+    if not isinstance(rule, str):
+        value = float(rule)
+    elif positive.all() or not positive.any():
+        note = f"'{rule}' needs both classes in the validation split"
+    else:
+        from sklearn.metrics import roc_curve
+
+        fpr, tpr, thr = roc_curve(positive, p_positive, drop_intermediate=False)
+        if rule == "youden":
+            i = int(np.argmax(tpr - fpr))  # first maximum: the highest threshold
+        elif rule == "target_sensitivity":
+            i = int(np.argmax(tpr >= target_sensitivity - 1e-12))
+        else:
+            raise ValueError(f"unknown threshold rule {rule!r}")
+        if np.isfinite(thr[i]):
+            # Every threshold in (next lower score, thr[i]] makes the same validation
+            # decisions; the middle of that gap is the one least tied to these cases.
+            lower = thr[i + 1] if i + 1 < len(thr) else thr[i]
+            value = float((thr[i] + lower) / 2.0)
+        else:  # the no-positive corner: no threshold separates anything on this split
+            note = f"'{rule}' found no useful threshold on the validation split"
+    if note:
+        warnings.warn(f"{note}; using 0.5", stacklevel=2)
+    pred = p_positive >= value
+    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
+    return {
+        "rule": rule if isinstance(rule, str) else "fixed",
+        "value": value,
+        "fallback": note,
+        "val_sensitivity": float((pred & positive).sum() / n_pos) if n_pos else float("nan"),
+        "val_specificity": float((~pred & ~positive).sum() / n_neg) if n_neg else float("nan"),
     }
 
 
@@ -102,4 +225,25 @@ def roc_points(labels: np.ndarray, probs: np.ndarray, classes: list[str]) -> lis
         rows += [{"class": classes[k], "fpr": round(float(f), 6), "tpr": round(float(t), 6),
                   "threshold": round(float(min(h, 1.0)), 6)}
                  for f, t, h in zip(fpr, tpr, thr, strict=True)]
+    return rows
+
+
+def pr_points(labels: np.ndarray, probs: np.ndarray, classes: list[str]) -> list[dict]:
+    """Precision-recall curve rows for DVC plots, as :func:`roc_points` (the positive class
+    for two classes, one-vs-rest per class for more). The last point (recall 0,
+    precision 1) has no threshold; it is written as 1."""
+    from sklearn import metrics as skm
+
+    labels = np.asarray(labels)
+    targets = [1] if len(classes) == 2 else range(len(classes))
+    rows = []
+    for k in targets:
+        positive = labels == k
+        if not positive.any():
+            continue
+        precision, recall, thr = skm.precision_recall_curve(positive, probs[:, k])
+        thr = np.append(thr, 1.0)
+        rows += [{"class": classes[k], "recall": round(float(r), 6),
+                  "precision": round(float(p), 6), "threshold": round(float(min(h, 1.0)), 6)}
+                 for p, r, h in zip(precision, recall, thr, strict=True)]
     return rows

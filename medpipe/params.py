@@ -112,6 +112,15 @@ class EvaluateParams:
     split: Literal["test", "val"]
     batch_size: int
     device: str  # auto | cpu | cuda | cuda:N
+    # Binary tasks: how the decision threshold on the positive-class probability is chosen
+    # on the validation split (then applied unchanged to ``split``): youden (max
+    # sensitivity + specificity - 1), target_sensitivity (the highest threshold reaching
+    # ``target_sensitivity``), or a fixed probability such as 0.5. Multi-class: argmax.
+    threshold: Literal["youden", "target_sensitivity"] | float
+    target_sensitivity: float  # read only when threshold: target_sensitivity
+    bootstrap: int  # resamples for the 95% confidence intervals; 0: no intervals
+    seed: int  # bootstrap seed
+    calibration_bins: int  # equal-width probability bins for ECE and the reliability diagram
 
 
 SECTIONS: dict[str, type] = {

@@ -1,0 +1,127 @@
+"""The evaluation summary: metrics at two decision rules, intervals, calibration.
+
+Pure functions of labels and probabilities, so tests call them without a model or files;
+``stages/evaluate.py`` feeds them and writes what they return.
+
+Layout of the summary (``metrics/evaluate.json``)::
+
+    split, n, positive_class (two classes only)
+    accuracy, balanced_accuracy, roc_auc, sensitivity, specificity, ppv, npv, f1,
+    per_class.<class>.{precision, recall, specificity, f1, support, sensitivity, ppv, npv}
+        -> at probability 0.5 (two classes) or argmax (more)
+    threshold.{rule, value, chosen_on, val_sensitivity, val_specificity, fallback}
+    at_threshold.{accuracy, ..., per_class}   -> at threshold.value (two classes only)
+    ci95.{roc_auc, accuracy, sensitivity, specificity}.{low, high, dropped}
+    ci95.at_threshold.{accuracy, sensitivity, specificity}.{low, high, dropped}
+    calibration.{ece, mce, bins}
+    bootstrap.{resamples, seed, method}
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+
+import numpy as np
+
+from medpipe import bootstrap, calibration, metrics
+from medpipe.params import EvaluateParams, require
+
+log = logging.getLogger(__name__)
+
+FIGURES = ("accuracy", "balanced_accuracy", "sensitivity", "specificity", "ppv", "npv", "f1")
+CI_FIGURES = ("accuracy", "sensitivity", "specificity")
+BOOTSTRAP_METHOD = "percentile, stratified by class"
+
+
+def check(cfg: EvaluateParams) -> None:
+    """Value checks the types alone cannot express, before any work is done."""
+    stage = "evaluate"
+    require(cfg.batch_size >= 1, stage, "batch_size",
+            f"must be at least 1, got {cfg.batch_size}", stage)
+    if not isinstance(cfg.threshold, str):
+        require(0.0 < cfg.threshold < 1.0, stage, "threshold",
+                f"must be youden, target_sensitivity or a probability in (0, 1), got "
+                f"{cfg.threshold}", stage)
+    require(0.0 < cfg.target_sensitivity <= 1.0, stage, "target_sensitivity",
+            f"must be in (0, 1], got {cfg.target_sensitivity}", stage)
+    require(cfg.bootstrap >= 0, stage, "bootstrap",
+            f"must be 0 (no intervals) or more, got {cfg.bootstrap}", stage)
+    require(cfg.calibration_bins >= 1, stage, "calibration_bins",
+            f"must be at least 1, got {cfg.calibration_bins}", stage)
+
+
+def needs_validation(cfg: EvaluateParams, n_classes: int) -> bool:
+    """Whether choosing the threshold needs the validation split's probabilities."""
+    return n_classes == 2 and isinstance(cfg.threshold, str)
+
+
+def summarise(labels: np.ndarray, probs: np.ndarray, classes: list[str], cfg: EvaluateParams,
+              val_labels: np.ndarray | None = None, val_probs: np.ndarray | None = None
+              ) -> tuple[dict, list[dict]]:
+    """The summary described in the module docstring, and the reliability-diagram rows.
+
+    For two classes the threshold is chosen on ``val_labels``/``val_probs`` (needed
+    unless ``cfg.threshold`` is a number) and applied unchanged to ``labels``/``probs``.
+    """
+    labels = np.asarray(labels)
+    binary = len(classes) == 2
+    summary: dict = {"split": cfg.split, "n": int(len(labels))}
+    if binary:
+        summary["positive_class"] = classes[1]
+    base = metrics.classification_report(labels, probs, classes)
+    summary.update({k: v for k, v in base.items() if k != "n"})
+
+    threshold_value = None
+    if binary:
+        if needs_validation(cfg, 2):
+            if val_labels is None or val_probs is None:
+                raise ValueError(f"threshold rule {cfg.threshold!r} needs validation data")
+            chosen = metrics.choose_threshold(val_labels, np.asarray(val_probs)[:, 1],
+                                              cfg.threshold, cfg.target_sensitivity)
+            chosen_on = "val"
+        else:
+            chosen = {"rule": "fixed", "value": float(cfg.threshold), "fallback": None}
+            chosen_on = "params"
+        threshold_value = chosen["value"]
+        summary["threshold"] = {
+            "rule": chosen["rule"],
+            "value": threshold_value,
+            "chosen_on": chosen_on,
+            "target_sensitivity": (cfg.target_sensitivity
+                                   if chosen["rule"] == "target_sensitivity" else None),
+            "val_sensitivity": chosen.get("val_sensitivity"),
+            "val_specificity": chosen.get("val_specificity"),
+            "fallback": chosen["fallback"],
+        }
+        if chosen_on == "val" and cfg.split == "val":
+            warnings.warn("the threshold is chosen on and applied to the validation split: "
+                          "its figures are optimistic", stacklevel=2)
+        at = metrics.classification_report(labels, probs, classes, threshold=threshold_value)
+        summary["at_threshold"] = {**{k: at[k] for k in FIGURES}, "per_class": at["per_class"]}
+    else:
+        summary["threshold"] = {"rule": "argmax", "value": None, "chosen_on": None}
+
+    summary["ci95"] = None
+    if cfg.bootstrap > 0:
+        rules = {"default": None}
+        if binary:
+            rules["at_threshold"] = threshold_value
+        ci = bootstrap.bootstrap_intervals(labels, probs, n_resamples=cfg.bootstrap,
+                                           seed=cfg.seed, thresholds=rules)
+        summary["ci95"] = {"roc_auc": ci["roc_auc"],
+                           **{k: ci[f"default.{k}"] for k in CI_FIGURES}}
+        if binary:
+            summary["ci95"]["at_threshold"] = {k: ci[f"at_threshold.{k}"] for k in CI_FIGURES}
+        for name, interval in ci.items():
+            if interval["dropped"]:
+                log.info("bootstrap: %s undefined in %d of %d resamples (dropped)", name,
+                         interval["dropped"], cfg.bootstrap)
+    rows = calibration.reliability(labels, probs, cfg.calibration_bins)
+    summary["calibration"] = {**calibration.calibration_errors(rows),
+                              "bins": cfg.calibration_bins,
+                              "probability": ("positive class" if binary
+                                              else "top-label confidence")}
+    summary["bootstrap"] = {"resamples": cfg.bootstrap, "seed": cfg.seed,
+                            "level": bootstrap.LEVEL, "method": BOOTSTRAP_METHOD}
+    return summary, rows

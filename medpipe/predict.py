@@ -1,0 +1,198 @@
+"""Predict image files with a trained model; not a pipeline stage.
+
+    python -m medpipe.predict --model models/model.pt --out predictions.csv IMAGES
+    python -m medpipe.predict --model models/model.pt --metrics metrics/evaluate.json \
+        --out predictions.csv IMAGES
+
+``IMAGES`` is an image file, a folder (every PNG/JPEG/BMP/TIFF in it and its subfolders,
+sorted) or a CSV with a ``path`` column (relative paths are relative to the CSV). 8- or
+16-bit grey, RGB, RGBA and palette images are read with Pillow and prepared exactly as the
+prepare stage prepared the training images (the preprocessing recorded in the model
+file): channel conversion, antialiased resize, quantisation to 8 bits.
+
+The CSV holds one row per image: ``path``, ``p_<class>`` for each class and
+``predicted``. Two classes: the positive class (the second) is predicted when its
+probability is ``>=`` the threshold: ``--threshold``, else the threshold the evaluate
+stage chose (``threshold.value`` in ``--metrics``, refused if that file was written for
+another model), else 0.5. More classes: argmax.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import json
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from medpipe import PipelineError, cli, engine, metrics, models
+from medpipe.fsutil import atomic_path
+from medpipe.preprocess import resize, to_tensor_batch
+
+log = logging.getLogger(__name__)
+
+EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
+CHUNK = 64  # images per forward pass; bounds memory however many files are given
+
+
+def find_images(source: Path) -> list[Path]:
+    """The image paths named by ``source``: a file, a folder or a CSV with a path column."""
+    if source.is_dir():
+        found = sorted(p for p in source.rglob("*")
+                       if p.is_file() and p.suffix.lower() in EXTENSIONS)
+        if not found:
+            raise PipelineError(f"{source}: no PNG, JPEG, BMP or TIFF images in this folder")
+        return found
+    if not source.exists():
+        raise PipelineError(f"{source}: no such file or folder")
+    if source.suffix.lower() == ".csv":
+        try:
+            table = pd.read_csv(source)
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise PipelineError(f"{source}: not a readable CSV ({first})") from None
+        if "path" not in table.columns:
+            raise PipelineError(f"{source}: no 'path' column (columns: "
+                                f"{', '.join(map(str, table.columns))})")
+        return [p if p.is_absolute() else source.parent / p
+                for p in (Path(str(v)) for v in table["path"])]
+    return [source]
+
+
+def read_image(path: Path) -> np.ndarray:
+    """Pixels as uint8/uint16 ``(H, W)`` (grey) or uint8 ``(H, W, 3)`` (colour)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            img.load()
+            mode = img.mode
+            if mode in ("I;16", "I;16L", "I;16B", "I;16N"):
+                return np.asarray(img).astype(np.uint16)
+            if mode == "I":  # 32-bit container; 16-bit PNGs often open this way
+                arr = np.asarray(img)
+                if arr.min() < 0 or arr.max() > 65535:
+                    raise PipelineError(f"{path}: 32-bit intensities are not supported")
+                return arr.astype(np.uint16)
+            if mode in ("L", "RGB"):
+                return np.asarray(img)
+            if mode in ("1", "LA"):  # bilevel; grey with alpha (alpha dropped)
+                return np.asarray(img.convert("L"))
+            if mode in ("P", "PA", "RGBA", "RGBa", "CMYK", "YCbCr", "LAB", "HSV"):
+                return np.asarray(img.convert("RGB"))  # a palette means its colours
+            raise PipelineError(f"{path}: unsupported image mode {mode}")
+    except FileNotFoundError:
+        raise PipelineError(f"{path}: no such file") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise PipelineError(f"{path}: not a readable image ({first})") from None
+
+
+def prepare_image(pixels: np.ndarray, channels: int, image_size: int) -> torch.Tensor:
+    """One image as the model saw its training data: ``(channels, S, S)`` float in [0, 1].
+
+    The same steps as the prepare stage (:func:`medpipe.preprocess.prepare`): channel
+    conversion, antialiased resize, then rounding to 8 bits, which the store applies and
+    the model was therefore trained on.
+    """
+    x = resize(to_tensor_batch(pixels[None], channels), image_size)
+    q = torch.round(x.clamp(0.0, 1.0) * 255.0)
+    return q[0] / 255.0
+
+
+def batches(paths: list[Path], channels: int, image_size: int
+            ) -> Iterator[tuple[list[Path], torch.Tensor]]:
+    for start in range(0, len(paths), CHUNK):
+        chunk = paths[start : start + CHUNK]
+        yield chunk, torch.stack([prepare_image(read_image(p), channels, image_size)
+                                  for p in chunk])
+
+
+def threshold_from_metrics(path: Path, model_path: Path) -> float | None:
+    """The threshold the evaluate stage chose for this very model (None: argmax)."""
+    try:
+        summary = json.loads(path.read_text(encoding="utf-8"))
+        value, digest = summary["threshold"]["value"], summary["model_sha256"]
+    except FileNotFoundError:
+        raise PipelineError(f"{path}: not found; run the evaluate stage first") from None
+    except (json.JSONDecodeError, KeyError, TypeError):
+        raise PipelineError(f"{path}: not an evaluate metrics file (no threshold.value "
+                            "or model_sha256)") from None
+    if digest != hashlib.sha256(model_path.read_bytes()).hexdigest():
+        raise PipelineError(f"{path}: its threshold was chosen for another model than "
+                            f"{model_path}; rerun the evaluate stage or pass --threshold")
+    return value
+
+
+@torch.inference_mode()
+def predict_files(model_path: Path, paths: list[Path], threshold: float | None = None,
+                  device: str = "cpu") -> pd.DataFrame:
+    """Class probabilities and the decision for each image in ``paths``."""
+    dev = engine.resolve_device(device)
+    model, ckpt = models.load_checkpoint(model_path, dev)  # weights_only: never runs code
+    classes, pre = ckpt["classes"], ckpt["preprocess"]
+    if threshold is not None and len(classes) != 2:
+        raise PipelineError(f"--threshold applies to two classes; {model_path} has "
+                            f"{len(classes)} (argmax is used)")
+    rows, probs = [], []
+    for chunk, x in batches(paths, pre["channels"], pre["image_size"]):
+        probs.append(torch.softmax(model(x.to(dev)).float(), dim=1).cpu().double().numpy())
+        rows += [str(p) for p in chunk]
+    p = np.concatenate(probs) if probs else np.zeros((0, len(classes)))
+    table = pd.DataFrame({"path": rows})
+    for k, name in enumerate(classes):
+        table[f"p_{name}"] = p[:, k].round(8)
+    table["predicted"] = [classes[k] for k in metrics.decide(p, threshold)]
+    return table
+
+
+def main(args: argparse.Namespace) -> None:
+    model_path = Path(args.model)
+    if args.threshold is not None and not 0.0 < args.threshold < 1.0:
+        raise PipelineError(f"--threshold must be a probability in (0, 1), got {args.threshold}")
+    threshold = args.threshold
+    if threshold is None and args.metrics:
+        if not model_path.exists():
+            raise PipelineError(f"{model_path}: model file not found")
+        threshold = threshold_from_metrics(Path(args.metrics), model_path)
+    paths = find_images(Path(args.images))
+    table = predict_files(model_path, paths, threshold, args.device)
+    with atomic_path(args.out) as tmp:
+        table.to_csv(tmp, index=False, quoting=csv.QUOTE_MINIMAL)
+    n_classes = len(table.columns) - 2  # path, p_<class>..., predicted
+    if n_classes > 2:
+        rule = "argmax"
+    elif args.threshold is not None:
+        rule = f"threshold {threshold:.6g}"
+    elif threshold is not None:
+        rule = f"threshold {threshold:.6g} from {args.metrics}"
+    else:
+        rule = "threshold 0.5"
+    log.info("%d images -> %s (%s)", len(table), args.out, rule)
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("images", help="an image file, a folder of images, or a CSV with a "
+                                  "'path' column")
+    p.add_argument("--model", default="models/model.pt", help="model file (train stage)")
+    p.add_argument("--out", required=True, help="CSV to write")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="two classes: positive when p >= this (default: from --metrics, "
+                        "else 0.5)")
+    p.add_argument("--metrics", default=None,
+                   help="evaluate stage metrics (metrics/evaluate.json) to take the chosen "
+                        "threshold from")
+    p.add_argument("--device", default="cpu", help="auto | cpu | cuda | cuda:N")
+    return p
+
+
+if __name__ == "__main__":
+    cli.run("predict", main, get_args_parser())

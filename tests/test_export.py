@@ -1,0 +1,105 @@
+"""TorchScript export: same outputs as the PyTorch model, metadata, refusals."""
+
+from __future__ import annotations
+
+import json
+import logging
+import pathlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from medpipe import PipelineError, cli, export, models
+
+# Loading TorchScript warns that it is deprecated (recent torch); the export hides it.
+pytestmark = pytest.mark.filterwarnings(r"ignore:`torch\.jit.*:FutureWarning")
+
+
+def save_model(path: Path, name: str, channels: int, size: int) -> models.Classifier:
+    arch = {"name": name, "in_channels": channels, "num_classes": 3, "image_size": size,
+            "width_mult": 0.5, "dropout": 0.3, "mean": [0.4] * channels,
+            "std": [0.2] * channels}
+    torch.manual_seed(0)
+    model = models.build_model(arch).eval()
+    models.save_checkpoint(path, model, arch=arch, classes=["a", "b", "c"], params={},
+                           info={})
+    return model
+
+
+@pytest.mark.parametrize(("name", "channels", "size"), [("cnn", 1, 24), ("mobilenet_v2", 3, 32)])
+def test_torchscript_gives_the_pytorch_outputs(tmp_path: Path, name: str, channels: int,
+                                               size: int) -> None:
+    model = save_model(tmp_path / "model.pt", name, channels, size)
+    meta = export.export_torchscript(tmp_path / "model.pt", tmp_path / "model.ts")
+    extra = {export.METADATA: ""}
+    loaded = torch.jit.load(str(tmp_path / "model.ts"), map_location="cpu", _extra_files=extra)
+    assert json.loads(extra[export.METADATA]) == meta
+    assert meta["classes"] == ["a", "b", "c"] and meta["preprocess"]["image_size"] == size
+    x = torch.rand(7, channels, size, size, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        expected, got = model(x), loaded(x)
+    assert got.shape == (7, 3)
+    assert torch.allclose(got, expected, atol=1e-5, rtol=0.0)
+    assert not (expected == expected[0]).all()  # the check compares varying outputs
+    with torch.no_grad():
+        assert torch.equal(loaded(x), got)  # eval mode: dropout is off, outputs repeat
+    assert not list(tmp_path.glob(".tmp-*"))
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    for handler in root.handlers:
+        if handler not in handlers:
+            root.removeHandler(handler)
+    root.setLevel(level)
+    logging.captureWarnings(False)
+
+
+def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    with pytest.raises(SystemExit) as info:
+        cli.run("export", export.main, export.get_args_parser(), argv)
+        raise SystemExit(0)
+    return info.value.code, capsys.readouterr().err
+
+
+def test_cli_exports(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                     restore_logging: None) -> None:
+    save_model(tmp_path / "model.pt", "cnn", 1, 16)
+    code, err = run_cli(["--model", str(tmp_path / "model.pt"), "--out",
+                         str(tmp_path / "m.ts")], capsys)
+    assert code == 0 and (tmp_path / "m.ts").is_file(), err
+
+
+class Payload:
+    """Unpickling this runs ``Path.touch(marker)``: a stand-in for arbitrary code."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        return pathlib.Path.touch, (self.marker,)
+
+
+def test_model_file_with_pickled_code_is_refused_not_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], restore_logging: None
+) -> None:
+    marker, evil = tmp_path / "pwned", tmp_path / "evil.pt"
+    torch.save({"format": models.CHECKPOINT_FORMAT, "state_dict": Payload(marker)}, evil)
+    with pytest.raises(PipelineError, match="not a loadable model file"):
+        export.export_torchscript(evil, tmp_path / "m.ts")
+    code, err = run_cli(["--model", str(evil), "--out", str(tmp_path / "m.ts")], capsys)
+    assert code == 1 and err.strip().splitlines()[-1].startswith(f"error: {evil}: not a ")
+    assert not marker.exists() and not (tmp_path / "m.ts").exists()
+
+
+def test_missing_model_is_a_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                           restore_logging: None) -> None:
+    code, err = run_cli(["--model", str(tmp_path / "none.pt"), "--out",
+                         str(tmp_path / "m.ts")], capsys)
+    assert code == 1 and "none.pt: model file not found" in err.strip().splitlines()[-1]

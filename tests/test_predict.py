@@ -1,0 +1,317 @@
+"""The evaluate stage's files, and prediction from image files matching it exactly."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import pathlib
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from medpipe import PipelineError, cli, engine, models, predict, preprocess, store
+from medpipe.params import EvaluateParams, PrepareParams, parse_section
+from medpipe.sources import RawDataset
+from stages import evaluate as evaluate_stage
+
+REPO = Path(__file__).resolve().parents[1]
+CLASSES = ["normal", "opacity"]
+CFG = EvaluateParams(split="test", batch_size=7, device="cpu", threshold="youden",
+                     target_sensitivity=0.9, bootstrap=100, seed=0, calibration_bins=5)
+
+
+def make_raw(n_per_class: int = 16, size: int = 40, seed: int = 0) -> RawDataset:
+    """Grey images whose class shows as a bright square, at another size than the store."""
+    rng = np.random.default_rng(seed)
+    labels = np.repeat([0, 1], n_per_class)
+    images = rng.integers(0, 160, (len(labels), size, size)).astype(np.uint8)
+    images[labels == 1, 10:20, 10:20] += 90
+    return RawDataset(classes=CLASSES, images=images, labels=labels,
+                      ids=[f"img-{i:03d}" for i in range(len(labels))])
+
+
+def make_model(path: Path, store_dir: Path, seed: int = 0) -> None:
+    """A CNN trained for a few epochs: probabilities spread over (0, 1), both classes."""
+    train = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
+    cfg = parse_section("train", {**train["train"], "model": "cnn", "dropout": 0.0,
+                                  "batch_size": 8, "seed": seed, "lr": 0.01, "epochs": 8,
+                                  "monitor": "val_loss", "device": "cpu"}, stage="train")
+    arch = models.make_arch(cfg, store.read_stats(store_dir))
+    engine.seed_everything(seed)
+    model = models.build_model(arch)
+    engine.fit(model, store.load_split(store_dir, "train"), store.load_split(store_dir, "val"),
+               cfg, torch.device("cpu"))
+    models.save_checkpoint(path, model.eval(), arch=arch, classes=CLASSES, params={}, info={})
+
+
+@pytest.fixture(scope="module")
+def evaluated(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
+    """A store (16 px, from 40 px raw images), a model and one evaluate run."""
+    root = tmp_path_factory.mktemp("evaluated")
+    raw = make_raw()
+    prep = PrepareParams(seed=0, val_fraction=0.25, test_fraction=0.25, image_size=16,
+                         channels=1)
+    preprocess.prepare(raw, root / "prepared", prep)
+    make_model(root / "model.pt", root / "prepared")
+    summary = evaluate_stage.evaluate(CFG, root / "model.pt", root / "prepared",
+                                      root / "metrics" / "evaluate.json",
+                                      root / "metrics" / "evaluate",
+                                      root / "metrics" / "report.md")
+    return SimpleNamespace(root=root, raw=raw, summary=summary, model=root / "model.pt",
+                           store=root / "prepared", metrics=root / "metrics")
+
+
+def export_split_as_png(store_dir: Path, split: str, out: Path) -> list[str]:
+    """The store's images of ``split`` as 8-bit grey PNGs named by their source id."""
+    out.mkdir(parents=True, exist_ok=True)
+    manifest = pd.read_csv(store_dir / store.MANIFEST)
+    ids = manifest.loc[manifest["split"] == split, "source_id"].tolist()
+    for image, name in zip(store.load_split(store_dir, split).images, ids, strict=True):
+        Image.fromarray(np.asarray(image[0]), mode="L").save(out / f"{name}.png")
+    return ids
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    """cli.run configures the root logger and captures warnings: undo that afterwards."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    for handler in root.handlers:
+        if handler not in handlers:
+            root.removeHandler(handler)
+    root.setLevel(level)
+    logging.captureWarnings(False)
+
+
+def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    with pytest.raises(SystemExit) as info:
+        cli.run("predict", predict.main, predict.get_args_parser(), argv)
+        raise SystemExit(0)
+    return info.value.code, capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------- evaluate stage
+
+
+def test_evaluate_writes_metrics_plots_and_report(evaluated: SimpleNamespace) -> None:
+    saved = json.loads((evaluated.metrics / "evaluate.json").read_text())
+    for key in ["accuracy", "balanced_accuracy", "roc_auc", "sensitivity", "specificity",
+                "ppv", "npv", "f1", "per_class", "threshold", "at_threshold", "ci95",
+                "calibration", "bootstrap", "model_sha256"]:
+        assert key in saved, key
+    assert saved["threshold"]["chosen_on"] == "val" and 0 < saved["threshold"]["value"] < 1
+    assert saved["bootstrap"]["resamples"] == 100 and saved["calibration"]["bins"] == 5
+    plots = evaluated.metrics / "evaluate"
+    assert sorted(p.name for p in plots.iterdir()) == ["pr.json", "predictions.csv",
+                                                       "reliability.json", "roc.json"]
+    pred = pd.read_csv(plots / "predictions.csv")
+    assert list(pred.columns) == ["id", "actual", "predicted", "predicted_at_threshold",
+                                  "p_normal", "p_opacity"]
+    at = pred["p_opacity"] >= saved["threshold"]["value"] - 1e-6
+    assert (pred["predicted_at_threshold"] == np.where(at, "opacity", "normal")).mean() > 0.9
+    rel = json.loads((plots / "reliability.json").read_text())
+    assert sum(r["count"] for r in rel) == saved["n"] == len(pred)
+    assert all(r["perfect"] == r["mean_probability"] for r in rel)
+    assert {r["class"] for r in json.loads((plots / "pr.json").read_text())} == {"opacity"}
+    text = (evaluated.metrics / "report.md").read_text()
+    assert text.startswith("# Evaluation on the test split")
+    for link in ["evaluate/roc.json", "evaluate/pr.json", "evaluate/reliability.json",
+                 "evaluate/predictions.csv"]:
+        assert f"]({link})" in text and (evaluated.metrics / link).is_file()
+    assert not list(evaluated.metrics.rglob(".tmp-*"))
+
+
+def test_evaluate_is_byte_identical_when_rerun(evaluated: SimpleNamespace,
+                                               tmp_path: Path) -> None:
+    evaluate_stage.evaluate(CFG, evaluated.model, evaluated.store, tmp_path / "e.json",
+                            tmp_path / "evaluate", tmp_path / "report.md")
+    for a, b in [("evaluate.json", "e.json"), ("report.md", "report.md"),
+                 ("evaluate/predictions.csv", "evaluate/predictions.csv"),
+                 ("evaluate/reliability.json", "evaluate/reliability.json")]:
+        assert (evaluated.metrics / a).read_bytes() == (tmp_path / b).read_bytes(), a
+
+
+# ----------------------------------------------------------------------------------- predict
+
+
+def test_predicting_the_test_pngs_gives_evaluate_probabilities(evaluated: SimpleNamespace,
+                                                               tmp_path: Path) -> None:
+    ids = export_split_as_png(evaluated.store, "test", tmp_path / "png")
+    paths = predict.find_images(tmp_path / "png")
+    assert [p.stem for p in paths] == sorted(ids)
+    threshold = predict.threshold_from_metrics(evaluated.metrics / "evaluate.json",
+                                               evaluated.model)
+    table = predict.predict_files(evaluated.model, paths, threshold)
+    table["id"] = [Path(p).stem for p in table["path"]]
+    expected = pd.read_csv(evaluated.metrics / "evaluate" / "predictions.csv")
+    merged = expected.merge(table, on="id", suffixes=("_eval", "_pred"))
+    assert len(merged) == len(ids)
+    for name in CLASSES:
+        diff = (merged[f"p_{name}_eval"] - merged[f"p_{name}_pred"]).abs().max()
+        assert diff <= 1e-6, (name, diff)
+    assert (merged["predicted_at_threshold"] == merged["predicted_pred"]).all()
+
+
+def test_prediction_preprocessing_equals_the_prepare_stage(evaluated: SimpleNamespace,
+                                                         tmp_path: Path) -> None:
+    """A raw 40 px image read from PNG becomes exactly the bytes the store holds for it."""
+    manifest = pd.read_csv(evaluated.store / store.MANIFEST)
+    test_rows = manifest[manifest["split"] == "test"]
+    stored = store.load_split(evaluated.store, "test").images
+    for _, row in test_rows.head(4).iterrows():
+        raw_index = evaluated.raw.ids.index(row["source_id"])
+        path = tmp_path / f"{row['source_id']}.png"
+        Image.fromarray(evaluated.raw.images[raw_index], mode="L").save(path)
+        x = predict.prepare_image(predict.read_image(path), channels=1, image_size=16)
+        # What the model sees in training: the stored bytes, divided by 255 (engine).
+        seen = torch.from_numpy(np.array(stored[row["index"]])).float().div_(255.0)
+        assert torch.equal(x, seen)
+
+
+def test_rgb_16_bit_tiff_and_palette_images_are_converted(evaluated: SimpleNamespace,
+                                                          tmp_path: Path) -> None:
+    """The same grey picture in lossless formats and modes gives the same prediction."""
+    grey = evaluated.raw.images[3]
+    files = {
+        "grey.png": Image.fromarray(grey, mode="L"),
+        "rgb.png": Image.fromarray(np.stack([grey] * 3, axis=-1), mode="RGB"),
+        "rgba.png": Image.fromarray(np.dstack([grey] * 3 + [np.full_like(grey, 255)]),
+                                    mode="RGBA"),
+        "sixteen.tif": Image.fromarray(grey.astype(np.uint16) * 257),
+        "sixteen.png": Image.fromarray(grey.astype(np.uint16) * 257),
+        "palette.bmp": Image.fromarray(grey, mode="L").convert("P"),
+    }
+    for name, img in files.items():
+        img.save(tmp_path / name)
+    assert predict.read_image(tmp_path / "sixteen.tif").dtype == np.uint16
+    table = predict.predict_files(evaluated.model, predict.find_images(tmp_path))
+    assert len(table) == len(files)
+    p = table["p_opacity"].to_numpy()
+    assert np.abs(p - p[0]).max() < 1e-5, table
+
+
+def test_jpeg_grey_and_colour_are_read(evaluated: SimpleNamespace, tmp_path: Path) -> None:
+    grey = evaluated.raw.images[3]
+    Image.fromarray(grey, mode="L").save(tmp_path / "grey.jpg", quality=95)
+    Image.fromarray(np.stack([grey] * 3, axis=-1), mode="RGB").save(tmp_path / "rgb.jpeg")
+    assert predict.read_image(tmp_path / "grey.jpg").shape == grey.shape
+    assert predict.read_image(tmp_path / "rgb.jpeg").shape == (*grey.shape, 3)
+    table = predict.predict_files(evaluated.model, predict.find_images(tmp_path))
+    assert len(table) == 2 and table["p_opacity"].between(0, 1).all()
+
+
+def test_csv_input_with_relative_paths(evaluated: SimpleNamespace, tmp_path: Path) -> None:
+    names = [f"{i}.png" for i in sorted(export_split_as_png(evaluated.store, "test",
+                                                            tmp_path / "png"))[:2]]
+    # One path relative to the CSV's folder, one absolute.
+    pd.DataFrame({"path": [f"png/{names[0]}", str(tmp_path / "png" / names[1])]}).to_csv(
+        tmp_path / "list.csv", index=False)
+    paths = predict.find_images(tmp_path / "list.csv")
+    assert paths == [tmp_path / "png" / names[0], tmp_path / "png" / names[1]]
+    (tmp_path / "bad.csv").write_text("file\nx.png\n")
+    with pytest.raises(PipelineError, match=r"bad\.csv: no 'path' column"):
+        predict.find_images(tmp_path / "bad.csv")
+
+
+def test_threshold_of_another_model_is_refused(evaluated: SimpleNamespace,
+                                               tmp_path: Path) -> None:
+    other = tmp_path / "other.pt"
+    make_model(other, evaluated.store, seed=1)
+    with pytest.raises(PipelineError, match="chosen for another model"):
+        predict.threshold_from_metrics(evaluated.metrics / "evaluate.json", other)
+
+
+def test_cli_writes_csv_with_the_evaluate_threshold(evaluated: SimpleNamespace,
+                                                    tmp_path: Path) -> None:
+    """The real command, in a new interpreter."""
+    export_split_as_png(evaluated.store, "test", tmp_path / "png")
+    out = tmp_path / "predictions.csv"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = subprocess.run([sys.executable, "-m", "medpipe.predict", "--model",
+                           str(evaluated.model), "--metrics",
+                           str(evaluated.metrics / "evaluate.json"), "--out", str(out),
+                           str(tmp_path / "png")], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    table = pd.read_csv(out)
+    assert list(table.columns) == ["path", "p_normal", "p_opacity", "predicted"]
+    threshold = evaluated.summary["threshold"]["value"]
+    assert f"(threshold {threshold:.6g} from {evaluated.metrics / 'evaluate.json'})" in proc.stderr
+    expected = np.where(table["p_opacity"] >= threshold, "opacity", "normal")
+    near = (table["p_opacity"] - threshold).abs() < 1e-7  # rounding in the CSV
+    assert (table["predicted"] == expected)[~near].all()
+    assert math.isclose(table[["p_normal", "p_opacity"]].sum(axis=1).max(), 1.0, abs_tol=1e-6)
+
+
+@pytest.mark.parametrize("content", [b"not an image at all", b"\x89PNG\r\n\x1a\n broken"])
+def test_unreadable_file_is_a_one_line_error_naming_it(
+    evaluated: SimpleNamespace, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    restore_logging: None, content: bytes,
+) -> None:
+    folder = tmp_path / "images"
+    export_split_as_png(evaluated.store, "test", folder)
+    bad = folder / "zz-broken.png"
+    bad.write_bytes(content)
+    out = tmp_path / "out.csv"
+    code, err = run_cli(["--model", str(evaluated.model), "--out", str(out), str(folder)],
+                        capsys)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 1 and lines[-1].startswith(f"error: {bad}: not a readable image"), err
+    assert "Traceback" not in err and not out.exists()
+    assert not list(tmp_path.glob(".tmp-*"))
+
+
+@pytest.mark.parametrize(("argv", "needle"), [
+    (["--threshold", "1.5"], "--threshold must be a probability in (0, 1)"),
+    (["--metrics", "missing.json"], "missing.json: not found"),
+])
+def test_bad_options_are_one_line_errors(evaluated: SimpleNamespace, tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str],
+                                         restore_logging: None, argv: list[str],
+                                         needle: str) -> None:
+    image = tmp_path / "a.png"
+    Image.fromarray(evaluated.raw.images[0], mode="L").save(image)
+    code, err = run_cli(["--model", str(evaluated.model), "--out", str(tmp_path / "o.csv"),
+                         *argv, str(image)], capsys)
+    assert code == 1 and needle in err.strip().splitlines()[-1], err
+
+
+class Payload:
+    """Unpickling this runs ``Path.touch(marker)``: a stand-in for arbitrary code."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        return pathlib.Path.touch, (self.marker,)
+
+
+def test_model_file_with_pickled_code_is_refused_not_run(evaluated: SimpleNamespace,
+                                                        tmp_path: Path) -> None:
+    marker, evil = tmp_path / "pwned", tmp_path / "evil.pt"
+    torch.save({"format": models.CHECKPOINT_FORMAT, "state_dict": Payload(marker)}, evil)
+    image = tmp_path / "a.png"
+    Image.fromarray(evaluated.raw.images[0], mode="L").save(image)
+    with pytest.raises(PipelineError, match="not a loadable model file"):
+        predict.predict_files(evil, [image])
+    assert not marker.exists()
+
+
+def test_fixture_model_is_informative(evaluated: SimpleNamespace) -> None:
+    """The comparisons above mean something only if probabilities vary."""
+    pred = pd.read_csv(evaluated.metrics / "evaluate" / "predictions.csv")
+    assert pred["p_opacity"].std() > 0.1
+    assert set(pred["predicted"]) == set(CLASSES)
