@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -106,3 +108,27 @@ def reproduced(tmp_path: Path, baseline: Baseline) -> Path:
     dest = tmp_path / "project"
     shutil.copytree(baseline.path, dest, symlinks=True)
     return dest
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    """cli.run configures the root logger and captures warnings: undo that afterwards."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    for handler in root.handlers:
+        if handler not in handlers:
+            root.removeHandler(handler)
+    root.setLevel(level)
+    logging.captureWarnings(False)
+
+
+def run_stage_cli(name: str, module, argv: list[str], capsys: pytest.CaptureFixture[str]
+                  ) -> tuple[int, str]:
+    """Run ``module``'s command line in-process; return (exit status, stderr)."""
+    from medpipe import cli
+
+    with pytest.raises(SystemExit) as info:
+        cli.run(name, module.main, module.get_args_parser(), argv)
+        raise SystemExit(0)
+    return info.value.code, capsys.readouterr().err

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import json
-import logging
 import pathlib
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
+from conftest import run_stage_cli
 
-from medpipe import PipelineError, cli, export, models
+from medpipe import PipelineError, export, models
 
 # Loading TorchScript warns that it is deprecated (recent torch); the export hides it.
 pytestmark = pytest.mark.filterwarnings(r"ignore:`torch\.jit.*:FutureWarning")
@@ -49,23 +48,9 @@ def test_torchscript_gives_the_pytorch_outputs(tmp_path: Path, name: str, channe
     assert not list(tmp_path.glob(".tmp-*"))
 
 
-@pytest.fixture
-def restore_logging() -> Iterator[None]:
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    for handler in root.handlers:
-        if handler not in handlers:
-            root.removeHandler(handler)
-    root.setLevel(level)
-    logging.captureWarnings(False)
-
 
 def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
-    with pytest.raises(SystemExit) as info:
-        cli.run("export", export.main, export.get_args_parser(), argv)
-        raise SystemExit(0)
-    return info.value.code, capsys.readouterr().err
+    return run_stage_cli("export", export, argv, capsys)
 
 
 def test_cli_exports(tmp_path: Path, capsys: pytest.CaptureFixture[str],

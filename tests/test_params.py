@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import copy
 import importlib
-import logging
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -337,18 +335,6 @@ def test_train_stage_fails_with_one_line_error(stage_runs: dict, case: str) -> N
 def test_download_stage_refuses_unknown_class(stage_runs: dict) -> None:
     assert_clean_failure(stage_runs["download"], "download", ["data.classes", "tumour"])
 
-
-@pytest.fixture
-def restore_logging() -> Iterator[None]:
-    """cli.run configures the root logger and captures warnings: undo that afterwards."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    for handler in root.handlers:
-        if handler not in handlers:
-            root.removeHandler(handler)
-    root.setLevel(level)
-    logging.captureWarnings(False)
 
 
 @pytest.mark.parametrize(

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import logging
 import math
 import os
 import pathlib
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -19,9 +17,10 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from conftest import run_stage_cli
 from PIL import Image
 
-from medpipe import PipelineError, cli, engine, models, predict, preprocess, store
+from medpipe import PipelineError, engine, models, predict, preprocess, store
 from medpipe.params import EvaluateParams, PrepareParams, parse_section
 from medpipe.sources import RawDataset
 from stages import evaluate as evaluate_stage
@@ -83,24 +82,9 @@ def export_split_as_png(store_dir: Path, split: str, out: Path) -> list[str]:
     return ids
 
 
-@pytest.fixture
-def restore_logging() -> Iterator[None]:
-    """cli.run configures the root logger and captures warnings: undo that afterwards."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    for handler in root.handlers:
-        if handler not in handlers:
-            root.removeHandler(handler)
-    root.setLevel(level)
-    logging.captureWarnings(False)
-
 
 def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
-    with pytest.raises(SystemExit) as info:
-        cli.run("predict", predict.main, predict.get_args_parser(), argv)
-        raise SystemExit(0)
-    return info.value.code, capsys.readouterr().err
+    return run_stage_cli("predict", predict, argv, capsys)
 
 
 # ---------------------------------------------------------------------------- evaluate stage
