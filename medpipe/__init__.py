@@ -11,3 +11,10 @@ class PipelineError(Exception):
     Stage shells print it as one line and exit non-zero; no traceback is shown
     because the message itself says what is wrong and where.
     """
+
+
+def error_line(e: BaseException) -> str:
+    """The first line of an exception's message (its type name if it has none), for
+    quoting a library's error inside a one-line PipelineError."""
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__

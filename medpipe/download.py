@@ -30,6 +30,7 @@ from typing import BinaryIO
 from tqdm import tqdm
 
 from medpipe import PipelineError
+from medpipe.fsutil import file_digest
 
 log = logging.getLogger(__name__)
 
@@ -68,14 +69,6 @@ def check_url(url: str, what: str = "url") -> str:
         )
     return scheme
 
-
-def file_digest(path: Path, algorithm: str) -> str:
-    """Hex digest of a file, read in chunks."""
-    h = hashlib.new(algorithm)
-    with open(path, "rb") as f:
-        while block := f.read(CHUNK):
-            h.update(block)
-    return h.hexdigest()
 
 
 def fetch(

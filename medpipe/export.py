@@ -16,7 +16,6 @@ everywhere, LibTorch included.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import warnings
@@ -25,7 +24,7 @@ from pathlib import Path
 import torch
 
 from medpipe import PipelineError, cli, models
-from medpipe.fsutil import atomic_path
+from medpipe.fsutil import atomic_path, file_digest
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +55,7 @@ def export_torchscript(model_path: Path, out: Path, seed: int = 0) -> dict:
         "preprocess": pre,
         "input": "float32 (B, C, S, S), intensities in [0, 1]",
         "output": "logits (B, classes); softmax gives probabilities",
-        "source_sha256": hashlib.sha256(Path(model_path).read_bytes()).hexdigest(),
+        "source_sha256": file_digest(model_path),
         "arch": ckpt["arch"]["name"],
     }
     with atomic_path(out) as tmp, warnings.catch_warnings():

@@ -7,6 +7,7 @@ only when complete, so an output either exists whole or not at all.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
 import os
@@ -51,6 +52,15 @@ def atomic_path(target: Path | str) -> Iterator[Path]:
             shutil.rmtree(tmp)
         elif tmp.exists():
             tmp.unlink()
+
+
+def file_digest(path: Path | str, algorithm: str = "sha256") -> str:
+    """Hex digest of a file, read in 1 MiB blocks."""
+    h = hashlib.new(algorithm)
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
 
 
 def write_json(path: Path | str, obj: Any) -> None:

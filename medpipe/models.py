@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from medpipe import PipelineError
+from medpipe import PipelineError, error_line
 from medpipe.fsutil import atomic_path
 
 log = logging.getLogger(__name__)
@@ -206,9 +206,8 @@ def fetch_weights(weights: Any) -> dict[str, torch.Tensor]:
             f"that file at {cached} or set 'train.pretrained: false'"
         ) from None
     except (RuntimeError, pickle.UnpicklingError, EOFError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise PipelineError(
-            f"{cached}: not a valid weights file ({first}); delete or replace it"
+            f"{cached}: not a valid weights file ({error_line(e)}); delete or replace it"
         ) from None
 
 
@@ -298,8 +297,7 @@ def load_checkpoint(path: Path | str, device: torch.device | str = "cpu"
     except FileNotFoundError:
         raise PipelineError(f"{path}: model file not found; run the train stage first") from None
     except Exception as e:  # noqa: BLE001 - torch raises many types for a bad file
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise PipelineError(f"{path}: not a loadable model file ({first})") from None
+        raise PipelineError(f"{path}: not a loadable model file ({error_line(e)})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise PipelineError(f"{path}: not a medpipe model file (format {CHECKPOINT_FORMAT})")
     model = build_model(ckpt["arch"])

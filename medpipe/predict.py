@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import hashlib
 import json
 import logging
 from collections.abc import Iterator
@@ -31,9 +30,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from medpipe import PipelineError, cli, engine, metrics, models
-from medpipe.fsutil import atomic_path
-from medpipe.preprocess import resize, to_tensor_batch
+from medpipe import PipelineError, cli, engine, error_line, metrics, models
+from medpipe.fsutil import atomic_path, file_digest
+from medpipe.preprocess import to_store_pixels
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +54,7 @@ def find_images(source: Path) -> list[Path]:
         try:
             table = pd.read_csv(source)
         except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise PipelineError(f"{source}: not a readable CSV ({first})") from None
+            raise PipelineError(f"{source}: not a readable CSV ({error_line(e)})") from None
         if "path" not in table.columns:
             raise PipelineError(f"{source}: no 'path' column (columns: "
                                 f"{', '.join(map(str, table.columns))})")
@@ -90,8 +88,7 @@ def read_image(path: Path) -> np.ndarray:
     except FileNotFoundError:
         raise PipelineError(f"{path}: no such file") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise PipelineError(f"{path}: not a readable image ({first})") from None
+        raise PipelineError(f"{path}: not a readable image ({error_line(e)})") from None
 
 
 def prepare_image(pixels: np.ndarray, channels: int, image_size: int) -> torch.Tensor:
@@ -101,9 +98,7 @@ def prepare_image(pixels: np.ndarray, channels: int, image_size: int) -> torch.T
     conversion, antialiased resize, then rounding to 8 bits, which the store applies and
     the model was therefore trained on.
     """
-    x = resize(to_tensor_batch(pixels[None], channels), image_size)
-    q = torch.round(x.clamp(0.0, 1.0) * 255.0)
-    return q[0] / 255.0
+    return to_store_pixels(pixels[None], channels, image_size)[0].float() / 255.0
 
 
 def batches(paths: list[Path], channels: int, image_size: int
@@ -124,7 +119,7 @@ def threshold_from_metrics(path: Path, model_path: Path) -> float | None:
     except (json.JSONDecodeError, KeyError, TypeError):
         raise PipelineError(f"{path}: not an evaluate metrics file (no threshold.value "
                             "or model_sha256)") from None
-    if digest != hashlib.sha256(model_path.read_bytes()).hexdigest():
+    if digest != file_digest(model_path):
         raise PipelineError(f"{path}: its threshold was chosen for another model than "
                             f"{model_path}; rerun the evaluate stage or pass --threshold")
     return value

@@ -99,6 +99,14 @@ def resize(x: torch.Tensor, size: int) -> torch.Tensor:
     return F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
 
 
+def to_store_pixels(images: np.ndarray, channels: int, size: int) -> torch.Tensor:
+    """Raw images -> what the store holds and the model is trained on: uint8
+    ``(B, channels, size, size)``. Prediction calls this too, so that a new image is
+    prepared exactly as the training images were."""
+    x = resize(to_tensor_batch(images, channels), size)
+    return torch.round(x.clamp_(0.0, 1.0) * 255.0).to(torch.uint8)
+
+
 def prepare(raw: RawDataset, out_dir: Path | str, cfg) -> dict:
     """Split, convert and resize ``raw`` into the array store at ``out_dir``.
 
@@ -132,8 +140,7 @@ def prepare(raw: RawDataset, out_dir: Path | str, cfg) -> dict:
             )
             for start in range(0, len(idx), CHUNK):
                 batch = idx[start : start + CHUNK]
-                x = resize(to_tensor_batch(raw.images[batch], c), s)
-                q = torch.round(x.clamp_(0.0, 1.0) * 255.0).to(torch.uint8)
+                q = to_store_pixels(raw.images[batch], c, s)
                 out[start : start + len(batch)] = q.numpy()
                 if name == "train":
                     f = q.to(torch.float64) / 255.0

@@ -15,7 +15,6 @@ predictions (``predictions.csv``, the confusion matrices).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -25,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from medpipe import PipelineError, cli, engine, evaluation, metrics, models, report, store
-from medpipe.fsutil import atomic_path, write_json, write_text
+from medpipe.fsutil import atomic_path, file_digest, write_json, write_text
 from medpipe.params import EvaluateParams, load_section
 
 log = logging.getLogger(__name__)
@@ -37,13 +36,6 @@ PLOT_FILES = {  # title in the report -> file under the plots directory
     "Predictions (confusion matrices)": "predictions.csv",
 }
 
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def score(model, data_dir: Path, split: str, cfg: EvaluateParams, device) -> tuple:
@@ -76,7 +68,7 @@ def evaluate(cfg: EvaluateParams, model_path: Path, data_dir: Path, metrics_path
                                  if cfg.split != "val" else (labels, probs))
     summary, reliability = evaluation.summarise(labels, probs, classes, cfg,
                                                 val_labels, val_probs)
-    digest = sha256(model_path)
+    digest = file_digest(model_path)
     summary["model_sha256"] = digest
 
     manifest = pd.read_csv(data_dir / store.MANIFEST)

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from medpipe import cli, distributed, engine, models, store
 from medpipe.augment import preview
-from medpipe.fsutil import atomic_path, clean_stale, write_json
+from medpipe.fsutil import atomic_path, clean_stale, file_digest, write_json
 from medpipe.params import AugmentParams, TrainParams, load_section, require
 
 log = logging.getLogger(__name__)
@@ -81,9 +81,7 @@ def fingerprint(cfg: TrainParams, aug: AugmentParams, data_dir: Path) -> str:
     for split in ("train", "val"):
         paths += [store.images_path(data_dir, split), store.labels_path(data_dir, split)]
     for path in paths:
-        with open(path, "rb") as fh:
-            while block := fh.read(1 << 24):
-                h.update(block)
+        h.update(file_digest(path).encode())
     return h.hexdigest()
 
 
