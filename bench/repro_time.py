@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = ["download", "prepare", "train", "evaluate"]
+STAGES = ["download", "prepare", "pretrained", "train", "evaluate"]
 
 
 def copy_project(dest: Path) -> None:

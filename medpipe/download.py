@@ -77,6 +77,7 @@ def fetch(
     *,
     md5: str | None = None,
     sha256: str | None = None,
+    sha256_prefix: str | None = None,
     cache_dir: Path | str | None = None,
     timeout: float = 60.0,
     attempts: int = 4,
@@ -88,12 +89,15 @@ def fetch(
     Transfers that stop early are resumed up to ``attempts`` times (waiting
     ``retry_wait`` s, doubling); servers that ignore ``Range`` are read again from the
     start. ``timeout`` bounds connecting and each wait for data, not the whole transfer.
+    ``sha256_prefix``: the leading hex digits of the SHA-256 (the convention of torch.hub
+    file names), for files whose full digest is not published.
     ``progress``: None shows a progress bar on a terminal only; True/False force it.
     Every failure is a one-line PipelineError naming the URL.
     """
     dest = Path(dest)
     check_url(url)
     expected = {a: d.lower() for a, d in (("md5", md5), ("sha256", sha256)) if d}
+    prefix = sha256_prefix.lower() if sha256_prefix else None
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     cache.mkdir(parents=True, exist_ok=True)
     part = cache / f"{_key(url)}.part"
@@ -112,15 +116,18 @@ def fetch(
                 log.warning("%s: %s; resuming from byte %d in %.0f s (attempt %d of %d)",
                             url, e, have, wait, attempt + 1, attempts)
                 time.sleep(wait)
-        for algorithm, want in expected.items():
+        checks = [(a, w, False) for a, w in expected.items()]
+        if prefix:
+            checks.append(("sha256", prefix, True))
+        for algorithm, want, is_prefix in checks:
             got = file_digest(part, algorithm)
-            if got != want:
+            if not (got.startswith(want) if is_prefix else got == want):
                 part.unlink()  # never leave bad bytes where a later run would resume them
                 raise PipelineError(
                     f"{url}: {algorithm.upper()} mismatch: expected {want}, got {got}; "
                     f"the downloaded file was deleted"
                 )
-        if not expected:
+        if not checks:
             log.warning("%s: no checksum given; the file is not verified", url)
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(part, dest)

@@ -142,11 +142,13 @@ def train_one_epoch(model: nn.Module, batches: Batches, optimizer: torch.optim.O
                     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
                     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy,
                     augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
-                    speed: Speed = Speed()) -> dict[str, float]:
+                    speed: Speed = Speed(),
+                    after_step: Callable[[], None] | None = None) -> dict[str, float]:
     """One pass over ``batches``; returns the mean loss and accuracy over the epoch.
 
     ``scheduler`` steps after every batch; ``augment`` maps a float batch in [0, 1] to an
-    augmented one on the device."""
+    augmented one on the device; ``after_step`` runs after every optimiser step (the
+    weight average uses it)."""
     model.train()
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
@@ -166,6 +168,8 @@ def train_one_epoch(model: nn.Module, batches: Batches, optimizer: torch.optim.O
         optimizer.step()
         if scheduler is not None:
             scheduler.step()
+        if after_step is not None:
+            after_step()
         loss_sum += loss.detach() * len(y)
         correct += (logits.argmax(1) == y).sum()
         seen += len(y)
@@ -289,6 +293,17 @@ def load_state(path: Path, fingerprint: str, world: int = 1, remove_stale: bool 
     return saved
 
 
+def make_ema(model: nn.Module, decay: float) -> nn.Module | None:
+    """An exponential moving average of ``model``'s parameters and buffers (None if
+    ``decay`` is 0): ``avg = decay * avg + (1 - decay) * w`` after every step, the first
+    step copying ``w``."""
+    if decay <= 0:
+        return None
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+
+
 def is_better(monitor: str, value: float, best: float | None) -> bool:
     if best is None:
         return True
@@ -319,6 +334,9 @@ def fit(model: nn.Module, train: Split, val: Split, cfg, device: torch.device,
     Under torchrun (``dist`` active), the model is wrapped in DistributedDataParallel,
     each rank trains on its share of every batch, epoch statistics are summed over
     ranks, and only rank 0 calls ``on_epoch`` and writes the state.
+
+    With ``cfg.ema`` > 0, an exponential moving average of the weights (and batch-norm
+    statistics) with that per-step decay is what is validated, kept and returned.
     """
     from torch.nn.parallel import DistributedDataParallel
 
@@ -352,6 +370,8 @@ def fit(model: nn.Module, train: Split, val: Split, cfg, device: torch.device,
     if augment is not None and not is_identity(augment):
         aug_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1 + 7919 * dist.rank)
         aug = lambda x: augment_batch(x, augment, aug_gen)  # noqa: E731
+    ema = make_ema(model, cfg.ema)
+    scored = ema.module if ema is not None else model  # what is validated and kept
     result = FitResult(best_epoch=0, best={})
     best_value, best_state = None, None
     first_epoch, stopped = 1, False
@@ -365,6 +385,7 @@ def fit(model: nn.Module, train: Split, val: Split, cfg, device: torch.device,
         return {
             "fingerprint": fingerprint, "epoch": len(result.history), "stopped": stopped,
             "world": dist.world, "model": model.state_dict(),
+            "ema": ema.state_dict() if ema is not None else None,
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
             "batches_rng": train_batches.generator.get_state(), "rng": ranks_rng,
             "best_value": best_value, "best_epoch": result.best_epoch, "best": result.best,
@@ -377,6 +398,8 @@ def fit(model: nn.Module, train: Split, val: Split, cfg, device: torch.device,
         barrier(dist)
     if saved is not None:
         model.load_state_dict(saved["model"])
+        if ema is not None:
+            ema.load_state_dict(saved["ema"])
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
         train_batches.generator.set_state(saved["batches_rng"])
@@ -401,8 +424,9 @@ def fit(model: nn.Module, train: Split, val: Split, cfg, device: torch.device,
         lr = optimizer.param_groups[0]["lr"]
         tr = train_one_epoch(net, train_batches, optimizer, device,
                              desc=f"epoch {epoch}/{cfg.epochs}", scheduler=scheduler,
-                             loss_fn=loss_fn, augment=aug, speed=speed)
-        va = evaluate(model if dist.active else net, val_batches, device, speed)
+                             loss_fn=loss_fn, augment=aug, speed=speed,
+                             after_step=(lambda: ema.update_parameters(model)) if ema else None)
+        va = evaluate(scored if dist.active or ema else net, val_batches, device, speed)
         metrics = {"train_loss": tr["loss"], "train_accuracy": tr["accuracy"], "train_lr": lr,
                    "val_loss": va["loss"], "val_accuracy": va["accuracy"], "val_auc": va["auc"]}
         result.history.append(metrics)
@@ -414,7 +438,7 @@ def fit(model: nn.Module, train: Split, val: Split, cfg, device: torch.device,
         if is_better(cfg.monitor, metrics[cfg.monitor], best_value):
             best_value, result.best_epoch = metrics[cfg.monitor], epoch
             result.best = {k: v for k, v in metrics.items() if k.startswith("val_")}
-            best_state = copy.deepcopy(model.state_dict())
+            best_state = copy.deepcopy(scored.state_dict())
         elif cfg.patience and epoch - result.best_epoch >= cfg.patience:
             log.info("early stop: no %s improvement for %d epochs", cfg.monitor, cfg.patience)
             stopped = True

@@ -8,12 +8,9 @@ saved model holds its own preprocessing and prediction cannot drift from trainin
 from __future__ import annotations
 
 import logging
-import pickle
-import urllib.error
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
@@ -54,8 +51,8 @@ class SmallCNN(nn.Module):
         return self.classifier(self.features(x))
 
 
-def _build_cnn(arch: dict, pretrained: bool) -> tuple[nn.Module, str]:
-    if pretrained:
+def _build_cnn(arch: dict, weights: dict | None) -> tuple[nn.Module, str]:
+    if weights is not None:
         raise PipelineError("params.yaml: 'train.pretrained' is not available for model 'cnn'")
     if arch["image_size"] < 4:
         raise PipelineError("model 'cnn' needs images of at least 4 px")
@@ -90,7 +87,7 @@ TORCHVISION: dict[str, TorchvisionSpec] = {
 }
 
 
-def _build_torchvision(name: str, arch: dict, pretrained: bool) -> tuple[nn.Module, str]:
+def _build_torchvision(name: str, arch: dict, weights: dict | None) -> tuple[nn.Module, str]:
     import torchvision  # here, not at the top: its import costs seconds the CNN never needs
 
     spec = TORCHVISION[name]
@@ -98,16 +95,17 @@ def _build_torchvision(name: str, arch: dict, pretrained: bool) -> tuple[nn.Modu
     kwargs = {"width_mult": width} if spec.width else {}
     if width != 1.0 and not spec.width:
         log.warning("train.width_mult %s is ignored: %s has no width multiplier", width, name)
-    weights = None
-    if pretrained:
-        if spec.width and width != 1.0:
-            raise PipelineError(f"params.yaml: ImageNet weights exist only for 'train.width_mult: "
-                                f"1.0' of {name}, got {width} (stage train)")
-        enum_name, entry = spec.weights.split(".")
-        weights = getattr(getattr(torchvision.models, enum_name), entry)
+    pretrained = weights is not None
+    if pretrained and spec.width and width != 1.0:
+        raise PipelineError(f"params.yaml: ImageNet weights exist only for 'train.width_mult: "
+                            f"1.0' of {name}, got {width} (stage train)")
     net = getattr(torchvision.models, name)(weights=None, **kwargs)
-    if weights is not None:
-        net.load_state_dict(fetch_weights(weights))
+    if pretrained:
+        try:
+            net.load_state_dict(weights)
+        except RuntimeError as e:
+            raise PipelineError(f"the ImageNet weights do not fit {name} "
+                                f"({error_line(e)}); run 'dvc repro pretrained'") from None
 
     stem = net.get_submodule(spec.stem)
     small = arch.get("small_input", False)
@@ -151,9 +149,9 @@ def _new_head(old: nn.Module, arch: dict) -> nn.Module:
     return nn.Sequential(*layers)
 
 
-MODELS: dict[str, Callable[[dict, bool], tuple[nn.Module, str]]] = {
+MODELS: dict[str, Callable[[dict, dict | None], tuple[nn.Module, str]]] = {
     "cnn": _build_cnn,
-    **{name: (lambda arch, pretrained, _n=name: _build_torchvision(_n, arch, pretrained))
+    **{name: (lambda arch, weights, _n=name: _build_torchvision(_n, arch, weights))
        for name in TORCHVISION},
 }
 
@@ -192,25 +190,6 @@ def adapt_first_conv(conv: nn.Conv2d, in_channels: int, pretrained: bool) -> nn.
     return new
 
 
-def fetch_weights(weights: Any) -> dict[str, torch.Tensor]:
-    """Download (or read from the torch hub cache) a torchvision weights entry."""
-    filename = weights.url.rsplit("/", 1)[-1]
-    cached = Path(torch.hub.get_dir()) / "checkpoints" / filename
-    try:
-        # weights_only: a file placed in the cache by hand must not run pickled code.
-        return weights.get_state_dict(progress=True, check_hash=True, weights_only=True)
-    except (urllib.error.URLError, OSError) as e:
-        reason = getattr(e, "reason", None) or e
-        raise PipelineError(
-            f"could not download ImageNet weights {weights.url} ({reason}); offline, place "
-            f"that file at {cached} or set 'train.pretrained: false'"
-        ) from None
-    except (RuntimeError, pickle.UnpicklingError, EOFError) as e:
-        raise PipelineError(
-            f"{cached}: not a valid weights file ({error_line(e)}); delete or replace it"
-        ) from None
-
-
 class Classifier(nn.Module):
     """Normalises [0, 1] images with fixed statistics, then runs ``net``.
 
@@ -242,11 +221,12 @@ class Classifier(nn.Module):
         return self.net((x - self.mean) / self.std)
 
 
-def build_model(arch: dict, *, pretrained: bool = False, freeze_backbone: bool = False
-                ) -> Classifier:
-    """Build the model described by ``arch`` (see :func:`make_arch`)."""
+def build_model(arch: dict, *, weights: dict[str, torch.Tensor] | None = None,
+                freeze_backbone: bool = False) -> Classifier:
+    """Build the model described by ``arch`` (see :func:`make_arch`), starting from the
+    ImageNet state dict ``weights`` if given (see ``medpipe.weights``)."""
     check_model_name(arch["name"])
-    net, head = MODELS[arch["name"]](arch, pretrained)
+    net, head = MODELS[arch["name"]](arch, weights)
     return Classifier(net, arch["mean"], arch["std"], head if freeze_backbone else None)
 
 

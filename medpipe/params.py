@@ -57,7 +57,7 @@ class TrainParams:
     model: str  # one of medpipe.models.MODELS
     width_mult: float  # mobilenet_v2 / mobilenet_v3 width multiplier
     small_input: bool  # 3x3 stride-1 stem, no early max-pool (for 28-64 px images)
-    pretrained: bool  # ImageNet weights through torchvision's weights API
+    pretrained: bool  # ImageNet weights (the pretrained stage fetches the file)
     freeze_backbone: bool  # train only the Dropout+Linear head
     dropout: float  # dropout before the last linear layer
     optimizer: Literal["sgd", "adam", "adamw"]
@@ -68,6 +68,7 @@ class TrainParams:
     warmup_epochs: float  # linear warm-up from lr/25 (constant, step, cosine); onecycle's rise
     step_epochs: int  # step schedule: lr x 0.1 every step_epochs epochs
     label_smoothing: float
+    ema: float  # per-step decay of an exponential moving average of the weights; 0: off
     balance: Literal["none", "loss", "sampler"]  # class-weighted loss or balanced sampling
     batch_size: int
     epochs: int

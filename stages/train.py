@@ -1,6 +1,7 @@
 """Stage 3, train: fit a model on the array store; keep the best epoch.
 
-Reads ``data/prepared`` and ``params.yaml`` sections ``train`` and ``augment``; writes
+Reads ``data/prepared``, ``models/pretrained`` (ImageNet weights, when
+``train.pretrained``) and ``params.yaml`` sections ``train`` and ``augment``; writes
 the model (``models/model.pt``: weights, classes, preprocessing and params, loadable with
 ``torch.load(weights_only=True)``), ``metrics/train.json`` (best epoch and its validation
 metrics, time, device), per-epoch curves through DVCLive under ``metrics/train`` and a
@@ -11,7 +12,8 @@ outputs before rerunning a stage, and it is removed when training completes).
 
     python -m stages.train --data data/prepared --model models/model.pt \
         --metrics metrics/train.json --live metrics/train \
-        --preview metrics/augment_preview.png --state models/train_state.pt
+        --preview metrics/augment_preview.png --state models/train_state.pt \
+        --weights models/pretrained
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import os
 import sys
 from pathlib import Path
 
-from medpipe import cli, distributed, engine, models, store
+from medpipe import PipelineError, cli, distributed, engine, models, store, weights
 from medpipe.augment import preview
 from medpipe.fsutil import atomic_path, clean_stale, file_digest, write_json
 from medpipe.params import AugmentParams, TrainParams, load_section, require
@@ -49,6 +51,7 @@ def check(cfg: TrainParams) -> None:
             f"must be non-negative, got {cfg.weight_decay}", "train")
     require(0.0 <= cfg.label_smoothing < 1.0, "train", "label_smoothing",
             f"must be in [0, 1), got {cfg.label_smoothing}", "train")
+    require(0.0 <= cfg.ema < 1.0, "train", "ema", f"must be in [0, 1), got {cfg.ema}", "train")
     require(cfg.warmup_epochs >= 0, "train", "warmup_epochs",
             f"must be non-negative, got {cfg.warmup_epochs}", "train")
     require(cfg.step_epochs >= 1, "train", "step_epochs",
@@ -87,8 +90,10 @@ def fingerprint(cfg: TrainParams, aug: AugmentParams, data_dir: Path) -> str:
 
 def train(cfg: TrainParams, aug: AugmentParams, data_dir: Path, model_path: Path,
           metrics_path: Path, preview_path: Path | None = None, on_epoch=None,
-          state_path: Path | None = None) -> dict:
+          state_path: Path | None = None, weights_dir: Path | None = None) -> dict:
     """Train on the store at ``data_dir``; write the model and the train metrics.
+
+    ``weights_dir``: the ``pretrained`` stage's output, read when ``cfg.pretrained``.
 
     With ``state_path``, training state is saved there after every epoch and a killed
     run resumes from it (see ``engine.fit``); it is removed once the model is written."""
@@ -101,17 +106,17 @@ def train(cfg: TrainParams, aug: AugmentParams, data_dir: Path, model_path: Path
         dist, device = distributed.init(device)
     try:
         return _train(cfg, aug, data_dir, model_path, metrics_path, preview_path, on_epoch,
-                      state_path, device, dist)
+                      state_path, weights_dir, device, dist)
     finally:
         distributed.shutdown()
 
 
 def _train(cfg: TrainParams, aug: AugmentParams, data_dir: Path, model_path: Path,
            metrics_path: Path, preview_path: Path | None, on_epoch, state_path: Path | None,
-           device, dist: distributed.DistInfo) -> dict:
+           weights_dir: Path | None, device, dist: distributed.DistInfo) -> dict:
     stats = store.read_stats(data_dir)
     arch = models.make_arch(cfg, stats)
-    model = models.build_model(arch, pretrained=cfg.pretrained,
+    model = models.build_model(arch, weights=_imagenet(cfg, weights_dir),
                                freeze_backbone=cfg.freeze_backbone)
     n_params = sum(p.numel() for p in model.parameters())
     log.info("model %s (%d parameters) on %s", cfg.model, n_params, device)
@@ -146,6 +151,17 @@ def _train(cfg: TrainParams, aug: AugmentParams, data_dir: Path, model_path: Pat
     return summary
 
 
+def _imagenet(cfg: TrainParams, weights_dir: Path | None) -> dict | None:
+    if not cfg.pretrained:
+        return None
+    state = weights.load(weights_dir) if weights_dir is not None else None
+    if state is None:
+        where = weights_dir or "the weights directory (--weights)"
+        raise PipelineError(f"{where}: holds no ImageNet weights, but 'train.pretrained' is "
+                            "true; run 'dvc repro pretrained' (stage train)")
+    return state
+
+
 def main(args) -> None:
     cfg = load_section(args.params, "train", stage="train")
     aug = load_section(args.params, "augment", stage="train")
@@ -157,7 +173,7 @@ def main(args) -> None:
     if int(os.environ.get("RANK", "0")) != 0:  # ranks > 0 compute; rank 0 logs and writes
         logging.getLogger().setLevel(logging.WARNING)
         train(cfg, aug, Path(args.data), Path(args.model), Path(args.metrics),
-              Path(args.preview), state_path=Path(args.state))
+              Path(args.preview), state_path=Path(args.state), weights_dir=Path(args.weights))
         return
     from dvclive import Live  # DVC lives in the stage shell only; the engine runs without it
 
@@ -174,7 +190,8 @@ def main(args) -> None:
             live.next_step()
 
         train(cfg, aug, Path(args.data), Path(args.model), Path(args.metrics),
-              Path(args.preview), on_epoch=on_epoch, state_path=Path(args.state))
+              Path(args.preview), on_epoch=on_epoch, state_path=Path(args.state),
+              weights_dir=Path(args.weights))
 
 
 def get_args_parser():
@@ -185,6 +202,8 @@ def get_args_parser():
     p.add_argument("--live", default="metrics/train", help="DVCLive directory (curves)")
     p.add_argument("--preview", default="metrics/augment_preview.png",
                    help="PNG grid of augmented training images")
+    p.add_argument("--weights", default="models/pretrained",
+                   help="ImageNet weights directory (pretrained stage), read if train.pretrained")
     p.add_argument("--state", default="models/train_state.pt",
                    help="per-epoch training state for resuming a killed run (not a DVC output)")
     return p

@@ -176,6 +176,24 @@ def test_fit_learns_an_easy_task() -> None:
     assert result.seconds > 0 and result.images_per_second > 0
 
 
+def test_weight_average_is_what_is_validated_and_kept() -> None:
+    """train.ema: the training trajectory is untouched (same train losses); validation
+    scores the average, and the returned model is the best epoch's average."""
+    train, val = dark_vs_bright(64, seed=1), dark_vs_bright(32, seed=2)
+    runs = {}
+    for ema in (0.0, 0.8):
+        engine.seed_everything(0)
+        model = new_model()
+        runs[ema] = (model, engine.fit(model, train, val, make_cfg(epochs=3, ema=ema), CPU))
+    (plain, r0), (averaged, r1) = runs[0.0], runs[0.8]
+    assert [h["train_loss"] for h in r1.history] == [h["train_loss"] for h in r0.history]
+    assert [h["val_loss"] for h in r1.history] != [h["val_loss"] for h in r0.history]
+    again = engine.evaluate(averaged, engine.Batches(val, 32, shuffle=False), CPU)
+    assert again["loss"] == pytest.approx(r1.best["val_loss"], rel=1e-6, abs=1e-9)
+    assert not all(torch.equal(a, b) for a, b in
+                   zip(plain.state_dict().values(), averaged.state_dict().values()))
+
+
 def test_fit_restores_the_best_epoch_not_the_last(monkeypatch: pytest.MonkeyPatch) -> None:
     """Validation scores are scripted so epoch 2 of 4 is the best by val_auc."""
     scripted = iter([0.60, 0.90, 0.70, 0.80])
@@ -360,13 +378,16 @@ class Crash(Exception):
     """Stands in for a run killed after an epoch's state was saved."""
 
 
-def test_resume_after_a_crash_ends_with_the_uninterrupted_model(tmp_path: Path) -> None:
+@pytest.mark.parametrize("ema", [0.0, 0.9])
+def test_resume_after_a_crash_ends_with_the_uninterrupted_model(tmp_path: Path,
+                                                                ema: float) -> None:
     """Kill after epoch 2 of 4, resume: same weights, same history as one straight run,
-    with augmentation, a schedule and dropout all drawing random numbers."""
+    with augmentation, a schedule and dropout all drawing random numbers (and the weight
+    average, whose state must be resumed too)."""
     from test_augment import cfg as aug_cfg
 
     train, val = dark_vs_bright(64, seed=0), dark_vs_bright(32, seed=1)
-    cfg = make_cfg(epochs=4, dropout=0.3, schedule="cosine", warmup_epochs=1)
+    cfg = make_cfg(epochs=4, dropout=0.3, schedule="cosine", warmup_epochs=1, ema=ema)
     aug = aug_cfg(affine_p=1.0, rotation=20.0, noise_p=0.5)
     state = tmp_path / "state.pt"
 
