@@ -191,7 +191,7 @@ def test_weight_average_is_what_is_validated_and_kept() -> None:
     again = engine.evaluate(averaged, engine.Batches(val, 32, shuffle=False), CPU)
     assert again["loss"] == pytest.approx(r1.best["val_loss"], rel=1e-6, abs=1e-9)
     assert not all(torch.equal(a, b) for a, b in
-                   zip(plain.state_dict().values(), averaged.state_dict().values()))
+                   zip(plain.state_dict().values(), averaged.state_dict().values(), strict=True))
 
 
 def test_fit_restores_the_best_epoch_not_the_last(monkeypatch: pytest.MonkeyPatch) -> None:

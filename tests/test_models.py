@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import pathlib
 from collections.abc import Iterator
 from pathlib import Path

@@ -155,9 +155,8 @@ def test_missing_weights_directory_says_what_to_run(tmp_path: Path) -> None:
 
 def test_train_refuses_pretrained_without_weights(tmp_path: Path) -> None:
     """train.pretrained: true with a weights directory that holds none (a stale output)."""
-    from stages.train import _imagenet
-
     from medpipe.params import TrainParams
+    from stages.train import _imagenet
 
     out = tmp_path / "pretrained"
     weights.fetch(None, out)
