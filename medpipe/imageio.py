@@ -95,7 +95,9 @@ def _decode_pillow(data: bytes, name: str) -> np.ndarray:
             return _pillow_pixels(img, name)
     except Image.DecompressionBombError as e:
         raise ImageError(f"{name}: {error_line(e)}; remove the file", fatal=True) from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as e:
+    except UnidentifiedImageError:  # its message quotes a BytesIO's address: not stable
+        raise ImageError(f"{name}: not a readable image (unrecognised content)") from None
+    except (OSError, ValueError, SyntaxError, EOFError) as e:
         raise ImageError(f"{name}: not a readable image ({error_line(e)})") from None
 
 
@@ -140,7 +142,8 @@ def _decode_dicom(data: bytes, name: str) -> np.ndarray:
     try:
         arr = ds.pixel_array
     except Exception as e:
-        syntax = ds.file_meta.get("TransferSyntaxUID", None) if "file_meta" in ds else None
+        meta = getattr(ds, "file_meta", None)
+        syntax = meta.get("TransferSyntaxUID", None) if meta is not None else None
         what = f" ({syntax.name})" if syntax is not None else ""
         raise ImageError(f"{name}: cannot decode the DICOM pixel data{what}: "
                          f"{error_line(e)}") from None

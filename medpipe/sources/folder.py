@@ -52,7 +52,8 @@ def _visible(path: Path) -> list[Path]:
 def scan(root: Path) -> tuple[Path, pd.DataFrame]:
     """(the folder holding the class or split folders, a table of file, label[, split])."""
     entries = _visible(root)
-    while len(entries) == 1 and entries[0].is_dir():  # a wrapping folder
+    while (len(entries) == 1 and entries[0].is_dir()  # a wrapping folder
+           and entries[0].name not in pack.SPLITS):
         root = entries[0]
         entries = _visible(root)
     folders = [p.name for p in entries if p.is_dir()]
