@@ -19,9 +19,9 @@ import logging
 import multiprocessing
 import os
 import zipfile
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 

@@ -93,8 +93,10 @@ def _decode_pillow(data: bytes, name: str) -> np.ndarray:
                 raise _bomb(name, width * height, f"image {width} x {height}")
             img.load()
             return _pillow_pixels(img, name)
-    except Image.DecompressionBombError as e:
-        raise ImageError(f"{name}: {error_line(e)}; remove the file", fatal=True) from None
+    except Image.DecompressionBombError:  # Pillow's own check, at twice MAX_PIXELS
+        raise ImageError(f"{name}: image of more than {2 * MAX_PIXELS:,} pixels is over the "
+                         f"limit of {MAX_PIXELS:,} (decompression bomb?); remove the file",
+                         fatal=True) from None
     except UnidentifiedImageError:  # its message quotes a BytesIO's address: not stable
         raise ImageError(f"{name}: not a readable image (unrecognised content)") from None
     except (OSError, ValueError, SyntaxError, EOFError) as e:

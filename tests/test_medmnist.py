@@ -32,7 +32,8 @@ needs_shared = pytest.mark.skipif(
 
 def data_cfg(**changes):
     values = {"source": "medmnist", "name": "pneumoniamnist", "url": None, "md5": None,
-              "sha256": None, "path": "data/external", "seed": 0, "size": 28, "n_per_class": 10, "classes": ["normal", "opacity"]}
+              "sha256": None, "path": "data/external", "seed": 0, "size": 28,
+              "n_per_class": 10, "classes": ["normal", "opacity"]}
     values.update(changes)
     return parse_section("data", values, stage="download")
 
