@@ -7,11 +7,13 @@ from __future__ import annotations
 import os
 
 import numpy as np
+import pytest
 import yaml
 from conftest import edit_params, make_project, sh, stages_run
 from imagefiles import make_folder, pixels, save
 
 
+@pytest.mark.slow
 def test_external_folder_is_a_dvc_dependency(tmp_path) -> None:
     images = make_folder(tmp_path / "images", {"normal": 12, "pneumonia": 12})
     repo = make_project(tmp_path / "project")

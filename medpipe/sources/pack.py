@@ -159,7 +159,8 @@ def read(raw_dir: Path, meta: dict):
 class PackedImages:
     """The image files in a pack, decoded one at a time (they may differ in size).
 
-    Picklable: a worker process that receives it opens the zip itself.
+    The prepare stage hands ``path`` and ``files`` to :mod:`medpipe.convert`, whose
+    worker processes open the zip themselves.
     """
 
     def __init__(self, path: Path, files: list[str]):
@@ -169,9 +170,6 @@ class PackedImages:
 
     def __len__(self) -> int:
         return len(self.files)
-
-    def __getstate__(self) -> dict:
-        return {"path": self.path, "files": self.files, "_zip": None}
 
     def read_bytes(self, i: int) -> bytes:
         if self._zip is None:
