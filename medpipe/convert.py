@@ -120,8 +120,17 @@ def run_tasks(tasks: list[Task], workers: int) -> Iterator[Result]:
     Closing the generator early (an error) cancels the tasks not yet started.
     """
     if workers == 1:
-        for task in tasks:
-            yield run_task(task)
+        import torch
+
+        # One thread here too: one image at a time is too little work to share, and
+        # extra threads only contend with the decoding for the core.
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            for task in tasks:
+                yield run_task(task)
+        finally:
+            torch.set_num_threads(threads)
         return
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context(
