@@ -187,3 +187,10 @@ def test_multilabel_finding_absent_from_a_split_is_an_error(tmp_path) -> None:
     raw.splits = None
     with pytest.raises(PipelineError, match="cannot split the data by class"):
         preprocess.prepare(raw, tmp_path / "store", prepare_cfg())
+
+
+def test_negative_workers_are_refused(tmp_path, raw_dir) -> None:
+    with pytest.raises(PipelineError, match=r"'prepare.workers' must be 0 \(all cores\) or "
+                                            r"more, got -1 \(stage prepare\)"):
+        preprocess.prepare(read(raw_dir), tmp_path / "store", prepare_cfg(workers=-1))
+    assert not (tmp_path / "store").exists()
