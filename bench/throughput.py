@@ -165,7 +165,7 @@ def main() -> None:
         limits = {}
         for size in args.sizes:
             cfg = PrepareParams(seed=0, val_fraction=0.1, test_fraction=0.1, image_size=size,
-                                channels=1)
+                                channels=1, on_error="fail", workers=1)
             stats = preprocess.prepare(raw, root / f"store{size}", cfg)
             split = store.load_split(root / f"store{size}", "train")
             x = torch.from_numpy(np.array(split.images)).float() / 255.0

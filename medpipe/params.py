@@ -28,11 +28,16 @@ STAGE_SECTIONS = ("data", "prepare", "train", "augment", "evaluate")
 class DataParams:
     """``data``: where the images come from (read by the download stage)."""
 
-    # synthetic: generated chest-radiograph-like images; medmnist: a 2D MedMNIST subset
-    source: Literal["synthetic", "medmnist"]
-    name: str | None  # medmnist: the subset, e.g. pneumoniamnist; null for synthetic
-    url: str | None  # medmnist: http(s):// or file:// mirror of the file; null: Zenodo
+    # synthetic: generated chest-radiograph-like images; medmnist: a 2D MedMNIST subset;
+    # folder: one subfolder per class; csv: a manifest of image paths and labels
+    source: Literal["synthetic", "medmnist", "folder", "csv"]
+    name: str | None  # medmnist: the subset; csv: the manifest file (in path or archive)
+    url: str | None  # medmnist: mirror of the file; folder/csv: a .zip/.tar.gz archive
     md5: str | None  # medmnist: checksum of that file; null: the official one
+    sha256: str | None  # folder/csv: SHA-256 of the archive at url (required with url)
+    # folder/csv without url: the dataset folder. Always a path: dvc.yaml lists it as a
+    # dependency of the download stage, so the other sources leave the placeholder.
+    path: str
     seed: int  # synthetic: generator seed
     size: int  # synthetic: side of the generated images, px; medmnist: 28, 64, 128 or 224
     n_per_class: int  # synthetic: images generated per class
@@ -48,6 +53,8 @@ class PrepareParams:
     test_fraction: float  # of all images, stratified by class
     image_size: int  # images are resized to image_size x image_size
     channels: Literal[1, 3]  # 1: grayscale; 3: RGB (grayscale replicated)
+    on_error: Literal["fail", "skip"]  # an unreadable image file: stop, or skip and record it
+    workers: int  # processes decoding image files (folder/csv sources); 0: all cores
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,8 @@
-"""Deterministic preprocessing: split, channel handling, resize, intensity statistics."""
+"""Deterministic preprocessing: split, channel handling, resize, intensity statistics.
+
+Arrays (synthetic, MedMNIST) are converted here in batches; image files (folder, csv)
+by :mod:`medpipe.convert` in worker processes. Splits come from :mod:`medpipe.splitting`.
+"""
 
 from __future__ import annotations
 
@@ -9,63 +13,20 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from sklearn.model_selection import train_test_split
 
 from medpipe import PipelineError, store
+from medpipe.convert import convert_files
 from medpipe.fsutil import atomic_path, write_json
 from medpipe.sources import RawDataset
+from medpipe.sources.pack import PackedImages
+from medpipe.splitting import check_split_classes, official_splits, split_indices
+
+__all__ = ["check_split_classes", "official_splits", "prepare", "resize", "split_indices",
+           "to_store_pixels", "to_tensor_batch"]
 
 log = logging.getLogger(__name__)
 
 CHUNK = 512  # images converted per step; bounds memory however large the dataset
-
-
-def split_indices(
-    labels: np.ndarray, val_fraction: float, test_fraction: float, seed: int
-) -> dict[str, np.ndarray]:
-    """Stratified train/val/test index arrays (each sorted), reproducible from ``seed``."""
-    if not (0.0 < val_fraction < 1.0 and 0.0 < test_fraction < 1.0):
-        raise PipelineError(
-            "params.yaml: 'prepare.val_fraction' and 'prepare.test_fraction' must be "
-            "between 0 and 1 (stage prepare)"
-        )
-    if val_fraction + test_fraction >= 1.0:
-        raise PipelineError(
-            "params.yaml: 'prepare.val_fraction' + 'prepare.test_fraction' must be below 1 "
-            "(stage prepare)"
-        )
-    index = np.arange(len(labels))
-    try:
-        rest, test = train_test_split(
-            index, test_size=test_fraction, stratify=labels, random_state=seed
-        )
-        train, val = train_test_split(
-            rest,
-            test_size=val_fraction / (1.0 - test_fraction),
-            stratify=labels[rest],
-            random_state=seed,
-        )
-    except ValueError as e:  # too few images of a class to stratify
-        raise PipelineError(f"cannot split the data by class: {e} (stage prepare)") from None
-    return {"train": np.sort(train), "val": np.sort(val), "test": np.sort(test)}
-
-
-def official_splits(splits: np.ndarray) -> dict[str, np.ndarray]:
-    return {name: np.flatnonzero(splits == name) for name in store.SPLITS}
-
-
-def check_split_classes(labels: np.ndarray, parts: dict[str, np.ndarray], classes: list[str]):
-    """Every class must appear in every split, or a metric would silently mean less."""
-    for name, idx in parts.items():
-        if len(idx) == 0:
-            raise PipelineError(f"split '{name}' is empty (stage prepare)")
-        present = np.bincount(labels[idx], minlength=len(classes))
-        for k, count in enumerate(present):
-            if count == 0:
-                raise PipelineError(
-                    f"class '{classes[k]}' has no images in split '{name}'; add images or "
-                    f"change the split fractions (stage prepare)"
-                )
 
 
 def to_tensor_batch(images: np.ndarray, channels: int) -> torch.Tensor:
@@ -110,70 +71,113 @@ def to_store_pixels(images: np.ndarray, channels: int, size: int) -> torch.Tenso
 def prepare(raw: RawDataset, out_dir: Path | str, cfg) -> dict:
     """Split, convert and resize ``raw`` into the array store at ``out_dir``.
 
-    Returns the summary written to the prepare metrics (counts, image size, stats).
-    The store appears at ``out_dir`` only when complete.
+    Returns the summary for the prepare metrics: the store's ``stats.json`` (task,
+    classes, counts, image size, statistics) plus the unreadable files skipped under
+    ``on_error: skip``. The store appears at ``out_dir`` only when complete.
     """
-    labels = np.asarray(raw.labels, dtype=np.int64)
+    multilabel = raw.multilabel
+    labels = np.asarray(raw.labels, dtype=np.uint8 if multilabel else np.int64)
     classes = list(raw.classes)
-    if labels.min(initial=0) < 0 or labels.max(initial=0) >= len(classes):
-        raise PipelineError(f"labels must lie in 0..{len(classes) - 1} (stage prepare)")
+    _check_labels(labels, classes, multilabel)
     if cfg.image_size < 8:
         raise PipelineError("params.yaml: 'prepare.image_size' must be at least 8 (stage prepare)")
-    for k, count in enumerate(np.bincount(labels, minlength=len(classes))):
-        if count == 0:
-            raise PipelineError(f"class '{classes[k]}' has no images (stage prepare)")
+    groups = None if raw.groups is None else np.asarray(raw.groups)
     if raw.splits is not None:
-        parts = official_splits(np.asarray(raw.splits))
+        parts = official_splits(np.asarray(raw.splits), labels, cfg.val_fraction, cfg.seed,
+                                groups)
     else:
-        parts = split_indices(labels, cfg.val_fraction, cfg.test_fraction, cfg.seed)
+        parts = split_indices(labels, cfg.val_fraction, cfg.test_fraction, cfg.seed, groups)
     check_split_classes(labels, parts, classes)
 
     c, s = cfg.channels, cfg.image_size
-    rows = []
-    total = np.zeros(c, dtype=np.float64)
-    total_sq = np.zeros(c, dtype=np.float64)
     with atomic_path(out_dir) as tmp:
         tmp.mkdir(parents=True)
+        if isinstance(raw.images, PackedImages):
+            done = convert_files(raw.images.path, raw.images.files, parts, tmp, c, s,
+                                 cfg.on_error, cfg.workers)
+            parts = {name: idx[done.kept[name]] for name, idx in parts.items()}
+            if done.skipped:  # a class may have lost its last image in a split
+                check_split_classes(labels, parts, classes)
+            sums, squares, skipped = done.sums["train"], done.squares["train"], done.skipped
+        else:
+            sums, squares = _convert_arrays(raw.images, parts, tmp, c, s)
+            skipped = []
+        rows = []
         for name, idx in parts.items():
-            out = np.lib.format.open_memmap(
-                store.images_path(tmp, name), mode="w+", dtype=np.uint8, shape=(len(idx), c, s, s)
-            )
-            for start in range(0, len(idx), CHUNK):
-                batch = idx[start : start + CHUNK]
-                q = to_store_pixels(raw.images[batch], c, s)
-                out[start : start + len(batch)] = q.numpy()
-                if name == "train":
-                    f = q.to(torch.float64) / 255.0
-                    total += f.sum(dim=(0, 2, 3)).numpy()
-                    total_sq += (f * f).sum(dim=(0, 2, 3)).numpy()
-            out.flush()
-            del out
             np.save(store.labels_path(tmp, name), labels[idx])
-            rows += [
-                {"split": name, "index": i, "label": int(labels[j]), "class": classes[labels[j]],
-                 "source_id": raw.ids[j]}
-                for i, j in enumerate(idx)
-            ]
+            rows += [{"split": name, "index": i, **_label_columns(labels[j], classes),
+                      "source_id": raw.ids[j]} for i, j in enumerate(idx)]
         n_pix = len(parts["train"]) * s * s
-        mean = total / n_pix
-        std = np.sqrt(np.maximum(total_sq / n_pix - mean**2, 0.0))
+        mean = np.array(sums, dtype=np.float64) / (255.0 * n_pix)
+        mean_sq = np.array(squares, dtype=np.float64) / (255.0**2 * n_pix)
+        std = np.sqrt(np.maximum(mean_sq - mean**2, 0.0))
         if np.any(std < 1e-6):
             raise PipelineError(
                 "train images have constant intensity; nothing to learn (stage prepare)"
             )
         stats = {
+            "task": "multilabel" if multilabel else "multiclass",
             "classes": classes,
             "image_size": s,
             "channels": c,
             "mean": [round(float(v), 6) for v in mean],
             "std": [round(float(v), 6) for v in std],
-            "counts": {
-                name: {classes[k]: int(n) for k, n in
-                       enumerate(np.bincount(labels[idx], minlength=len(classes)))}
-                for name, idx in parts.items()
-            },
+            "images": {name: int(len(idx)) for name, idx in parts.items()},
+            "counts": {name: _counts(labels[idx], classes) for name, idx in parts.items()},
         }
         pd.DataFrame(rows).to_csv(tmp / store.MANIFEST, index=False)
         write_json(tmp / store.STATS, stats)
     log.info("prepared %s images into %s", sum(len(i) for i in parts.values()), out_dir)
-    return stats
+    return {**stats, "skipped": {"count": len(skipped), "files": skipped}}
+
+
+def _check_labels(labels: np.ndarray, classes: list[str], multilabel: bool) -> None:
+    if multilabel:
+        if labels.shape[1] != len(classes) or labels.max(initial=0) > 1:
+            raise PipelineError(f"multi-label labels must be 0/1 with {len(classes)} columns "
+                                f"(stage prepare)")
+        present = labels.sum(axis=0)
+    else:
+        if labels.min(initial=0) < 0 or labels.max(initial=0) >= len(classes):
+            raise PipelineError(f"labels must lie in 0..{len(classes) - 1} (stage prepare)")
+        present = np.bincount(labels, minlength=len(classes))
+    for k, count in enumerate(present):
+        if count == 0:
+            raise PipelineError(f"class '{classes[k]}' has no images (stage prepare)")
+
+
+def _counts(labels: np.ndarray, classes: list[str]) -> dict[str, int]:
+    """Images per class; for multi-label, images with each finding."""
+    n = labels.sum(axis=0) if labels.ndim == 2 else np.bincount(labels, minlength=len(classes))
+    return {name: int(v) for name, v in zip(classes, n, strict=True)}
+
+
+def _label_columns(label: np.ndarray, classes: list[str]) -> dict[str, object]:
+    """The manifest's label and class: for multi-label, indices and names joined by '|'."""
+    if np.ndim(label) == 0:
+        return {"label": int(label), "class": classes[int(label)]}
+    on = np.flatnonzero(label)
+    return {"label": "|".join(map(str, on)), "class": "|".join(classes[k] for k in on)}
+
+
+def _convert_arrays(images, parts: dict[str, np.ndarray], out_dir: Path, c: int, s: int
+                    ) -> tuple[list[int], list[int]]:
+    """Arrays (synthetic, MedMNIST): convert in batches; return the train split's integer
+    pixel sums and sums of squares per channel."""
+    sums, squares = [0] * c, [0] * c
+    for name, idx in parts.items():
+        out = np.lib.format.open_memmap(
+            store.images_path(out_dir, name), mode="w+", dtype=np.uint8,
+            shape=(len(idx), c, s, s))
+        for start in range(0, len(idx), CHUNK):
+            batch = idx[start : start + CHUNK]
+            q = to_store_pixels(images[batch], c, s)
+            out[start : start + len(batch)] = q.numpy()
+            if name == "train":
+                qi = q.to(torch.int64)
+                sums = [a + int(b) for a, b in zip(sums, qi.sum(dim=(0, 2, 3)), strict=True)]
+                squares = [a + int(b) for a, b in
+                           zip(squares, (qi * qi).sum(dim=(0, 2, 3)), strict=True)]
+        out.flush()
+        del out
+    return sums, squares

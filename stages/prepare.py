@@ -1,8 +1,9 @@
 """Stage 2, prepare: split, convert, resize and store the images for fast training.
 
 Reads ``data/raw`` and ``params.yaml`` section ``prepare``; writes the array store
-``data/prepared`` (see ``medpipe.store``) and ``metrics/prepare.json`` (counts per split
-and class, image size, train-split statistics).
+``data/prepared`` (see ``medpipe.store``) and ``metrics/prepare.json`` (task, counts per
+split and class, image size, train-split statistics, and the unreadable image files
+skipped under ``on_error: skip``).
 
     python -m stages.prepare --raw data/raw --out data/prepared --metrics metrics/prepare.json
 """

@@ -16,7 +16,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT_FILES = ["dvc.yaml", "params.yaml", ".dvcignore", ".gitignore", ".dvc/config",
-                 ".dvc/.gitignore"]
+                 ".dvc/.gitignore", "data/external/README.md"]
 PROJECT_DIRS = ["stages", "medpipe"]
 
 # Small enough that a full `dvc repro` takes seconds, large enough to split 3 ways.

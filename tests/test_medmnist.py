@@ -32,7 +32,8 @@ needs_shared = pytest.mark.skipif(
 
 def data_cfg(**changes):
     values = {"source": "medmnist", "name": "pneumoniamnist", "url": None, "md5": None,
-              "seed": 0, "size": 28, "n_per_class": 10, "classes": ["normal", "opacity"]}
+              "sha256": None, "path": "data/external", "seed": 0, "size": 28,
+              "n_per_class": 10, "classes": ["normal", "opacity"]}
     values.update(changes)
     return parse_section("data", values, stage="download")
 
@@ -93,9 +94,27 @@ def test_unsupported_size_lists_the_valid_ones() -> None:
         medmnist.resolve(data_cfg(size=32))
 
 
-def test_multi_label_subset_is_refused_for_now() -> None:
-    with pytest.raises(PipelineError, match="chestmnist.*multi-label.*not supported yet"):
-        medmnist.resolve(data_cfg(name="chestmnist"))
+def test_chestmnist_is_multi_label(tmp_path, cache) -> None:
+    """A ChestMNIST-shaped file (14 findings per image) is read as multi-hot labels."""
+    rng = np.random.default_rng(0)
+    arrays = {}
+    for split, n in (("train", 30), ("val", 10), ("test", 10)):
+        arrays[f"{split}_images"] = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
+        arrays[f"{split}_labels"] = (rng.random((n, 14)) < 0.3).astype(np.uint8)
+    path = tmp_path / "chestmnist.npz"
+    np.savez_compressed(path, **arrays)
+    md5 = hashlib.md5(path.read_bytes()).hexdigest()
+    download(data_cfg(name="chestmnist", url=path.as_uri(), md5=md5), tmp_path / "raw")
+    data = read(tmp_path / "raw")
+    assert data.multilabel and data.labels.dtype == np.uint8
+    assert data.labels.shape == (50, 14) and data.classes[0] == "atelectasis"
+    assert np.array_equal(data.labels[data.splits == "test"], arrays["test_labels"])
+    # A file whose labels are not 0/1 is refused.
+    arrays["val_labels"][0, 0] = 2
+    np.savez_compressed(path, **arrays)
+    md5 = hashlib.md5(path.read_bytes()).hexdigest()
+    with pytest.raises(PipelineError, match="'val_labels' has values other than 0 and 1"):
+        download(data_cfg(name="chestmnist", url=path.as_uri(), md5=md5), tmp_path / "raw2")
 
 
 @pytest.mark.parametrize(("key", "value", "expected"), [
@@ -114,7 +133,7 @@ def test_md5_override_wins_and_is_normalised() -> None:
 
 def test_synthetic_source_refuses_medmnist_keys(tmp_path) -> None:
     cfg = data_cfg(source="synthetic", name="pneumoniamnist")
-    with pytest.raises(PipelineError, match="'data.name' is read only by source medmnist"):
+    with pytest.raises(PipelineError, match="'data.name' is not read by source synthetic"):
         download(cfg, tmp_path / "raw")
     assert not (tmp_path / "raw").exists()
 

@@ -61,7 +61,7 @@ def evaluated(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
     root = tmp_path_factory.mktemp("evaluated")
     raw = make_raw()
     prep = PrepareParams(seed=0, val_fraction=0.25, test_fraction=0.25, image_size=16,
-                         channels=1)
+                         channels=1, on_error="fail", workers=1)
     preprocess.prepare(raw, root / "prepared", prep)
     make_model(root / "model.pt", root / "prepared")
     summary = evaluate_stage.evaluate(CFG, root / "model.pt", root / "prepared",

@@ -18,7 +18,8 @@ from medpipe.sources import RawDataset
 
 def make_cfg(**changes: object) -> PrepareParams:
     values: dict[str, object] = {"seed": 0, "val_fraction": 0.25, "test_fraction": 0.25,
-                                 "image_size": 8, "channels": 1}
+                                 "image_size": 8, "channels": 1, "on_error": "fail",
+                                 "workers": 1}
     values.update(changes)
     return PrepareParams(**values)  # type: ignore[arg-type]
 
@@ -195,7 +196,8 @@ def test_prepare_writes_the_store(tmp_path: Path) -> None:
         assert raw.labels[raw_idx].tolist() == labels.tolist()
 
     on_disk = json.loads((out / store.STATS).read_text())
-    assert on_disk == stats
+    assert on_disk == {k: v for k, v in stats.items() if k != "skipped"}
+    assert stats["skipped"] == {"count": 0, "files": []}
     assert stats["classes"] == ["a", "b"] and stats["image_size"] == 8
     assert stats["channels"] == 3 and len(stats["mean"]) == 3 and len(stats["std"]) == 3
     assert sum(sum(c.values()) for c in stats["counts"].values()) == 40

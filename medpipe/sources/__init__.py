@@ -19,9 +19,10 @@ from types import ModuleType
 import numpy as np
 
 from medpipe import PipelineError
-from medpipe.sources import medmnist, synthetic
+from medpipe.sources import folder, manifest, medmnist, synthetic
 
-SOURCES: dict[str, ModuleType] = {"synthetic": synthetic, "medmnist": medmnist}
+SOURCES: dict[str, ModuleType] = {"synthetic": synthetic, "medmnist": medmnist,
+                                  "folder": folder, "csv": manifest}
 
 META_FILE = "dataset.json"
 
@@ -31,9 +32,13 @@ class RawDataset:
     """What a source hands to the prepare stage.
 
     ``images`` is ``(N, H, W)`` or ``(N, H, W, C)``, uint8 or uint16 (anything indexable
-    by an integer array, e.g. a memory map). ``splits`` holds official split names
-    ("train"/"val"/"test") where the source defines them; ``groups`` holds patient ids
-    where they are known. ``ids`` names each image in the prepared manifest.
+    by an integer array, e.g. a memory map), or, for the file-based sources, a
+    :class:`~medpipe.sources.pack.PackedImages` that decodes one file at a time.
+    ``labels`` is int64 ``(N,)`` (one class per image) or uint8 ``(N, K)`` multi-hot
+    (multi-label: any number of the K ``classes`` per image, a row of zeros for none).
+    ``splits`` holds official split names ("train"/"val"/"test") where the source
+    defines them (val may be absent: prepare then carves it out of train); ``groups``
+    holds patient ids where they are known. ``ids`` names each image in the manifest.
     """
 
     classes: list[str]
@@ -42,6 +47,10 @@ class RawDataset:
     ids: list[str]
     splits: np.ndarray | None = None
     groups: np.ndarray | None = None
+
+    @property
+    def multilabel(self) -> bool:
+        return np.asarray(self.labels).ndim == 2
 
 
 def get(name: str) -> ModuleType:

@@ -132,9 +132,11 @@ SUBSETS: dict[str, Subset] = {
     ),
 }
 
-# Tasks the rest of the pipeline (one integer label per image, softmax) can learn.
-# Ordinal grades are learned as classes, as the MedMNIST benchmarks do.
-SUPPORTED_TASKS = ("binary-class", "multi-class", "ordinal-regression")
+# Ordinal grades are learned as classes, as the MedMNIST benchmarks do. ChestMNIST's 14
+# findings per image become multi-hot labels (the store's multi-label form).
+SUPPORTED_TASKS = ("binary-class", "multi-class", "ordinal-regression",
+                   "multi-label, binary-class")
+MULTILABEL = "multi-label, binary-class"
 
 
 def file_name(name: str, size: int) -> str:
@@ -203,7 +205,7 @@ def fetch(cfg, out_dir: Path) -> None:
     name = file_name(cfg.name, cfg.size)
     out_dir.mkdir(parents=True)
     try:
-        path = download.fetch(url, out_dir / name, md5=md5)
+        path = download.fetch(url, out_dir / name, md5=md5, sha256=cfg.sha256)
     except PipelineError as e:
         hint = ""
         if cfg.url is None and "cannot connect" in str(e):
@@ -233,15 +235,18 @@ def read(raw_dir: Path, meta: dict):
     from medpipe.sources import RawDataset
 
     path = raw_dir / meta["file"]
+    multilabel = meta["task"] == MULTILABEL
     with np.load(path, allow_pickle=False) as f:
-        labels = [f[f"{s}_labels"].reshape(-1) for s in SPLITS]
+        labels = [f[f"{s}_labels"] if multilabel else f[f"{s}_labels"].reshape(-1)
+                  for s in SPLITS]
     lengths = [len(x) for x in labels]
     images = SplitImages(path, lengths, tuple(meta["image_shape"]))
     splits = np.concatenate([np.full(n, s) for s, n in zip(SPLITS, lengths, strict=True)])
     ids = [f"{meta['name']}-{s}-{i:06d}" for s, n in zip(SPLITS, lengths, strict=True)
            for i in range(n)]
     return RawDataset(classes=list(meta["classes"]), images=images,
-                      labels=np.concatenate(labels).astype(np.int64), ids=ids, splits=splits)
+                      labels=np.concatenate(labels).astype(np.uint8 if multilabel else np.int64),
+                      ids=ids, splits=splits)
 
 
 class SplitImages:
@@ -306,11 +311,16 @@ def _check(arrays: dict[str, np.ndarray], info: Subset, size: int, where: str) -
                 f"{where}: '{s}_images' has shape {images.shape[1:]} {images.dtype}, "
                 f"expected {shape} uint8 for this subset at {size} px"
             )
-        if labels.shape != (len(images), 1):
+        width = len(info.classes) if info.task == MULTILABEL else 1
+        if labels.shape != (len(images), width):
             raise PipelineError(
-                f"{where}: '{s}_labels' has shape {labels.shape}, expected ({len(images)}, 1)"
+                f"{where}: '{s}_labels' has shape {labels.shape}, expected "
+                f"({len(images)}, {width})"
             )
-        if len(labels) and (labels.min() < 0 or labels.max() >= len(info.classes)):
+        if info.task == MULTILABEL:
+            if len(labels) and (labels.min() < 0 or labels.max() > 1):
+                raise PipelineError(f"{where}: '{s}_labels' has values other than 0 and 1")
+        elif len(labels) and (labels.min() < 0 or labels.max() >= len(info.classes)):
             raise PipelineError(
                 f"{where}: '{s}_labels' has labels outside 0..{len(info.classes) - 1}"
             )

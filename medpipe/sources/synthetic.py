@@ -14,12 +14,12 @@ IMAGES, LABELS = "images.npy", "labels.npy"
 
 def fetch(cfg, out_dir: Path) -> None:
     """Generate ``cfg.n_per_class`` images per class into ``out_dir``."""
-    for key in ("name", "url", "md5"):
-        # Set but unread is almost surely a forgotten 'data.source: medmnist'.
+    for key in ("name", "url", "md5", "sha256"):
+        # Set but unread is almost surely a forgotten 'data.source: ...'.
         if getattr(cfg, key) is not None:
             raise PipelineError(
-                f"params.yaml: 'data.{key}' is read only by source medmnist; set it to null "
-                f"for source synthetic (stage download)"
+                f"params.yaml: 'data.{key}' is not read by source synthetic; set it to null "
+                f"(stage download)"
             )
     unknown = [c for c in cfg.classes if c not in synthetic.CLASSES]
     if unknown:

@@ -1,0 +1,132 @@
+"""The folder source: ImageFolder layouts with or without an official split, packed into
+a three-file raw directory; and its one-line errors, which leave no output."""
+
+from __future__ import annotations
+
+import json
+import re
+import zipfile
+
+import numpy as np
+import pytest
+from imagefiles import data_cfg, dicom_bytes, make_folder, pixels, prepare_cfg, save
+
+from medpipe import PipelineError, preprocess
+from medpipe.sources import read
+from stages.download import download
+
+
+def test_class_folders_are_packed_into_three_files(tmp_path) -> None:
+    folder = make_folder(tmp_path / "images", {"normal": 5, "effusion": 4})
+    save(folder / "normal" / "sub" / "deep.tif", pixels(9, dtype=np.uint16))
+    (folder / "normal" / ".DS_Store").write_bytes(b"junk")  # hidden: ignored
+    (folder / "README.txt").write_text("beside the class folders: ignored")
+    download(data_cfg(path=str(folder)), tmp_path / "raw")
+    raw = tmp_path / "raw"
+    assert sorted(p.name for p in raw.iterdir()) == ["dataset.json", "images.zip", "index.csv"]
+    meta = json.loads((raw / "dataset.json").read_text())
+    assert meta["source"] == "folder" and meta["task"] == "multiclass"
+    assert meta["classes"] == ["effusion", "normal"]  # sorted folder names
+    assert meta["counts"] == {"effusion": 4, "normal": 6} and meta["splits"] is None
+    with zipfile.ZipFile(raw / "images.zip") as zf:  # stored byte for byte, not compressed
+        info = zf.getinfo("normal/sub/deep.tif")
+        assert info.compress_type == zipfile.ZIP_STORED
+        assert zf.read(info) == (folder / "normal/sub/deep.tif").read_bytes()
+    data = read(raw)
+    assert data.ids[:2] == ["effusion/000.png", "effusion/001.png"]
+    assert data.labels.tolist() == [0] * 4 + [1] * 6 and data.splits is None
+    assert np.array_equal(data.images.decode(data.ids.index("normal/sub/deep.tif")),
+                          pixels(9, dtype=np.uint16))
+
+
+def test_official_split_is_kept_and_val_carved_from_train(tmp_path) -> None:
+    folder = make_folder(tmp_path / "d", {"a": 8, "b": 8}, split="train")
+    make_folder(folder, {"a": 3, "b": 3}, split="test", seed=1)
+    download(data_cfg(path=str(folder)), tmp_path / "raw")
+    data = read(tmp_path / "raw")
+    assert sorted(set(data.splits)) == ["test", "train"]
+    stats = preprocess.prepare(data, tmp_path / "store", prepare_cfg(val_fraction=0.25))
+    assert stats["images"] == {"train": 12, "val": 4, "test": 6}
+    assert stats["counts"]["val"] == {"a": 2, "b": 2}
+    test_ids = [i for i, s in zip(data.ids, data.splits, strict=True) if s == "test"]
+    assert all(i.startswith("test/") for i in test_ids) and len(test_ids) == 6
+
+
+def test_wrapping_folder_is_descended(tmp_path) -> None:
+    make_folder(tmp_path / "outer" / "chest_xray", {"NORMAL": 2, "PNEUMONIA": 2})
+    download(data_cfg(path=str(tmp_path / "outer")), tmp_path / "raw")
+    assert read(tmp_path / "raw").classes == ["NORMAL", "PNEUMONIA"]
+
+
+def test_dicom_files_in_a_folder(tmp_path) -> None:
+    for k, cls in enumerate(("a", "b")):
+        for i in range(4):
+            arr = (np.arange(64, dtype=np.uint16).reshape(8, 8) * (i + 1 + 4 * k))
+            path = tmp_path / "d" / cls / f"{i}.dcm"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(dicom_bytes(arr, WindowCenter=100, WindowWidth=200))
+    download(data_cfg(path=str(tmp_path / "d")), tmp_path / "raw")
+    data = read(tmp_path / "raw")
+    stats = preprocess.prepare(data, tmp_path / "store", prepare_cfg())
+    assert stats["images"] == {"train": 4, "val": 2, "test": 2}
+
+
+def errors_of(tmp_path, folder, **changes) -> str:
+    with pytest.raises(PipelineError) as info:
+        download(data_cfg(path=str(folder), **changes), tmp_path / "raw")
+    assert not (tmp_path / "raw").exists() and not list(tmp_path.glob(".tmp-*"))
+    message = str(info.value)
+    assert "\n" not in message and message.endswith("(stage download)")
+    return message
+
+
+def test_empty_class_folder(tmp_path) -> None:
+    folder = make_folder(tmp_path / "d", {"a": 2, "b": 2})
+    (folder / "c").mkdir()
+    assert errors_of(tmp_path, folder) == (
+        f"{folder / 'c'}: class folder with no images (stage download)")
+
+
+def test_class_in_one_split_only(tmp_path) -> None:
+    folder = make_folder(tmp_path / "d", {"a": 2, "b": 2}, split="train")
+    make_folder(folder, {"a": 2, "b": 2}, split="val")
+    make_folder(folder, {"a": 2, "b": 2, "c": 2}, split="test")
+    assert errors_of(tmp_path, folder) == (
+        f"{folder}: class 'c' has a folder in test but not in train, val; every class "
+        f"needs images in every split (stage download)")
+
+
+def test_unsupported_file_type_says_which(tmp_path) -> None:
+    folder = make_folder(tmp_path / "d", {"a": 2, "b": 2})
+    (folder / "b" / "scan.gif").write_bytes(b"GIF89a")
+    message = errors_of(tmp_path, folder)
+    assert message.startswith(f"{folder / 'b' / 'scan.gif'}: unsupported file type '.gif'; "
+                              f"supported: .png, .jpg, .jpeg, .bmp, .tif, .tiff, .dcm")
+
+
+def test_train_without_test(tmp_path) -> None:
+    folder = make_folder(tmp_path / "d", {"a": 1, "b": 1}, split="train")
+    assert errors_of(tmp_path, folder) == (
+        f"{folder}: split folders train: train/ and test/ are needed (val/ is optional) "
+        f"(stage download)")
+
+
+def test_a_single_class(tmp_path) -> None:
+    folder = make_folder(tmp_path / "d", {"a": 2})
+    (folder / "notes.md").write_text("a file beside the class folder")
+    assert errors_of(tmp_path, folder) == (
+        f"{folder}: 1 class(es) found (a); at least 2 are needed (stage download)")
+
+
+def test_mixed_layout(tmp_path) -> None:
+    folder = make_folder(tmp_path / "d", {"a": 1, "b": 1}, split="train")
+    make_folder(folder, {"c": 1})
+    assert "mixes split folders (train) with other folders (c)" in errors_of(tmp_path, folder)
+
+
+def test_missing_path_and_stray_keys(tmp_path) -> None:
+    assert errors_of(tmp_path, tmp_path / "nope") == (
+        f"params.yaml: 'data.path' {tmp_path / 'nope'} does not exist (stage download)")
+    folder = make_folder(tmp_path / "d", {"a": 1, "b": 1})
+    assert re.search("'data.name' is not read by source folder",
+                     errors_of(tmp_path, folder, name="x.csv"))
