@@ -10,7 +10,7 @@ from conftest import Baseline, edit_params, sh, stages_run
 
 pytestmark = pytest.mark.slow
 
-PLOTS = ["Loss", "Accuracy", "Validation AUC", "ROC (test)", "Confusion matrix (test)",
+PLOTS = ["Loss", "Accuracy", "Validation AUC", "Confusion matrix (test)",
          "ROC per class (test)", "Precision-recall (test)", "Confusion matrix at threshold (test)",
          "Confusion matrix at threshold, normalised per actual class (test)",
          "Reliability diagram (test)"]
