@@ -93,6 +93,8 @@ def export_onnx(model_path: Path, out: Path, seed: int = 0) -> dict:
     import onnxruntime
 
     model, ckpt, example, check = _load(model_path, seed)
+    for name in ("onnxscript", "onnx_ir"):  # their graph passes log every step at INFO
+        logging.getLogger(name).setLevel(logging.WARNING)
     with torch.inference_mode(False), torch.no_grad():
         program = torch.onnx.export(
             model, (example,), None, dynamo=True, verbose=False,

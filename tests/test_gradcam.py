@@ -112,9 +112,12 @@ def test_single_label_cases_explain_the_predicted_class() -> None:
     cases = gradcam.single_label_cases(labels, probs, predicted, ["normal", "opacity"],
                                        ["a", "b", "c", "d"], 4, seed=0)
     by_index = {c.index: c for c in cases}
-    assert by_index[2].target == 0 and not by_index[2].correct
-    assert by_index[2].label == "c_true-opacity_pred-normal_p0.800"
+    assert all(c.target == 1 for c in cases)  # two classes: where is the opacity?
+    assert not by_index[2].correct and by_index[2].label == "c_true-opacity_pred-normal_p0.800"
     assert by_index[1].correct and by_index[1].label == "b_true-opacity_pred-opacity_p0.700"
+    three = gradcam.single_label_cases(np.array([0, 2]), np.full((2, 3), 1 / 3),
+                                       np.array([1, 2]), ["a", "b", "c"], ["x", "y"], 2, seed=0)
+    assert {(c.index, c.target) for c in three} == {(0, 1), (1, 2)}  # more: the predicted one
 
 
 def test_multilabel_cases_are_findings_present_or_called() -> None:
