@@ -166,6 +166,22 @@ MODELS: dict[str, Callable[[dict, bool], tuple[nn.Module, str]]] = {
 }
 
 
+# Grad-CAM's layer per architecture, as a path inside the network (Classifier.net): the
+# last convolutional block, whose feature map is the finest that the head still reads.
+# Their strides: cnn 4, the others 32 (with small_input: resnet and densenet 8, mobilenet
+# and efficientnet 16), so at 64 px the maps are 16x16 (cnn) and 2x2 (the others).
+TARGET_LAYERS: dict[str, str] = {
+    "cnn": "features",  # after the second conv block's max-pool
+    "mobilenet_v2": "features",  # the last 1x1 conv + BN + ReLU6 (1280 channels)
+    "mobilenet_v3_small": "features",  # the last 1x1 conv + BN + Hardswish
+    "mobilenet_v3_large": "features",
+    "resnet18": "layer4",
+    "resnet50": "layer4",
+    "efficientnet_b0": "features",  # the last 1x1 conv + BN + SiLU
+    "densenet121": "features",  # ends at norm5; the ReLU after it is functional, in place
+}
+
+
 def check_model_name(name: str) -> None:
     if name not in MODELS:
         raise PipelineError(
@@ -316,22 +332,6 @@ def load_checkpoint(path: Path | str, device: torch.device | str = "cpu"
     model = build_model(ckpt["arch"])
     model.load_state_dict(ckpt["state_dict"])
     return model.to(device).eval(), ckpt
-
-
-# Grad-CAM's layer per architecture, as a path inside the network (Classifier.net): the
-# last convolutional block, whose feature map is the finest that the head still reads.
-# Their strides: cnn 4, the others 32 (with small_input: resnet and densenet 8, mobilenet
-# and efficientnet 16), so at 64 px the maps are 16x16 (cnn) and 2x2 (the others).
-TARGET_LAYERS: dict[str, str] = {
-    "cnn": "features",  # after the second conv block's max-pool
-    "mobilenet_v2": "features",  # the last 1x1 conv + BN + ReLU6 (1280 channels)
-    "mobilenet_v3_small": "features",  # the last 1x1 conv + BN + Hardswish
-    "mobilenet_v3_large": "features",
-    "resnet18": "layer4",
-    "resnet50": "layer4",
-    "efficientnet_b0": "features",  # the last 1x1 conv + BN + SiLU
-    "densenet121": "features",  # ends at norm5; the ReLU after it is functional, in place
-}
 
 
 def target_layer(model: Classifier, name: str) -> nn.Module:
