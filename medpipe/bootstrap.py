@@ -109,3 +109,23 @@ def bootstrap_intervals(labels: np.ndarray, probs: np.ndarray, *, n_resamples: i
             for metric in ("sensitivity", "specificity"):
                 values.setdefault(f"{name}.{metric}", []).append(rates[metric])
     return {key: percentile_interval(np.concatenate(parts)) for key, parts in values.items()}
+
+
+def multilabel_auc_interval(labels: np.ndarray, probs: np.ndarray, *, n_resamples: int,
+                            seed: int) -> dict:
+    """95% interval of the mean per-finding AUC of a multi-label task (``labels`` multi-hot
+    ``(N, K)``). Images are resampled with replacement, not stratified: an image carries
+    several findings at once, so there are no classes to stratify by. In each resample the
+    mean is over the findings whose AUC is defined there; a resample with none is dropped."""
+    labels = np.asarray(labels)
+    if n_resamples < 1 or len(labels) == 0:
+        return {"low": float("nan"), "high": float("nan"), "dropped": 0}
+    means = []
+    one_stratum = np.zeros(len(labels), dtype=np.int64)
+    for idx in resample_blocks(one_stratum, n_resamples, seed):
+        per_label = np.stack([auc_resampled(labels[:, k] == 1, probs[:, k], idx)
+                              for k in range(labels.shape[1])], axis=1)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows stay NaN
+            means.append(np.nanmean(per_label, axis=1))
+    return percentile_interval(np.concatenate(means))

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from medpipe import PipelineError
 from medpipe.distributed import DistInfo, all_sum, barrier, gather
 from medpipe.fsutil import atomic_path
-from medpipe.metrics import roc_auc
+from medpipe.metrics import mean_label_auc, roc_auc
 from medpipe.store import Split
 
 log = logging.getLogger(__name__)
@@ -89,19 +89,30 @@ class Batches:
     """Mini-batches straight from the uint8 array store, converted on the device.
 
     A seeded permutation per epoch replaces a DataLoader: the images are already
-    decoded and resized, so the only per-batch work is one gather and one copy.
+    decoded and resized, so the only per-batch work is one gather and one copy. Labels
+    are class indices ``(N,)`` (int64), or for a multi-label store the multi-hot
+    ``(N, K)`` findings, as float32 targets for the sigmoid loss.
     """
 
     def __init__(self, split: Split, batch_size: int, *, shuffle: bool, seed: int = 0,
                  balanced: bool = False, rank: int = 0, world: int = 1):
         self.images = torch.from_numpy(np.array(split.images))  # (N, C, S, S) uint8, in RAM
-        self.labels = torch.from_numpy(np.asarray(split.labels, dtype=np.int64))
+        self.multilabel = np.ndim(split.labels) == 2
+        self.labels = torch.from_numpy(np.asarray(
+            split.labels, dtype=np.float32 if self.multilabel else np.int64))
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.generator = torch.Generator().manual_seed(seed)
         # balanced: each epoch draws N images with replacement, every class equally likely.
-        counts = torch.bincount(self.labels).double()
-        self.sample_weights = (1.0 / counts)[self.labels] if balanced else None
+        self.sample_weights = None
+        if balanced:
+            if self.multilabel:  # an image has several findings: no class to balance by
+                raise PipelineError("params.yaml: 'train.balance: sampler' balances batches "
+                                    "by class, which a multi-label task does not have; use "
+                                    "'loss' (a positive weight per finding) or 'none' "
+                                    "(stage train)")
+            counts = torch.bincount(self.labels).double()
+            self.sample_weights = (1.0 / counts)[self.labels]
         # Data parallel: every rank draws the same global order and takes every world-th
         # image of each batch, so the ranks together see exactly one process's batches.
         self.rank, self.world = rank, world
@@ -128,6 +139,27 @@ class Batches:
             yield self.images[idx], self.labels[idx]
 
 
+def check_labels(labels: np.ndarray, task: str, n_classes: int, where: str) -> None:
+    """The store's labels must fit its task: int class indices ``(N,)`` below
+    ``n_classes``, or for ``multilabel`` a 0/1 matrix ``(N, n_classes)``."""
+    labels = np.asarray(labels)
+    if task == "multilabel":
+        ok = labels.ndim == 2 and labels.shape[1] == n_classes
+        if ok and labels.size:
+            ok = bool(np.isin(labels, (0, 1)).all())
+        if not ok:
+            raise PipelineError(f"{where}: a multi-label store needs 0/1 labels of shape "
+                                f"(N, {n_classes}), got {labels.dtype} {labels.shape}")
+        return
+    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+        raise PipelineError(f"{where}: expected integer class labels of shape (N,), got "
+                            f"{labels.dtype} {labels.shape} (multi-label data needs "
+                            "\"task\": \"multilabel\" in stats.json)")
+    if labels.size and (labels.min() < 0 or labels.max() >= n_classes):
+        raise PipelineError(f"{where}: labels must lie in 0..{n_classes - 1}, found "
+                            f"{labels.min()}..{labels.max()}")
+
+
 def to_device(x: torch.Tensor, y: torch.Tensor, device: torch.device,
               channels_last: bool = False):
     """uint8 images -> float [0, 1] on ``device``; the division happens there."""
@@ -137,6 +169,14 @@ def to_device(x: torch.Tensor, y: torch.Tensor, device: torch.device,
     return x, y.to(device, non_blocking=True)
 
 
+def hits(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Right decisions and decisions made in a batch: the argmax per image, or for
+    multi-label targets ``(B, K)`` one per finding (logit >= 0, i.e. p >= 0.5)."""
+    if y.ndim == 2:
+        return ((logits >= 0) == (y >= 0.5)).sum(), y.numel()
+    return (logits.argmax(1) == y).sum(), len(y)
+
+
 def train_one_epoch(model: nn.Module, batches: Batches, optimizer: torch.optim.Optimizer,
                     device: torch.device, *, desc: str = "train",
                     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
@@ -144,7 +184,8 @@ def train_one_epoch(model: nn.Module, batches: Batches, optimizer: torch.optim.O
                     augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
                     speed: Speed = Speed(),
                     after_step: Callable[[], None] | None = None) -> dict[str, float]:
-    """One pass over ``batches``; returns the mean loss and accuracy over the epoch.
+    """One pass over ``batches``; returns the mean loss and accuracy over the epoch
+    (multi-label: the share of right decisions over all images and findings).
 
     ``scheduler`` steps after every batch; ``augment`` maps a float batch in [0, 1] to an
     augmented one on the device; ``after_step`` runs after every optimiser step (the
@@ -152,7 +193,7 @@ def train_one_epoch(model: nn.Module, batches: Batches, optimizer: torch.optim.O
     model.train()
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
-    seen = 0
+    seen = decided = 0
     # disable=None: a bar on a terminal, silence in a log file or a test.
     bar = tqdm(batches, desc=desc, leave=False, unit="batch", dynamic_ncols=True,
                mininterval=0.5, disable=None)
@@ -171,33 +212,52 @@ def train_one_epoch(model: nn.Module, batches: Batches, optimizer: torch.optim.O
         if after_step is not None:
             after_step()
         loss_sum += loss.detach() * len(y)
-        correct += (logits.argmax(1) == y).sum()
+        right, made = hits(logits.detach(), y)
+        correct += right
         seen += len(y)
-    loss_total, correct_total, seen = all_sum([float(loss_sum), float(correct), seen], device)
+        decided += made
+    loss_total, correct_total, seen, decided = all_sum(
+        [float(loss_sum), float(correct), seen, decided], device)
     loss = loss_total / seen
     if not math.isfinite(loss):
         raise PipelineError(f"training diverged: {desc} loss is {loss}; lower 'train.lr'")
-    return {"loss": loss, "accuracy": correct_total / seen}
+    return {"loss": loss, "accuracy": correct_total / decided}
+
+
+def probabilities(logits: torch.Tensor, multilabel: bool) -> torch.Tensor:
+    """Softmax over the classes, or a sigmoid per finding for a multi-label model."""
+    return torch.sigmoid(logits.float()) if multilabel else torch.softmax(logits.float(), dim=1)
 
 
 @torch.inference_mode()
 def predict(model: nn.Module, batches: Batches, device: torch.device,
-            speed: Speed = Speed()) -> np.ndarray:
-    """Class probabilities ``(N, classes)`` as float64, in the order of ``batches``."""
+            speed: Speed = Speed(), multilabel: bool | None = None) -> np.ndarray:
+    """Probabilities ``(N, classes)`` as float64, in the order of ``batches``: softmax,
+    or a sigmoid per finding when ``multilabel`` (default: whether the labels are)."""
+    multilabel = batches.multilabel if multilabel is None else multilabel
     model.eval()
     out = []
     for x, y in batches:
         with speed.autocast(device):
             logits = model(to_device(x, y, device, speed.channels_last)[0])
-        out.append(torch.softmax(logits.float(), dim=1).cpu())
+        out.append(probabilities(logits, multilabel).cpu())
     return torch.cat(out).double().numpy()
 
 
 def evaluate(model: nn.Module, batches: Batches, device: torch.device,
              speed: Speed = Speed()) -> dict[str, float]:
-    """Loss, accuracy and ROC AUC of ``model`` on ``batches``."""
+    """Loss, accuracy and ROC AUC of ``model`` on ``batches``. Multi-label: binary
+    cross-entropy averaged over findings, the share of right decisions at p 0.5, and
+    the mean of the per-finding AUCs."""
     probs = predict(model, batches, device, speed)
     labels = batches.labels.numpy()
+    if batches.multilabel:
+        p = np.clip(probs, 1e-12, 1.0 - 1e-12)
+        return {
+            "loss": float(-(labels * np.log(p) + (1 - labels) * np.log(1 - p)).mean()),
+            "accuracy": float(((probs >= 0.5) == (labels >= 0.5)).mean()),
+            "auc": mean_label_auc(labels, probs),
+        }
     p_true = np.clip(probs[np.arange(len(labels)), labels], 1e-12, 1.0)
     return {
         "loss": float(-np.log(p_true).mean()),
@@ -246,7 +306,13 @@ def make_scheduler(cfg, optimizer: torch.optim.Optimizer, steps_per_epoch: int
 def make_loss(cfg, labels: torch.Tensor, num_classes: int, device: torch.device
               ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """Cross-entropy with label smoothing and, for ``balance: loss``, class weights
-    n / (k * n_c): every class contributes as much to the loss as if balanced."""
+    n / (k * n_c): every class contributes as much to the loss as if balanced.
+
+    Multi-label ``labels`` ``(N, K)``: binary cross-entropy on the logits per finding;
+    label smoothing pulls the targets towards 1/2 (y (1 - s) + s / 2), and ``balance:
+    loss`` weighs each finding's positives by n_neg / n_pos (``pos_weight``)."""
+    if labels.ndim == 2:
+        return _multilabel_loss(cfg, labels, device)
     weight = None
     if cfg.balance == "loss":
         counts = torch.bincount(labels, minlength=num_classes).double()
@@ -254,6 +320,23 @@ def make_loss(cfg, labels: torch.Tensor, num_classes: int, device: torch.device
 
     def loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(logits, y, weight=weight, label_smoothing=cfg.label_smoothing)
+
+    return loss
+
+
+def _multilabel_loss(cfg, labels: torch.Tensor, device: torch.device
+                     ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    pos_weight = None
+    if cfg.balance == "loss":
+        positives = labels.double().sum(0)
+        # A finding absent from the train split keeps weight 1: nothing to up-weight.
+        pos_weight = ((len(labels) - positives) / positives.clamp(min=1))
+        pos_weight = torch.where(positives > 0, pos_weight, 1.0).float().to(device)
+    s = cfg.label_smoothing
+
+    def loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.binary_cross_entropy_with_logits(logits, y * (1.0 - s) + 0.5 * s,
+                                                  pos_weight=pos_weight)
 
     return loss
 
@@ -364,7 +447,8 @@ def fit(model: nn.Module, train: Split, val: Split, cfg, device: torch.device,
     val_batches = Batches(val, max(cfg.batch_size, 256), shuffle=False)
     optimizer = make_optimizer(cfg, [p for p in model.parameters() if p.requires_grad])
     scheduler = make_scheduler(cfg, optimizer, len(train_batches))
-    num_classes = int(max(train_batches.labels.max(), val_batches.labels.max())) + 1
+    num_classes = (train_batches.labels.shape[1] if train_batches.multilabel
+                   else int(max(train_batches.labels.max(), val_batches.labels.max())) + 1)
     loss_fn = make_loss(cfg, train_batches.labels, num_classes, device)
     aug, aug_gen = None, None
     if augment is not None and not is_identity(augment):

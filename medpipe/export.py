@@ -1,16 +1,19 @@
-"""Export a trained model to TorchScript, for serving without this code base.
+"""Export a trained model to TorchScript or ONNX, for serving without this code base.
 
     python -m medpipe.export --model models/model.pt --out model.ts
+    python -m medpipe.export --model models/model.pt --out model.onnx   # or --format onnx
 
-The TorchScript module takes a float batch ``(B, C, S, S)`` with intensities in [0, 1]
-(the normalisation is inside it, as in training) and returns class logits; softmax gives
-the probabilities. The file carries ``medpipe.json`` (classes, preprocessing, source
-model digest), readable with ``torch.jit.load(path, _extra_files={"medpipe.json": ""})``.
-The export is checked before it is written: the traced module must reproduce the
-PyTorch model's logits (atol 1e-5) on a batch of another size than the tracing one.
-ONNX is not offered: the ``onnx`` package is not a dependency of this project. TorchScript
-is marked deprecated by recent torch (in favour of ``torch.export``) but still loads
-everywhere, LibTorch included.
+Both take a float batch ``(B, C, S, S)`` of any size B with intensities in [0, 1] (the
+normalisation is inside, as in training) and return logits ``(B, classes)``: softmax gives
+the class probabilities, or, for a multi-label model, a sigmoid gives each finding's. The
+file carries ``medpipe.json`` (classes, task, preprocessing, source model digest): in
+TorchScript as an extra file (``torch.jit.load(path, _extra_files={"medpipe.json": ""})``),
+in ONNX as a metadata property (``onnxruntime``: ``session.get_modelmeta().custom_metadata_map``).
+Each export is checked before it is written: the exported model, run by TorchScript or by
+ONNX Runtime, must reproduce the PyTorch model's logits on a batch of another size than
+the one it was traced with. TorchScript is marked deprecated by recent torch (in favour of
+``torch.export``) but still loads everywhere, LibTorch included; ONNX goes through
+``torch.onnx.export(dynamo=True)`` with a dynamic batch axis.
 """
 
 from __future__ import annotations
@@ -29,44 +32,99 @@ from medpipe.fsutil import atomic_path, file_digest
 log = logging.getLogger(__name__)
 
 METADATA = "medpipe.json"
-ATOL = 1e-5
+ATOL = 1e-5  # TorchScript runs the same kernels
+ONNX_ATOL = 1e-4  # ONNX Runtime fuses and reorders: float32 sums differ in the last bits
+FORMATS = ("torchscript", "onnx")
 
 
-def export_torchscript(model_path: Path, out: Path, seed: int = 0) -> dict:
-    """Trace the model in ``model_path`` to TorchScript at ``out``; return the metadata."""
+def _load(model_path: Path, seed: int) -> tuple:
+    """The model, its checkpoint, and an example and a check batch of two sizes."""
     model, ckpt = models.load_checkpoint(model_path, "cpu")  # weights_only: never runs code
     pre = ckpt["preprocess"]
     shape = (pre["channels"], pre["image_size"], pre["image_size"])
     gen = torch.Generator().manual_seed(seed)
-    example = torch.rand(2, *shape, generator=gen)
-    check = torch.rand(5, *shape, generator=gen)
+    return model, ckpt, torch.rand(2, *shape, generator=gen), torch.rand(5, *shape, generator=gen)
+
+
+def _metadata(model_path: Path, ckpt: dict) -> dict:
+    multilabel = models.task_of(ckpt) == "multilabel"
+    return {
+        "classes": ckpt["classes"],
+        "task": models.task_of(ckpt),
+        "preprocess": ckpt["preprocess"],
+        "input": "float32 (B, C, S, S), intensities in [0, 1]",
+        "output": ("logits (B, findings); a sigmoid gives each finding's probability"
+                   if multilabel else "logits (B, classes); softmax gives probabilities"),
+        "source_sha256": file_digest(model_path),
+        "arch": ckpt["arch"]["name"],
+    }
+
+
+def _check(model_path: Path, expected: torch.Tensor, got: torch.Tensor, atol: float,
+           what: str) -> None:
+    if got.shape != expected.shape or not torch.allclose(expected, got, atol=atol, rtol=0.0):
+        worst = (float((expected - got).abs().max()) if got.shape == expected.shape
+                 else f"shape {tuple(got.shape)}")
+        raise PipelineError(f"{model_path}: the {what} model differs from the original by "
+                            f"{worst} (> {atol}); not exported")
+
+
+def export_torchscript(model_path: Path, out: Path, seed: int = 0) -> dict:
+    """Trace the model in ``model_path`` to TorchScript at ``out``; return the metadata."""
+    model, ckpt, example, check = _load(model_path, seed)
     with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
         # Recent torch (2.15 here) marks TorchScript deprecated for torch.export; it is
         # still what C++/LibTorch and most serving stacks load. Said once, in the README.
         warnings.filterwarnings("ignore", category=FutureWarning, message=r".*torch\.jit")
         traced = torch.jit.trace(model, example, check_trace=False)
         expected, got = model(check), traced(check)
-    if not torch.allclose(expected, got, atol=ATOL, rtol=0.0):
-        worst = float((expected - got).abs().max())
-        raise PipelineError(f"{model_path}: the traced model differs from the original by "
-                            f"{worst:.3g} (> {ATOL}); not exported")
-    meta = {
-        "classes": ckpt["classes"],
-        "preprocess": pre,
-        "input": "float32 (B, C, S, S), intensities in [0, 1]",
-        "output": "logits (B, classes); softmax gives probabilities",
-        "source_sha256": file_digest(model_path),
-        "arch": ckpt["arch"]["name"],
-    }
+    _check(model_path, expected, got, ATOL, "traced")
+    meta = _metadata(model_path, ckpt)
     with atomic_path(out) as tmp, warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=FutureWarning, message=r".*torch\.jit")
         torch.jit.save(traced, str(tmp), _extra_files={METADATA: json.dumps(meta)})
     return meta
 
 
+def export_onnx(model_path: Path, out: Path, seed: int = 0) -> dict:
+    """Export the model in ``model_path`` to ONNX at ``out`` (input ``images`` with a
+    dynamic batch axis, output ``logits``), checked with ONNX Runtime; return the metadata."""
+    import onnx  # here: the import costs seconds that the other commands never need
+    import onnxruntime
+
+    model, ckpt, example, check = _load(model_path, seed)
+    for name in ("onnxscript", "onnx_ir"):  # their graph passes log every step at INFO
+        logging.getLogger(name).setLevel(logging.WARNING)
+    with torch.inference_mode(False), torch.no_grad():
+        program = torch.onnx.export(
+            model, (example,), None, dynamo=True, verbose=False,
+            input_names=["images"], output_names=["logits"],
+            dynamic_shapes={"x": {0: torch.export.Dim("batch", min=1)}})
+        expected = model(check)
+    proto = program.model_proto
+    meta = _metadata(model_path, ckpt)
+    proto.metadata_props.add(key=METADATA, value=json.dumps(meta))
+    session = onnxruntime.InferenceSession(proto.SerializeToString(),
+                                           providers=["CPUExecutionProvider"])
+    got = torch.from_numpy(session.run(["logits"], {"images": check.numpy()})[0])
+    _check(model_path, expected, got, ONNX_ATOL, "ONNX")
+    with atomic_path(out) as tmp:
+        onnx.save_model(proto, str(tmp))
+    return meta
+
+
+def format_of(out: Path, given: str | None) -> str:
+    """``given``, else ``onnx`` for a ``.onnx`` file and ``torchscript`` for anything else."""
+    return given or ("onnx" if Path(out).suffix.lower() == ".onnx" else "torchscript")
+
+
 def main(args: argparse.Namespace) -> None:
-    meta = export_torchscript(Path(args.model), Path(args.out))
-    log.info("%s -> %s (TorchScript; classes %s, input %dx%dx%d)", args.model, args.out,
+    fmt = format_of(Path(args.out), args.format)
+    export = export_onnx if fmt == "onnx" else export_torchscript
+    meta = export(Path(args.model), Path(args.out))
+    log.info("%s -> %s (%s; %s %s, input %dx%dx%d)", args.model, args.out,
+             "ONNX" if fmt == "onnx" else "TorchScript",
+             "findings" if meta["task"] == "multilabel" else "classes",
              ", ".join(meta["classes"]), meta["preprocess"]["channels"],
              meta["preprocess"]["image_size"], meta["preprocess"]["image_size"])
 
@@ -75,7 +133,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--model", default="models/model.pt", help="model file (train stage)")
-    p.add_argument("--out", required=True, help="TorchScript file to write")
+    p.add_argument("--out", required=True, help="file to write")
+    p.add_argument("--format", choices=FORMATS, default=None,
+                   help="default: onnx for a .onnx file, else torchscript")
     return p
 
 

@@ -21,6 +21,14 @@ from medpipe.fsutil import atomic_path
 log = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = 1
+# multiclass: one label per image (softmax); multilabel: any set of findings (a sigmoid each)
+TASKS = ("multiclass", "multilabel")
+
+
+def task_of(meta: dict) -> str:
+    """The task a store's ``stats.json`` or a model file declares; absent: multiclass
+    (stores and models written before multi-label support)."""
+    return meta.get("task") or "multiclass"
 
 
 class SmallCNN(nn.Module):
@@ -156,6 +164,22 @@ MODELS: dict[str, Callable[[dict, dict | None], tuple[nn.Module, str]]] = {
 }
 
 
+# Grad-CAM's layer per architecture, as a path inside the network (Classifier.net): the
+# last convolutional block, whose feature map is the finest that the head still reads.
+# Their strides: cnn 4, the others 32 (with small_input: resnet and densenet 8, mobilenet
+# and efficientnet 16), so at 64 px the maps are 16x16 (cnn) and 2x2 (the others).
+TARGET_LAYERS: dict[str, str] = {
+    "cnn": "features",  # after the second conv block's max-pool
+    "mobilenet_v2": "features",  # the last 1x1 conv + BN + ReLU6 (1280 channels)
+    "mobilenet_v3_small": "features",  # the last 1x1 conv + BN + Hardswish
+    "mobilenet_v3_large": "features",
+    "resnet18": "layer4",
+    "resnet50": "layer4",
+    "efficientnet_b0": "features",  # the last 1x1 conv + BN + SiLU
+    "densenet121": "features",  # ends at norm5; the ReLU after it is functional, in place
+}
+
+
 def check_model_name(name: str) -> None:
     if name not in MODELS:
         raise PipelineError(
@@ -246,12 +270,17 @@ def make_arch(cfg, stats: dict) -> dict:
 
 
 def save_checkpoint(path: Path | str, model: Classifier, *, arch: dict, classes: list[str],
-                    params: dict, info: dict) -> None:
-    """Write the model atomically as plain data loadable with ``weights_only=True``."""
+                    params: dict, info: dict, task: str = "multiclass") -> None:
+    """Write the model atomically as plain data loadable with ``weights_only=True``.
+    ``task``: ``multiclass`` (softmax over ``classes``) or ``multilabel`` (a sigmoid per
+    finding in ``classes``)."""
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}")
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     ckpt = {
         "format": CHECKPOINT_FORMAT,
         "arch": arch,
+        "task": task,
         "classes": list(classes),
         "preprocess": {
             "image_size": arch["image_size"],
@@ -283,3 +312,10 @@ def load_checkpoint(path: Path | str, device: torch.device | str = "cpu"
     model = build_model(ckpt["arch"])
     model.load_state_dict(ckpt["state_dict"])
     return model.to(device).eval(), ckpt
+
+
+def target_layer(model: Classifier, name: str) -> nn.Module:
+    """The module whose output Grad-CAM explains, for a model of architecture ``name``."""
+    if name not in TARGET_LAYERS:
+        raise PipelineError(f"no Grad-CAM target layer for model '{name}'")
+    return model.net.get_submodule(TARGET_LAYERS[name])

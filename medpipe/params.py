@@ -127,8 +127,9 @@ class EvaluateParams:
     threshold: Literal["youden", "target_sensitivity"] | float
     target_sensitivity: float  # read only when threshold: target_sensitivity
     bootstrap: int  # resamples for the 95% confidence intervals; 0: no intervals
-    seed: int  # bootstrap seed
+    seed: int  # bootstrap seed; also draws the Grad-CAM sample
     calibration_bins: int  # equal-width probability bins for ECE and the reliability diagram
+    gradcam: int  # Grad-CAM heat maps of this many test images, right and wrong; 0: none
 
 
 SECTIONS: dict[str, type] = {

@@ -15,6 +15,11 @@ The CSV holds one row per image: ``path``, ``p_<class>`` for each class and
 probability is ``>=`` the threshold: ``--threshold``, else the threshold the evaluate
 stage chose (``threshold.value`` in ``--metrics``, refused if that file was written for
 another model), else 0.5. More classes: argmax.
+
+A multi-label model gives each finding its own sigmoid probability ``p_<finding>`` and
+call ``pred_<finding>`` (1 when the probability is ``>=`` that finding's threshold:
+``--threshold`` for all, else the per-finding thresholds the evaluate stage chose, else
+0.5); ``predicted`` lists the called findings joined by ``|`` (``none`` if none).
 """
 
 from __future__ import annotations
@@ -109,11 +114,17 @@ def batches(paths: list[Path], channels: int, image_size: int
                                   for p in chunk])
 
 
-def threshold_from_metrics(path: Path, model_path: Path) -> float | None:
-    """The threshold the evaluate stage chose for this very model (None: argmax)."""
+def threshold_from_metrics(path: Path, model_path: Path) -> float | list[float] | None:
+    """The threshold the evaluate stage chose for this very model (None: argmax), or for
+    a multi-label model the list of per-finding thresholds, in finding order."""
     try:
         summary = json.loads(path.read_text(encoding="utf-8"))
-        value, digest = summary["threshold"]["value"], summary["model_sha256"]
+        digest = summary["model_sha256"]
+        if summary.get("task") == "multilabel":
+            per_label = summary["threshold"]["per_label"]
+            value = [float(per_label[name]["value"]) for name in summary["findings"]]
+        else:
+            value = summary["threshold"]["value"]
     except FileNotFoundError:
         raise PipelineError(f"{path}: not found; run the evaluate stage first") from None
     except (json.JSONDecodeError, KeyError, TypeError):
@@ -126,24 +137,40 @@ def threshold_from_metrics(path: Path, model_path: Path) -> float | None:
 
 
 @torch.inference_mode()
-def predict_files(model_path: Path, paths: list[Path], threshold: float | None = None,
-                  device: str = "cpu") -> pd.DataFrame:
-    """Class probabilities and the decision for each image in ``paths``."""
+def predict_files(model_path: Path, paths: list[Path],
+                  threshold: float | list[float] | None = None, device: str = "cpu"
+                  ) -> pd.DataFrame:
+    """Probabilities and the decision for each image in ``paths``. ``threshold``: two
+    classes, the positive-class threshold; multi-label, one for all findings or a list
+    with one per finding (default 0.5)."""
     dev = engine.resolve_device(device)
     model, ckpt = models.load_checkpoint(model_path, dev)  # weights_only: never runs code
     classes, pre = ckpt["classes"], ckpt["preprocess"]
-    if threshold is not None and len(classes) != 2:
+    multilabel = models.task_of(ckpt) == "multilabel"
+    if threshold is not None and len(classes) != 2 and not multilabel:
         raise PipelineError(f"--threshold applies to two classes; {model_path} has "
                             f"{len(classes)} (argmax is used)")
+    if isinstance(threshold, list) and len(threshold) != len(classes):
+        raise PipelineError(f"{len(threshold)} thresholds for the {len(classes)} findings of "
+                            f"{model_path}")
     rows, probs = [], []
     for chunk, x in batches(paths, pre["channels"], pre["image_size"]):
-        probs.append(torch.softmax(model(x.to(dev)).float(), dim=1).cpu().double().numpy())
+        probs.append(engine.probabilities(model(x.to(dev)), multilabel).cpu().double().numpy())
         rows += [str(p) for p in chunk]
     p = np.concatenate(probs) if probs else np.zeros((0, len(classes)))
     table = pd.DataFrame({"path": rows})
     for k, name in enumerate(classes):
         table[f"p_{name}"] = p[:, k].round(8)
-    table["predicted"] = [classes[k] for k in metrics.decide(p, threshold)]
+    if not multilabel:
+        table["predicted"] = [classes[k] for k in metrics.decide(p, threshold)]
+        return table
+    t = np.broadcast_to(np.asarray(0.5 if threshold is None else threshold, dtype=np.float64),
+                        (len(classes),))
+    called = p >= t[None, :]
+    for k, name in enumerate(classes):
+        table[f"pred_{name}"] = called[:, k].astype(np.int64)
+    table["predicted"] = ["|".join(n for n, c in zip(classes, row, strict=True) if c) or "none"
+                          for row in called]
     return table
 
 
@@ -160,8 +187,11 @@ def main(args: argparse.Namespace) -> None:
     table = predict_files(model_path, paths, threshold, args.device)
     with atomic_path(args.out) as tmp:
         table.to_csv(tmp, index=False, quoting=csv.QUOTE_MINIMAL)
-    n_classes = len(table.columns) - 2  # path, p_<class>..., predicted
-    if n_classes > 2:
+    n_classes = sum(c.startswith("p_") for c in table.columns)
+    multilabel = any(c.startswith("pred_") for c in table.columns)
+    if isinstance(threshold, list):
+        rule = f"per-finding thresholds from {args.metrics}"
+    elif n_classes > 2 and not multilabel:
         rule = "argmax"
     elif args.threshold is not None:
         rule = f"threshold {threshold:.6g}"
@@ -180,8 +210,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="models/model.pt", help="model file (train stage)")
     p.add_argument("--out", required=True, help="CSV to write")
     p.add_argument("--threshold", type=float, default=None,
-                   help="two classes: positive when p >= this (default: from --metrics, "
-                        "else 0.5)")
+                   help="two classes: positive when p >= this; multi-label: each finding "
+                        "called when p >= this (default: from --metrics, else 0.5)")
     p.add_argument("--metrics", default=None,
                    help="evaluate stage metrics (metrics/evaluate.json) to take the chosen "
                         "threshold from")

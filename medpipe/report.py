@@ -36,6 +36,9 @@ def render(summary: dict, *, model: str, model_sha256: str, plots: dict[str, str
            reliability: list[dict] | None = None) -> str:
     """The report. ``plots`` maps a plot title to a path relative to the report;
     ``reliability`` (rows of :func:`medpipe.calibration.reliability`) adds a bin table."""
+    if summary.get("task") == "multilabel":
+        return render_multilabel(summary, model=model, model_sha256=model_sha256,
+                                 plots=plots, reliability=reliability)
     s = summary
     binary = "positive_class" in s
     ci = s.get("ci95") or {}
@@ -108,10 +111,15 @@ def render(summary: dict, *, model: str, model_sha256: str, plots: dict[str, str
                      f"{fmt(c['specificity'])} | {fmt(c['ppv'])} | {fmt(c['npv'])} | "
                      f"{fmt(c['f1'])} |")
 
+    return "\n".join(lines + _tail(s, plots, reliability)) + "\n"
+
+
+def _tail(s: dict, plots: dict[str, str], reliability: list[dict] | None) -> list[str]:
+    """The calibration section and the links to the plots."""
     cal = s["calibration"]
-    lines += ["", "## Calibration", "",
-              f"Expected calibration error **{fmt(cal['ece'])}** (maximum {fmt(cal['mce'])}) "
-              f"over {cal['bins']} equal-width bins of the {cal['probability']} probability."]
+    lines = ["", "## Calibration", "",
+             f"Expected calibration error **{fmt(cal['ece'])}** (maximum {fmt(cal['mce'])}) "
+             f"over {cal['bins']} equal-width bins of the {cal['probability']} probability."]
     if reliability:
         lines += ["", "| probability bin | cases | mean probability | observed frequency |",
                   "|---|---|---|---|"]
@@ -123,7 +131,69 @@ def render(summary: dict, *, model: str, model_sha256: str, plots: dict[str, str
               "`dvc plots show` renders them into `dvc_plots/index.html`; "
               "`dvc plots diff main` compares them with another revision. Data:", ""]
     lines += [f"- [{title}]({path})" for title, path in plots.items()]
-    return "\n".join(lines) + "\n"
+    return lines
+
+
+def render_multilabel(summary: dict, *, model: str, model_sha256: str, plots: dict[str, str],
+                      reliability: list[dict] | None = None) -> str:
+    """The report of a multi-label task: one row per finding."""
+    s = summary
+    ci = s.get("ci95") or {}
+    thr = s["threshold"]
+    at = s["at_threshold"]
+    lines = [
+        f"# Evaluation on the {s['split']} split (multi-label)",
+        "",
+        f"Model `{model}` (sha256 `{model_sha256[:12]}`), {s['n']} images, "
+        f"{len(s['findings'])} findings, each scored on its own (a sigmoid per finding).",
+        "",
+        "## Decision thresholds",
+        "",
+    ]
+    if thr["chosen_on"] == "val":
+        lines.append(f"Each finding is called when its probability >= its own threshold, "
+                     f"chosen on the validation split by {RULES[thr['rule']]}, and applied "
+                     f"unchanged to the {s['split']} split.")
+        if thr["rule"] == "target_sensitivity":
+            lines.append(f"Target sensitivity: {thr['target_sensitivity']}.")
+    else:
+        value = next(iter(thr["per_label"].values()))["value"] if thr["per_label"] else 0.5
+        lines.append(f"Each finding is called when its probability >= {value} "
+                     "(fixed in params.yaml).")
+    fallbacks = [f"{name} ({t['fallback']})" for name, t in thr["per_label"].items()
+                 if t.get("fallback")]
+    if fallbacks:
+        lines.append("**Fallback to 0.5:** " + "; ".join(fallbacks) + ".")
+
+    lines += ["", "## Metrics", "",
+              f"Mean ROC AUC over the findings: **{with_ci(s['roc_auc'], ci.get('roc_auc'))}**",
+              ""]
+    lines += ["| metric | per-finding thresholds | threshold 0.5 |", "|---|---|---|"]
+    for key, name in [("accuracy", "accuracy (all image-finding decisions)"),
+                      ("exact_match", "exact match (every finding right)"),
+                      *[(k, f"mean {v}") for k, v in NAMES.items()
+                        if k not in ("accuracy", "balanced_accuracy")]]:
+        lines.append(f"| {name} | {fmt(at[key])} | {fmt(s[key])} |")
+    lines.append("")
+    if ci:
+        boot = s["bootstrap"]
+        lines.append(f"In brackets: 95% bootstrap confidence interval ({boot['method']}; "
+                     f"{boot['resamples']} resamples, seed {boot['seed']}).")
+    else:
+        lines.append("No confidence intervals (`evaluate.bootstrap: 0`).")
+    lines += ["", "### Per finding", "",
+              "| finding | positives | negatives | AUC | threshold | sensitivity | specificity "
+              "| PPV | sensitivity at 0.5 | specificity at 0.5 |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
+    for name, c in s["per_label"].items():
+        t, a = thr["per_label"][name], at["per_label"][name]
+        lines.append(f"| {name} | {c['positives']} | {c['negatives']} | {fmt(c['auc'])} | "
+                     f"{t['value']:.4f} | {fmt(a['sensitivity'])} | {fmt(a['specificity'])} | "
+                     f"{fmt(a['ppv'])} | {fmt(c['sensitivity'])} | {fmt(c['specificity'])} |")
+    lines.append("")
+    lines.append("n/a: undefined on this split (a finding with no positive or no negative "
+                 "image has no AUC, and is left out of the means).")
+    return "\n".join(lines + _tail(s, plots, reliability)) + "\n"
 
 
 def _flat(ci: dict, prefix: str = "") -> dict[str, dict]:

@@ -2,13 +2,18 @@
 
 Reads ``data/prepared``, ``models/pretrained`` (ImageNet weights, when
 ``train.pretrained``) and ``params.yaml`` sections ``train`` and ``augment``; writes
-the model (``models/model.pt``: weights, classes, preprocessing and params, loadable with
-``torch.load(weights_only=True)``), ``metrics/train.json`` (best epoch and its validation
-metrics, time, device), per-epoch curves through DVCLive under ``metrics/train`` and a
+the model (``models/model.pt``: weights, task, classes, preprocessing and params, loadable
+with ``torch.load(weights_only=True)``), ``metrics/train.json`` (best epoch and its
+validation metrics, time, device), per-epoch curves through DVCLive under
+``metrics/train`` and a
 preview of augmented training images (``metrics/augment_preview.png``). While it runs,
 ``models/train_state.pt`` holds the state of the last finished epoch: a killed run
 resumes from it on the next ``dvc repro`` (it is not a DVC output, since DVC deletes
 outputs before rerunning a stage, and it is removed when training completes).
+
+A multi-label store (``"task": "multilabel"`` in ``stats.json``, multi-hot labels) is
+trained with a sigmoid per finding and binary cross-entropy; its validation AUC is the
+mean of the per-finding AUCs.
 
     python -m stages.train --data data/prepared --model models/model.pt \
         --metrics metrics/train.json --live metrics/train \
@@ -76,6 +81,20 @@ def check_augment(cfg: AugmentParams) -> None:
             f"must be [min, max] with 0 < min <= max, got {cfg.scale}", "train")
 
 
+def check_task(cfg: TrainParams, stats: dict, data_dir: Path) -> str:
+    """The store's task (``multiclass`` or ``multilabel``), and the params it rules out."""
+    task = models.task_of(stats)
+    if task not in models.TASKS:
+        raise PipelineError(f"{data_dir / store.STATS}: unknown task '{task}'; expected "
+                            f"{' or '.join(models.TASKS)}")
+    if task == "multilabel":
+        require(cfg.balance != "sampler", "train", "balance",
+                "is 'sampler', which balances batches by class, but "
+                f"{data_dir / store.STATS} is multi-label (an image has several findings); "
+                "use 'loss' (a positive weight per finding) or 'none'", "train")
+    return task
+
+
 def fingerprint(cfg: TrainParams, aug: AugmentParams, data_dir: Path) -> str:
     """What a saved training state must match to be resumed: the params and the data."""
     h = hashlib.sha256(json.dumps([dataclasses.asdict(cfg), dataclasses.asdict(aug)],
@@ -115,16 +134,21 @@ def _train(cfg: TrainParams, aug: AugmentParams, data_dir: Path, model_path: Pat
            metrics_path: Path, preview_path: Path | None, on_epoch, state_path: Path | None,
            weights_dir: Path | None, device, dist: distributed.DistInfo) -> dict:
     stats = store.read_stats(data_dir)
+    task = check_task(cfg, stats, data_dir)
     arch = models.make_arch(cfg, stats)
     model = models.build_model(arch, weights=_imagenet(cfg, weights_dir),
                                freeze_backbone=cfg.freeze_backbone)
     n_params = sum(p.numel() for p in model.parameters())
     log.info("model %s (%d parameters) on %s", cfg.model, n_params, device)
     train_split = store.load_split(data_dir, "train")
+    val_split = store.load_split(data_dir, "val")
+    for name, part in (("train", train_split), ("val", val_split)):
+        engine.check_labels(part.labels, task, len(stats["classes"]),
+                            str(store.labels_path(data_dir, name)))
     if preview_path is not None and dist.main:
         with atomic_path(preview_path) as tmp:
             preview(train_split.images[:8], aug, seed=cfg.seed).save(tmp, format="PNG")
-    result = engine.fit(model, train_split, store.load_split(data_dir, "val"), cfg, device,
+    result = engine.fit(model, train_split, val_split, cfg, device,
                         on_epoch=on_epoch, augment=aug, state_path=state_path,
                         fingerprint=fingerprint(cfg, aug, data_dir) if state_path else "",
                         dist=dist)
@@ -144,7 +168,8 @@ def _train(cfg: TrainParams, aug: AugmentParams, data_dir: Path, model_path: Pat
     models.save_checkpoint(model_path, model, arch=arch, classes=stats["classes"],
                            params={"train": dataclasses.asdict(cfg),
                                    "augment": dataclasses.asdict(aug)},
-                           info={"best_epoch": result.best_epoch, "best": result.best})
+                           info={"best_epoch": result.best_epoch, "best": result.best},
+                           task=task)
     write_json(metrics_path, summary)  # last: its presence means the run completed
     if state_path is not None:
         state_path.unlink(missing_ok=True)

@@ -10,7 +10,7 @@ from conftest import Baseline, edit_params, sh, stages_run
 
 pytestmark = pytest.mark.slow
 
-PLOTS = ["Loss", "Accuracy", "Validation AUC", "ROC (test)", "Confusion matrix (test)",
+PLOTS = ["Loss", "Accuracy", "Validation AUC", "Confusion matrix (test)",
          "ROC per class (test)", "Precision-recall (test)", "Confusion matrix at threshold (test)",
          "Confusion matrix at threshold, normalised per actual class (test)",
          "Reliability diagram (test)"]
@@ -26,6 +26,12 @@ def test_every_declared_plot_renders(baseline: Baseline) -> None:
         assert values, name  # the plot has points, not just a title
     roc = data["ROC per class (test)"][0]["content"]
     assert roc["encoding"]["color"]["field"] == "class"  # the by-class template is used
+    assert "ROC (test)" not in data  # the old single-line ROC of every class at once
+    maps = sorted(name for name in data if name.startswith("metrics/gradcam/"))
+    on_disk = sorted(p.name for p in (baseline.path / "metrics/gradcam").iterdir())
+    assert [m.rsplit("/", 1)[1] for m in maps] == on_disk and len(maps) == 8
+    assert all(data[m][0]["type"] == "image" for m in maps)
+    assert {m.split("/")[-1].split("_")[1] for m in maps} == {"correct", "wrong"}
 
 
 def test_report_and_summary_are_written(baseline: Baseline) -> None:
@@ -42,8 +48,9 @@ def test_report_and_summary_are_written(baseline: Baseline) -> None:
 
 def test_evaluate_keys_rerun_only_evaluate(reproduced: Path) -> None:
     project = reproduced
-    edit_params(project, evaluate={"threshold": 0.5, "bootstrap": 50})
+    edit_params(project, evaluate={"threshold": 0.5, "bootstrap": 50, "gradcam": 0})
     assert stages_run(sh("dvc", "repro", cwd=project).stdout) == ["evaluate"]
+    assert list((project / "metrics/gradcam").iterdir()) == []  # declared, so still there
     summary = json.loads((project / "metrics/evaluate.json").read_text())
     assert summary["threshold"]["value"] == 0.5 and summary["threshold"]["chosen_on"] == "params"
     assert summary["at_threshold"]["accuracy"] == summary["accuracy"]

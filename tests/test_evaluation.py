@@ -17,7 +17,8 @@ from medpipe import PipelineError, bootstrap, calibration, evaluation, metrics, 
 from medpipe.params import EvaluateParams, parse_section
 
 CFG = EvaluateParams(split="test", batch_size=8, device="cpu", threshold="youden",
-                     target_sensitivity=0.9, bootstrap=200, seed=0, calibration_bins=10)
+                     target_sensitivity=0.9, bootstrap=200, seed=0, calibration_bins=10,
+                     gradcam=0)
 
 
 def binary_probs(p_positive: list[float] | np.ndarray) -> np.ndarray:
@@ -200,6 +201,7 @@ def test_multiclass_uses_argmax_and_no_threshold() -> None:
     ("target_sensitivity", 0.0, "'evaluate.target_sensitivity' must be in (0, 1]"),
     ("bootstrap", -1, "'evaluate.bootstrap'"),
     ("calibration_bins", 0, "'evaluate.calibration_bins' must be at least 1"),
+    ("gradcam", -1, "'evaluate.gradcam' must be 0 (no heat maps) or more"),
 ])
 def test_bad_evaluate_values_are_one_line_errors(key: str, value: float, needle: str) -> None:
     with pytest.raises(PipelineError) as info:

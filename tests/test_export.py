@@ -1,4 +1,4 @@
-"""TorchScript export: same outputs as the PyTorch model, metadata, refusals."""
+"""TorchScript and ONNX export: same outputs as the PyTorch model, metadata, refusals."""
 
 from __future__ import annotations
 
@@ -17,14 +17,15 @@ from medpipe import PipelineError, export, models
 pytestmark = pytest.mark.filterwarnings(r"ignore:`torch\.jit.*:FutureWarning")
 
 
-def save_model(path: Path, name: str, channels: int, size: int) -> models.Classifier:
+def save_model(path: Path, name: str, channels: int, size: int, task: str = "multiclass"
+               ) -> models.Classifier:
     arch = {"name": name, "in_channels": channels, "num_classes": 3, "image_size": size,
             "width_mult": 0.5, "dropout": 0.3, "mean": [0.4] * channels,
             "std": [0.2] * channels}
     torch.manual_seed(0)
     model = models.build_model(arch).eval()
     models.save_checkpoint(path, model, arch=arch, classes=["a", "b", "c"], params={},
-                           info={})
+                           info={}, task=task)
     return model
 
 
@@ -48,17 +49,68 @@ def test_torchscript_gives_the_pytorch_outputs(tmp_path: Path, name: str, channe
     assert not list(tmp_path.glob(".tmp-*"))
 
 
+@pytest.mark.parametrize(("name", "channels", "size", "task"),
+                         [("cnn", 1, 24, "multiclass"), ("resnet18", 3, 32, "multilabel")])
+def test_onnx_gives_the_pytorch_outputs_at_any_batch_size(tmp_path: Path, name: str,
+                                                          channels: int, size: int,
+                                                          task: str) -> None:
+    import onnxruntime
+
+    model = save_model(tmp_path / "model.pt", name, channels, size, task)
+    meta = export.export_onnx(tmp_path / "model.pt", tmp_path / "model.onnx")
+    assert meta["task"] == task and meta["arch"] == name
+    assert ("sigmoid" in meta["output"]) == (task == "multilabel")
+    session = onnxruntime.InferenceSession(str(tmp_path / "model.onnx"),
+                                           providers=["CPUExecutionProvider"])
+    stored = session.get_modelmeta().custom_metadata_map[export.METADATA]
+    assert json.loads(stored) == meta
+    gen = torch.Generator().manual_seed(5)
+    for batch in (1, 7):  # exported with a batch of 2: the batch axis is dynamic
+        x = torch.rand(batch, channels, size, size, generator=gen)
+        got = torch.from_numpy(session.run(["logits"], {"images": x.numpy()})[0])
+        with torch.no_grad():
+            expected = model(x)
+        assert got.shape == (batch, 3)
+        assert torch.allclose(got, expected, atol=export.ONNX_ATOL, rtol=0.0)
+    assert not (expected == expected[0]).all()  # the check compares varying outputs
+    assert not list(tmp_path.glob(".tmp-*"))
+
+
+def test_export_refuses_a_model_it_cannot_reproduce(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """The check before writing can fail: an ONNX Runtime answering off by 1e-3 is refused."""
+    import onnxruntime
+
+    save_model(tmp_path / "model.pt", "cnn", 1, 16)
+    real = onnxruntime.InferenceSession.run
+
+    def off(self, names, feed):  # noqa: ANN001 - ONNX Runtime's own signature
+        return [out + 1e-3 for out in real(self, names, feed)]
+
+    monkeypatch.setattr(onnxruntime.InferenceSession, "run", off)
+    with pytest.raises(PipelineError, match=r"the ONNX model differs .* not exported"):
+        export.export_onnx(tmp_path / "model.pt", tmp_path / "model.onnx")
+    assert not (tmp_path / "model.onnx").exists()
+
 
 def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
     return run_stage_cli("export", export, argv, capsys)
 
 
 def test_cli_exports(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                     restore_logging: None) -> None:
+                     caplog: pytest.LogCaptureFixture, restore_logging: None) -> None:
+    caplog.set_level("INFO")
     save_model(tmp_path / "model.pt", "cnn", 1, 16)
     code, err = run_cli(["--model", str(tmp_path / "model.pt"), "--out",
                          str(tmp_path / "m.ts")], capsys)
     assert code == 0 and (tmp_path / "m.ts").is_file(), err
+    assert "(TorchScript; classes a, b, c, input 1x16x16)" in caplog.text
+    code, err = run_cli(["--model", str(tmp_path / "model.pt"), "--out",
+                         str(tmp_path / "m.onnx")], capsys)  # the suffix picks ONNX
+    assert code == 0 and "m.onnx (ONNX; classes a, b, c" in caplog.text, err
+    import onnx
+
+    onnx.checker.check_model(str(tmp_path / "m.onnx"))
 
 
 class Payload:

@@ -42,9 +42,9 @@ def test_repro_runs_all_stages_and_writes_outputs(baseline: Baseline) -> None:
     assert {"precision", "recall"} <= set(report["per_class"]["opacity"])
     train = json.loads((project / "metrics/train.json").read_text())
     assert 1 <= train["best_epoch"] <= 2 and train["device"] == "cpu"
-    # The declared plots render: training curves, ROC and confusion matrix.
+    # The declared plots render: training curves, ROC per class and confusion matrix.
     shown = sh("dvc", "plots", "show", "--json", cwd=project).stdout
-    for name in ["Loss", "Accuracy", "ROC (test)", "Confusion matrix (test)"]:
+    for name in ["Loss", "Accuracy", "ROC per class (test)", "Confusion matrix (test)"]:
         assert name in shown
     # Nothing left to do afterwards.
     assert "Data and pipelines are up to date" in sh("dvc", "repro", cwd=project).stdout

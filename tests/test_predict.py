@@ -28,7 +28,8 @@ from stages import evaluate as evaluate_stage
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = ["normal", "opacity"]
 CFG = EvaluateParams(split="test", batch_size=7, device="cpu", threshold="youden",
-                     target_sensitivity=0.9, bootstrap=100, seed=0, calibration_bins=5)
+                     target_sensitivity=0.9, bootstrap=100, seed=0, calibration_bins=5,
+                     gradcam=0)
 
 
 def make_raw(n_per_class: int = 16, size: int = 40, seed: int = 0) -> RawDataset:
