@@ -14,6 +14,9 @@ output); this module only adds what DVC leaves unclear:
   NFS share that is not mounted: ``dvc push`` would silently create a local directory in
   its place), an SSH server that refuses the connection or rejects the key: each is
   one line naming the remote and the command that fixes it;
+- ``push --run-cache`` also pushes the objects that the run-cache entries name, which
+  ``dvc push --run-cache`` leaves behind for runs other than the current one (see
+  :func:`push_run_cache_objects`), so a teammate's ``dvc repro`` restores those runs;
 - ``pull`` is ``dvc fetch`` (the cache only), then a check that every object the
   workspace needs arrived, then ``dvc checkout``. An object missing on the remote, or one
   whose bytes do not match its hash there (caught by the remote's ``verify`` option), is
@@ -188,7 +191,8 @@ def pull(root: Path, name: str | None, *, run_cache: bool = False) -> None:
 
 
 def push(root: Path, name: str | None, *, run_cache: bool = False) -> None:
-    """Probe the remote, then ``dvc push``."""
+    """Probe the remote, then ``dvc push``; with ``run_cache``, also the objects that the
+    run-cache entries name."""
     with open_repo(root) as repo:
         probe(repo, name, for_push=True)
     target = ["-r", name] if name else []
@@ -196,6 +200,32 @@ def push(root: Path, name: str | None, *, run_cache: bool = False) -> None:
     if rc != 0:
         raise PipelineError(f"dvc push failed (exit {rc}, see above); test the remote "
                             "with: python -m medpipe.share check")
+    if run_cache:
+        push_run_cache_objects(root, name)
+
+
+def push_run_cache_objects(root: Path, name: str | None) -> int:
+    """Push every object that a local run-cache entry names; return how many were sent.
+
+    ``dvc push --run-cache`` sends the entries (``.dvc/cache/runs``) but only the objects of
+    the revision being pushed. An entry of another run (an experiment, old params) also
+    names the outputs that stay in git (``cache: false`` metrics and plots, which DVC
+    copies into the cache for the run cache); without them a teammate's ``dvc repro``
+    finds the entry, cannot restore it ("Some of the cache files do not exist neither
+    locally nor on remote") and recomputes the stage."""
+    with open_repo(root) as repo:
+        runs = Path(repo.stage_cache.cache_dir)
+        entries = [(p.parent.name, p.name) for p in runs.glob("*/*/*") if p.is_file()]
+        used = repo.stage_cache.get_used_objs(entries)
+        objects = {h for objs in used.values() for h in objs}
+        result = repo.cloud.push(objects, remote=name)
+    if result.failed:  # e.g. removed from this cache by `dvc gc`: those runs will rerun
+        log.warning("run cache: %d objects it names could not be pushed (not in this "
+                    "cache?); a teammate's repro of those runs recomputes them",
+                    len(result.failed))
+    log.info("run cache: %d entries; %d of the %d objects they name were not on the remote "
+             "yet and were pushed", len(entries), len(result.transferred), len(objects))
+    return len(result.transferred)
 
 
 def check(root: Path, name: str | None) -> None:
