@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import logging
+import re
 import socket
 import subprocess
 import sys
@@ -81,6 +82,10 @@ def get_remote(repo: Any, name: str | None) -> Any:
         known = ", ".join(sorted(repo.config.get("remote", {}))) or "none"
         raise PipelineError(f"remote '{name}' is not defined (defined here: {known}); "
                             "see: dvc remote list") from None
+    except ImportError as e:  # "s3 is supported, but requires 'dvc-s3' to be installed"
+        plugin = re.search(r"'dvc-(\w+)'", str(e))
+        extra = f"; install DVC's extra: pip install 'dvc[{plugin.group(1)}]'" if plugin else ""
+        raise PipelineError(f"remote '{name or 'default'}': {error_line(e)}{extra}") from None
 
 
 def probe(repo: Any, name: str | None, *, for_push: bool = False) -> Any:

@@ -192,6 +192,16 @@ def test_no_remote_configured(clone: Path) -> None:
     assert digests(clone, ()) == before
 
 
+def test_cloud_remote_without_its_plugin(clone: Path) -> None:
+    """S3, GCS and Azure need DVC's extras (dvc[s3], ...), which this project does not
+    install: the message names the one to install instead of a traceback."""
+    sh("dvc", "remote", "add", "--local", "s3store", "s3://bucket/medpipe", cwd=clone)
+    rc, err = share(clone, "check", "-r", "s3store")
+    assert rc == 1
+    assert "requires 'dvc-s3' to be installed; install DVC's extra: pip install 'dvc[s3]'" \
+        in only_error(err)
+
+
 def test_unmounted_directory_remote(clone: Path, tmp_path: Path) -> None:
     gone = tmp_path / "nfs" / "dvc-store"
     sh("dvc", "remote", "modify", "--local", "storage", "url", str(gone), cwd=clone)
@@ -278,11 +288,15 @@ def test_corrupted_object_is_detected_and_not_checked_out(origin: Origin, clone:
     # `dvc pull` fails and does not check the model out either...
     assert sh("dvc", "pull", cwd=clone, check=False).returncode != 0
     assert not (clone / "models/model.pt").exists()
-    # ...while a clone with verify off takes the corrupted bytes as the model.
+    # ...while a clone with verify off takes the corrupted bytes as the model (and the
+    # wrapper, which cannot tell, warns that verify is off).
     other = tmp_path / "C"
     sh("git", "clone", "-q", str(origin.git), str(other), cwd=tmp_path)
     sh("dvc", "remote", "modify", "--local", "storage", "url", str(store), cwd=other)
     sh("dvc", "remote", "modify", "--local", "storage", "verify", "false", cwd=other)
-    sh("dvc", "pull", cwd=other)
+    rc, err = share(other, "pull")
+    assert rc == 0, err
+    assert "does not verify downloads: a corrupted object would be checked out as valid; " \
+           "turn it on: dvc remote modify storage verify true" in err
     assert sha256((other / "models/model.pt").read_bytes()) == sha256(model.read_bytes())
     assert sha256(model.read_bytes()) != sha256(good)
