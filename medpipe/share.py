@@ -91,9 +91,9 @@ def get_remote(repo: Any, name: str | None) -> Any:
 def probe(repo: Any, name: str | None, *, for_push: bool = False) -> Any:
     """Return the remote after checking that it can be reached and read.
 
-    A directory remote must exist for push too: an NFS share that is not mounted leaves an
-    empty directory (or none) where the share should be, and pushing there would look
-    like success."""
+    A directory remote must exist for push too: when an NFS share is not mounted, the
+    remote's directory in it is absent, and ``dvc push`` would create it on the local
+    disk and report success."""
     remote = get_remote(repo, name)
     where = describe(remote)
     protocol = remote.fs.protocol
@@ -101,7 +101,7 @@ def probe(repo: Any, name: str | None, *, for_push: bool = False) -> Any:
     try:
         exists = remote.fs.exists(remote.path)
     except Exception as e:  # the SSH, cloud and network libraries raise their own types
-        raise PipelineError(f"{where}: {explain_connection_error(e, remote, protocol)}") from None
+        raise PipelineError(f"{where}: {explain_connection_error(e, remote)}") from None
     if not exists and protocol == "local":
         raise PipelineError(
             f"{where}: directory does not exist; mount the share, or create the directory "
@@ -113,15 +113,17 @@ def probe(repo: Any, name: str | None, *, for_push: bool = False) -> Any:
     return remote
 
 
-def explain_connection_error(e: BaseException, remote: Any, protocol: str) -> str:
+def explain_connection_error(e: BaseException, remote: Any) -> str:
     """One line saying why a remote could not be reached and what to change."""
     name = remote.name
     kind = type(e).__name__  # asyncssh's types, without importing it for other remotes
-    if kind == "PermissionDenied" or isinstance(e, PermissionError):
+    if kind == "PermissionDenied":  # SSH authentication
         user = (getattr(remote.fs, "fs_args", {}) or {}).get("username") or getpass.getuser()
         return (f"authentication failed for user '{user}' ({error_line(e)}); give DVC a key "
                 f"the server accepts: dvc remote modify --local {name} keyfile <private key> "
                 f"(and, if the login differs: dvc remote modify --local {name} user <login>)")
+    if isinstance(e, PermissionError):
+        return f"permission denied ({error_line(e)}); check the owner and mode of the remote"
     if isinstance(e, socket.gaierror):
         return (f"cannot resolve the host ({error_line(e)}); fix the URL: "
                 f"dvc remote modify {name} url <url>")
