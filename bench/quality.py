@@ -32,10 +32,10 @@ from repro_time import copy_project  # noqa: E402
 RECIPES = {
     "pneumoniamnist": (
         "dvc exp run -S data.source=medmnist -S data.name=pneumoniamnist -S data.size=28 "
-        "-S prepare.image_size=28 -S train.model=resnet18 -S train.small_input=true "
+        "-S prepare.image_size=64 -S train.model=resnet18 -S train.channels_last=true "
         "-S train.optimizer=adamw -S train.lr=0.003 -S train.weight_decay=0.05 "
         "-S train.schedule=onecycle -S train.warmup_epochs=2 -S train.balance=loss "
-        "-S train.ema=0.99 -S train.epochs=8 -S augment.affine_p=0.5"
+        "-S train.ema=0.99 -S train.epochs=12 -S augment.affine_p=0.5"
     ),
     "breastmnist": (
         "dvc exp run -S data.source=medmnist -S data.name=breastmnist -S data.size=28 "

@@ -28,7 +28,8 @@ def copy_project(dest: Path) -> None:
     for name in ["stages", "medpipe"]:
         shutil.copytree(ROOT / name, dest / name,
                         ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    for name in ["dvc.yaml", "params.yaml", ".dvcignore", ".gitignore", ".dvc/config"]:
+    for name in ["dvc.yaml", "params.yaml", ".dvcignore", ".gitignore", ".dvc/config",
+                 "data/external/README.md"]:
         (dest / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / name, dest / name)
 

@@ -26,7 +26,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from medpipe import PipelineError, cli, engine, evaluation, gradcam, metrics, models, report, store
+from medpipe import (
+    PipelineError,
+    cli,
+    engine,
+    evaluation,
+    gpus,
+    gradcam,
+    metrics,
+    models,
+    report,
+    store,
+)
 from medpipe.fsutil import atomic_path, file_digest, write_json, write_text
 from medpipe.params import EvaluateParams, load_section
 
@@ -190,6 +201,7 @@ def evaluate(cfg: EvaluateParams, model_path: Path, data_dir: Path, metrics_path
 def main(args) -> None:
     cfg = load_section(args.params, "evaluate", stage="evaluate")
     evaluation.check(cfg)
+    gpus.pin(cfg.device)  # MEDPIPE_GPUS: a free GPU of its own (medpipe/gpus.py)
     evaluate(cfg, Path(args.model), Path(args.data), Path(args.metrics), Path(args.plots),
              Path(args.report), Path(args.gradcam))
 

@@ -31,7 +31,7 @@ import os
 import sys
 from pathlib import Path
 
-from medpipe import PipelineError, cli, distributed, engine, models, store, weights
+from medpipe import PipelineError, cli, distributed, engine, gpus, models, store, weights
 from medpipe.augment import preview
 from medpipe.fsutil import atomic_path, clean_stale, file_digest, write_json
 from medpipe.params import AugmentParams, TrainParams, load_section, require
@@ -192,6 +192,7 @@ def main(args) -> None:
     aug = load_section(args.params, "augment", stage="train")
     check(cfg)
     check_augment(aug)
+    gpus.pin(cfg.device, count=cfg.nproc)  # MEDPIPE_GPUS: a free GPU per process
     if cfg.nproc > 1 and not distributed.under_torchrun():
         argv = [part for key, value in vars(args).items() for part in (f"--{key}", str(value))]
         sys.exit(distributed.relaunch(cfg.nproc, "stages.train", argv))

@@ -38,11 +38,12 @@ def tool_env() -> dict[str, str]:
     return env
 
 
-def sh(*cmd: str, cwd: Path, check: bool = True, timeout: float = 600
-       ) -> subprocess.CompletedProcess[str]:
-    """Run a command; on an unexpected exit code fail with its whole output."""
-    proc = subprocess.run(cmd, cwd=cwd, env=tool_env(), capture_output=True, text=True,
-                          timeout=timeout)
+def sh(*cmd: str, cwd: Path, check: bool = True, timeout: float = 600,
+       env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run a command (``env``: extra variables); on an unexpected exit code fail with its
+    whole output."""
+    proc = subprocess.run(cmd, cwd=cwd, env={**tool_env(), **(env or {})},
+                          capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
         pytest.fail(f"{' '.join(cmd)} exited {proc.returncode}\n--- stdout\n{proc.stdout}"
                     f"\n--- stderr\n{proc.stderr}")

@@ -161,8 +161,9 @@ def test_killed_train_stage_leaves_nothing_dvc_could_cache(reproduced: Path) -> 
     assert sh("dvc", "commit", "-f", "train", cwd=project, check=False).returncode != 0
     edit_params(project, train={"epochs": 2})
     # Train reruns and, being deterministic, rebuilds the very same model: so evaluate,
-    # whose inputs are then unchanged, rightly does not rerun.
-    assert repro(project) == ["train"]
+    # whose inputs are then unchanged, rightly does not rerun. (--no-run-cache: the
+    # 2-epoch run is in DVC's run cache, which would restore train instead.)
+    assert repro(project, "--no-run-cache") == ["train"]
     assert digest(project / "models/model.pt") == model_before
     assert "Data and pipelines are up to date" in sh("dvc", "status", cwd=project).stdout
     assert not list(project.rglob(".tmp-*"))
@@ -194,7 +195,8 @@ def test_killed_training_resumes_to_the_uninterrupted_model(reproduced: Path) ->
         proc.wait()
     assert not (project / "models/model.pt").exists()
 
-    out = sh("dvc", "repro", cwd=project)
+    # --no-run-cache: the finished 40-epoch run is in DVC's run cache and would be restored
+    out = sh("dvc", "repro", "--no-run-cache", cwd=project)
     assert stages_run(out.stdout)[0] == "train"
     assert "resuming after epoch" in out.stderr
     assert digest(project / "models/model.pt") == uninterrupted
