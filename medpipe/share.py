@@ -101,7 +101,7 @@ def probe(repo: Any, name: str | None, *, for_push: bool = False) -> Any:
     try:
         exists = remote.fs.exists(remote.path)
     except Exception as e:  # the SSH, cloud and network libraries raise their own types
-        raise PipelineError(f"{where}: {explain_connection_error(e, remote)}") from None
+        raise PipelineError(f"{where}: {explain_connection_error(e, remote, protocol)}") from None
     if not exists and protocol == "local":
         raise PipelineError(
             f"{where}: directory does not exist; mount the share, or create the directory "
@@ -113,11 +113,12 @@ def probe(repo: Any, name: str | None, *, for_push: bool = False) -> Any:
     return remote
 
 
-def explain_connection_error(e: BaseException, remote: Any) -> str:
+def explain_connection_error(e: BaseException, remote: Any, protocol: str) -> str:
     """One line saying why a remote could not be reached and what to change."""
     name = remote.name
     kind = type(e).__name__  # asyncssh's types, without importing it for other remotes
-    if kind == "PermissionDenied":  # SSH authentication
+    if kind == "PermissionDenied" or (protocol == "ssh" and isinstance(e, PermissionError)):
+        # an SSH login refused (sshfs turns asyncssh's PermissionDenied into PermissionError)
         user = (getattr(remote.fs, "fs_args", {}) or {}).get("username") or getpass.getuser()
         return (f"authentication failed for user '{user}' ({error_line(e)}); give DVC a key "
                 f"the server accepts: dvc remote modify --local {name} keyfile <private key> "
