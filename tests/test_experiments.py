@@ -129,7 +129,7 @@ def test_plots_diff_between_experiments_and_main(sweep: Sweep, tmp_path: Path) -
     a, b = sorted(sweep.names)
     data = json.loads(sh("dvc", "plots", "diff", "main", a, b, "--json",
                          cwd=sweep.path).stdout)["data"]
-    for title in ("Loss", "ROC (test)"):
+    for title in ("Loss", "ROC per class (test)"):
         (plot,) = data[title]
         assert plot["revisions"] == ["main", a, b]
         # every revision brings its own points (the curves come from each run's outputs)
