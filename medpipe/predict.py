@@ -35,13 +35,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from medpipe import PipelineError, cli, engine, error_line, metrics, models
+from medpipe import PipelineError, cli, engine, error_line, imageio, metrics, models
 from medpipe.fsutil import atomic_path, file_digest
+from medpipe.imageio import read_image  # the decoder prepare uses: no train/serve skew
 from medpipe.preprocess import to_store_pixels
 
 log = logging.getLogger(__name__)
 
-EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 CHUNK = 64  # images per forward pass; bounds memory however many files are given
 
 
@@ -49,7 +49,7 @@ def find_images(source: Path) -> list[Path]:
     """The image paths named by ``source``: a file, a folder or a CSV with a path column."""
     if source.is_dir():
         found = sorted(p for p in source.rglob("*")
-                       if p.is_file() and p.suffix.lower() in EXTENSIONS)
+                       if p.is_file() and imageio.is_supported(p.name))
         if not found:
             raise PipelineError(f"{source}: no PNG, JPEG, BMP or TIFF images in this folder")
         return found
@@ -66,34 +66,6 @@ def find_images(source: Path) -> list[Path]:
         return [p if p.is_absolute() else source.parent / p
                 for p in (Path(str(v)) for v in table["path"])]
     return [source]
-
-
-def read_image(path: Path) -> np.ndarray:
-    """Pixels as uint8/uint16 ``(H, W)`` (grey) or uint8 ``(H, W, 3)`` (colour)."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as img:
-            img.load()
-            mode = img.mode
-            if mode in ("I;16", "I;16L", "I;16B", "I;16N"):
-                return np.asarray(img).astype(np.uint16)
-            if mode == "I":  # 32-bit container; 16-bit PNGs often open this way
-                arr = np.asarray(img)
-                if arr.min() < 0 or arr.max() > 65535:
-                    raise PipelineError(f"{path}: 32-bit intensities are not supported")
-                return arr.astype(np.uint16)
-            if mode in ("L", "RGB"):
-                return np.asarray(img)
-            if mode in ("1", "LA"):  # bilevel; grey with alpha (alpha dropped)
-                return np.asarray(img.convert("L"))
-            if mode in ("P", "PA", "RGBA", "RGBa", "CMYK", "YCbCr", "LAB", "HSV"):
-                return np.asarray(img.convert("RGB"))  # a palette means its colours
-            raise PipelineError(f"{path}: unsupported image mode {mode}")
-    except FileNotFoundError:
-        raise PipelineError(f"{path}: no such file") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
-        raise PipelineError(f"{path}: not a readable image ({error_line(e)})") from None
 
 
 def prepare_image(pixels: np.ndarray, channels: int, image_size: int) -> torch.Tensor:

@@ -111,6 +111,18 @@ def reproduced(tmp_path: Path, baseline: Baseline) -> Path:
     return dest
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """For modules of tiny tensors (``pytestmark = pytest.mark.usefixtures(...)``): on 2
+    cores, two intra-op threads contend with the BLAS pool and run 10-50x slower than one."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def restore_logging() -> Iterator[None]:
     """cli.run configures the root logger and captures warnings: undo that afterwards."""

@@ -17,20 +17,12 @@ from medpipe import PipelineError, engine, models
 from medpipe.params import TrainParams, parse_section
 from medpipe.store import Split
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 
 CPU = torch.device("cpu")
 SIZE = 16
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread() -> Iterator[None]:
-    """These tensors are tiny: on 2 cores, two intra-op threads contend with the BLAS pool
-    and run 10-50x slower than one."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(autouse=True)

@@ -3,7 +3,6 @@ of cases and the PNG files."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -15,15 +14,9 @@ from torch import nn
 
 from medpipe import gradcam, models
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 SIZE = 64  # the default image size: stride-32 networks give 2x2 maps
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_every_model_has_a_target_layer() -> None:

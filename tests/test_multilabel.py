@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -23,6 +22,8 @@ from medpipe import PipelineError, engine, evaluation, predict, store
 from medpipe.params import AugmentParams, EvaluateParams, TrainParams, parse_section
 from stages import evaluate as evaluate_stage
 from stages import train as train_stage
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 PARAMS = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
 FINDINGS = ["mass", "nodule", "effusion"]
@@ -67,14 +68,6 @@ def make_store(root: Path, seed: int = 0, sizes: dict[str, int] | None = None) -
     (root / store.STATS).write_text(json.dumps(stats))
     pd.DataFrame(rows).to_csv(root / store.MANIFEST, index=False)
     return root
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -6,14 +6,13 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import pathlib
 import urllib.request
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
 from localhttp import local_server
+from test_models import Payload
 
 from medpipe import PipelineError, weights
 from medpipe.weights import WeightsFile
@@ -125,16 +124,6 @@ def test_download_from_a_mirror_is_verified_against_the_name(
         with pytest.raises(PipelineError, match="SHA256 mismatch"):
             weights.fetch(wf, out2)
         assert not out2.exists()
-
-
-class Payload:
-    """Unpickling this runs ``Path.touch(marker)``: a stand-in for arbitrary code."""
-
-    def __init__(self, marker: Path):
-        self.marker = marker
-
-    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
-        return pathlib.Path.touch, (self.marker,)
 
 
 def test_weights_file_with_pickled_code_is_refused(tmp_path: Path) -> None:
