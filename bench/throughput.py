@@ -1,6 +1,7 @@
 """Benchmark: training throughput of our loop against a seed-style loop and the model's limit.
 
-For each image size, on the same images, model (the small CNN), batch size and device:
+For each image size, on the same images, model (the small CNN, or ``--model``), batch size
+and device:
 
 - ``pure step``: forward + backward + optimiser step on float tensors already in memory
   (the ceiling: no data path at all);
@@ -16,6 +17,7 @@ count, torch.compile.
 
     uv run python bench/throughput.py                      # 28, 64 and 128 px on CPU
     uv run python bench/throughput.py --sizes 64 --images 512 --device cuda
+    uv run python bench/throughput.py --model resnet18 --sizes 64 --images 256 --epochs 1
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from medpipe.params import PrepareParams  # noqa: E402
 from medpipe.sources import RawDataset  # noqa: E402
 
 CLASSES = ["normal", "opacity"]
+MODEL = {"name": "cnn", "small_input": False}  # what every loop trains (--model, --small-input)
 
 
 def make_data(root: Path, n_per_class: int, source_size: int) -> RawDataset:
@@ -52,8 +55,8 @@ def make_data(root: Path, n_per_class: int, source_size: int) -> RawDataset:
 
 
 def build(size: int, stats: dict, device: torch.device, channels_last: bool = False):
-    arch = {"name": "cnn", "in_channels": 1, "num_classes": 2, "image_size": size,
-            "width_mult": 1.0, "small_input": False, "dropout": 0.2,
+    arch = {"name": MODEL["name"], "in_channels": 1, "num_classes": 2, "image_size": size,
+            "width_mult": 1.0, "small_input": MODEL["small_input"], "dropout": 0.2,
             "mean": stats["mean"], "std": stats["std"]}
     model = models.build_model(arch).to(device)
     if channels_last:
@@ -151,7 +154,11 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=0, help="seed-style DataLoader workers")
     p.add_argument("--device", default="auto")
     p.add_argument("--compile", action="store_true", help="also time torch.compile")
+    p.add_argument("--model", default="cnn", choices=list(models.MODELS),
+                   help="as train.model (default: the small CNN)")
+    p.add_argument("--small-input", action="store_true", help="train.small_input: true")
     args = p.parse_args()
+    MODEL.update(name=args.model, small_input=args.small_input)
     device = engine.resolve_device(args.device)
     torch.manual_seed(0)
 
@@ -159,7 +166,9 @@ def main() -> None:
         root = Path(tmp)
         raw = make_data(root, args.images // 2, source_size=max(args.sizes))
         print(f"device {device}, threads {torch.get_num_threads()}, {len(raw.labels)} images, "
-              f"batch {args.batch}, model cnn, seed-style DataLoader workers {args.workers}")
+              f"batch {args.batch}, model {args.model}"
+              f"{' (small input)' if args.small_input else ''}, "
+              f"seed-style DataLoader workers {args.workers}")
         print(f"{'px':>4} {'pure step':>10} {'ours':>8} {'ours/pure':>9} {'seed-style':>10} "
               f"{'seed/pure':>9} {'ours/seed':>9}")
         limits = {}

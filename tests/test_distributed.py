@@ -38,7 +38,7 @@ def run_train(tmp: Path, store_dir: Path, nproc: int) -> dict:
     doc = yaml.safe_load((ROOT / "params.yaml").read_text())
     # No dropout: the ranks' dropout masks differ from one process's by design.
     doc["train"].update(nproc=nproc, epochs=6, lr=0.003, batch_size=16, dropout=0.0,
-                        device="cpu")
+                        device="cpu", schedule="constant", warmup_epochs=0)
     params = tmp / "params.yaml"
     params.write_text(yaml.safe_dump(doc))
     proc = subprocess.run(

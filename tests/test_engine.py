@@ -45,7 +45,8 @@ def make_cfg(**changes: Any) -> TrainParams:
     """The committed params.yaml's train section with small-test overrides."""
     values: dict[str, Any] = yaml.safe_load(PARAMS.read_text(encoding="utf-8"))["train"]
     values.update({"dropout": 0.0, "lr": 0.01, "batch_size": 16, "epochs": 3,
-                   "monitor": "val_loss", "seed": 0, "device": "cpu"})
+                   "monitor": "val_loss", "seed": 0, "device": "cpu",
+                   "schedule": "constant", "warmup_epochs": 0})
     values.update(changes)
     return parse_section("train", values, stage="train")
 

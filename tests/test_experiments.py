@@ -22,7 +22,10 @@ from conftest import Baseline, sh
 
 pytestmark = pytest.mark.slow
 
-LRS = {"0.01": 0.01, "0.003": 0.003}  # the grid: train.lr=0.01,0.003
+LRS = {"0.01": 0.01, "0.001": 0.001}  # the grid: train.lr=0.01,0.001
+# the committed train.lr, which neither grid value equals
+BASE_LR = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text(
+    encoding="utf-8"))["train"]["lr"]
 
 
 @dataclass(frozen=True)
@@ -122,7 +125,8 @@ def test_exp_diff_metrics_diff_params_diff(sweep: Sweep) -> None:
     params = json.loads(sh("dvc", "params", "diff", "main", b, "--json",
                            cwd=sweep.path).stdout)
     lr = params["params.yaml"]["train.lr"]
-    assert (lr["old"], lr["new"]) == (0.001, sweep.names[b])
+    assert BASE_LR not in LRS.values()
+    assert (lr["old"], lr["new"]) == (BASE_LR, sweep.names[b])
 
 
 def test_plots_diff_between_experiments_and_main(sweep: Sweep, tmp_path: Path) -> None:

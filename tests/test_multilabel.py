@@ -35,7 +35,8 @@ CFG = EvaluateParams(split="test", batch_size=32, device="cpu", threshold="youde
 
 def train_cfg(**changes) -> TrainParams:
     values = {**PARAMS["train"], "model": "cnn", "dropout": 0.0, "batch_size": 32, "lr": 0.01,
-              "epochs": 8, "device": "cpu", "seed": 0, **changes}
+              "epochs": 8, "device": "cpu", "seed": 0, "schedule": "constant",
+              "warmup_epochs": 0, **changes}
     return parse_section("train", values, stage="train")
 
 

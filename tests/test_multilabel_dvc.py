@@ -37,7 +37,8 @@ def test_multilabel_manifest_through_dvc(tmp_path) -> None:
     repo = make_project(tmp_path / "project")
     edit_params(repo, data={"source": "csv", "path": str(root), "name": "labels.csv"},
                 prepare={"image_size": 24, "workers": 1},
-                train={"epochs": 6, "batch_size": 32, "lr": 0.01, "dropout": 0.0},
+                train={"epochs": 6, "batch_size": 32, "lr": 0.01, "dropout": 0.0,
+                       "schedule": "constant", "warmup_epochs": 0},
                 evaluate={"bootstrap": 50, "gradcam": 2})
     ran = stages_run(sh("dvc", "repro", cwd=repo).stdout)
     assert ran == ["download", "prepare", "pretrained", "train", "evaluate"]

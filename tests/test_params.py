@@ -30,7 +30,7 @@ def _valid() -> dict[str, dict[str, Any]]:
     doc = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
     doc["data"].update(size=64, n_per_class=10)
     doc["prepare"].update(image_size=32)
-    doc["train"].update(epochs=2, device="cpu")
+    doc["train"].update(epochs=2, device="cpu", schedule="constant", warmup_epochs=0)
     doc["evaluate"].update(device="cpu")
     return doc
 
@@ -69,7 +69,8 @@ def test_valid_sections_parse_to_typed_dataclasses() -> None:
     evaluate = parse_section("evaluate", VALID["evaluate"], stage="evaluate")
     assert isinstance(data, DataParams) and data.classes == ["normal", "opacity"]
     assert isinstance(prepare, PrepareParams) and prepare.channels == 1
-    assert isinstance(train, TrainParams) and train.model == "cnn" and train.lr == 0.001
+    assert isinstance(train, TrainParams) and train.model == "cnn"
+    assert train.lr == VALID["train"]["lr"] and train.schedule == "constant"
     assert isinstance(evaluate, EvaluateParams) and evaluate.split == "test"
 
 
@@ -138,7 +139,9 @@ def test_yaml_true_is_not_a_channel_count() -> None:
 
 def test_yaml_parses_true_as_bool_end_to_end(tmp_path: Path) -> None:
     """Through the YAML loader: ``lr: yes``/``true`` are booleans and refused."""
-    text = yaml.safe_dump(VALID, sort_keys=False).replace("lr: 0.001", "lr: true")
+    text = yaml.safe_dump(VALID, sort_keys=False)
+    assert f"\n  lr: {VALID['train']['lr']}\n" in text
+    text = text.replace(f"\n  lr: {VALID['train']['lr']}\n", "\n  lr: true\n")
     path = tmp_path / "params.yaml"
     path.write_text(text, encoding="utf-8")
     with pytest.raises(PipelineError, match=r"'train\.lr' must be a number, got True"):

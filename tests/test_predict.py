@@ -47,7 +47,8 @@ def make_model(path: Path, store_dir: Path, seed: int = 0) -> None:
     train = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
     cfg = parse_section("train", {**train["train"], "model": "cnn", "dropout": 0.0,
                                   "batch_size": 8, "seed": seed, "lr": 0.01, "epochs": 8,
-                                  "monitor": "val_loss", "device": "cpu"}, stage="train")
+                                  "monitor": "val_loss", "device": "cpu",
+                                  "schedule": "constant", "warmup_epochs": 0}, stage="train")
     arch = models.make_arch(cfg, store.read_stats(store_dir))
     engine.seed_everything(seed)
     model = models.build_model(arch)
