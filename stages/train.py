@@ -173,6 +173,7 @@ def _train(cfg: TrainParams, aug: AugmentParams, data_dir: Path, model_path: Pat
     write_json(metrics_path, summary)  # last: its presence means the run completed
     if state_path is not None:
         state_path.unlink(missing_ok=True)
+        clean_stale(state_path)  # a temporary a killed earlier save left behind
     return summary
 
 

@@ -425,6 +425,24 @@ def test_state_from_other_params_is_discarded(tmp_path: Path) -> None:
     assert torch.load(state, weights_only=True)["fingerprint"] == "new"
 
 
+def test_half_saved_state_left_by_a_kill_is_removed_by_the_next_run(tmp_path: Path) -> None:
+    """SIGKILL during a state save leaves its temporary next to the state; the next run
+    resumes from the last whole state and removes the temporary on its first save."""
+    train, val = dark_vs_bright(32, seed=0), dark_vs_bright(16, seed=1)
+    state = tmp_path / "state.pt"
+    engine.seed_everything(0)
+    engine.fit(new_model(), train, val, make_cfg(epochs=1), torch.device("cpu"),
+               state_path=state, fingerprint="run")
+    half = tmp_path / ".tmp-state.pt.k1ll3d"
+    half.write_bytes(state.read_bytes()[:100])  # a save cut short
+    seen: list[int] = []
+    engine.fit(new_model(), train, val, make_cfg(epochs=2), torch.device("cpu"),
+               on_epoch=lambda e, m: seen.append(e), state_path=state, fingerprint="run")
+    assert not half.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["state.pt"]
+    assert torch.load(state, weights_only=True)["epoch"] == 2
+
+
 def test_bf16_and_channels_last_train_on_cpu() -> None:
     """The CUDA speed path (bf16 autocast, NHWC) runs and learns; here on the CPU."""
     train, val = dark_vs_bright(64, seed=0), dark_vs_bright(32, seed=1)
