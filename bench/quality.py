@@ -55,6 +55,9 @@ def run_recipe(repo: Path, name: str, seed: int, data: Path | None, env: dict,
     cmd += ["-S", f"train.seed={seed}"]
     if data is not None:
         cmd += ["-S", f"data.url={(data / f'{name}.npz').resolve().as_uri()}"]
+    # `dvc exp run` leaves its -S changes in params.yaml: start each run from the committed
+    # params, as the README's lines assume, not from the previous recipe's.
+    subprocess.run(["git", "checkout", "--", "params.yaml"], cwd=repo, env=env, check=True)
     start = time.perf_counter()
     done = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True)
     minutes = (time.perf_counter() - start) / 60

@@ -229,19 +229,36 @@ def probabilities(logits: torch.Tensor, multilabel: bool) -> torch.Tensor:
     return torch.sigmoid(logits.float()) if multilabel else torch.softmax(logits.float(), dim=1)
 
 
+# Test-time augmentation: the views whose probabilities are averaged, as the image
+# dimensions flipped (N, C, H, W: 3 is left-right, 2 is up-down).
+TTA_VIEWS: dict[str, tuple[tuple[int, ...], ...]] = {
+    "none": ((),),
+    "hflip": ((), (3,)),
+    "flips": ((), (3,), (2,), (2, 3)),
+}
+
+
 @torch.inference_mode()
 def predict(model: nn.Module, batches: Batches, device: torch.device,
-            speed: Speed = Speed(), multilabel: bool | None = None) -> np.ndarray:
+            speed: Speed = Speed(), multilabel: bool | None = None,
+            tta: str = "none") -> np.ndarray:
     """Probabilities ``(N, classes)`` as float64, in the order of ``batches``: softmax,
-    or a sigmoid per finding when ``multilabel`` (default: whether the labels are)."""
+    or a sigmoid per finding when ``multilabel`` (default: whether the labels are).
+    ``tta`` (a key of ``TTA_VIEWS``) averages the probabilities of flipped views."""
     multilabel = batches.multilabel if multilabel is None else multilabel
+    views = TTA_VIEWS[tta]
     model.eval()
     out = []
     for x, y in batches:
-        with speed.autocast(device):
-            logits = model(to_device(x, y, device, speed.channels_last)[0])
-        out.append(probabilities(logits, multilabel).cpu())
-    return torch.cat(out).double().numpy()
+        x = to_device(x, y, device, speed.channels_last)[0]
+        total = None
+        for dims in views:
+            with speed.autocast(device):
+                logits = model(x.flip(dims) if dims else x)
+            p = probabilities(logits, multilabel).double()
+            total = p if total is None else total + p
+        out.append((total / len(views)).cpu())
+    return torch.cat(out).numpy()
 
 
 def evaluate(model: nn.Module, batches: Batches, device: torch.device,

@@ -130,6 +130,9 @@ class EvaluateParams:
     seed: int  # bootstrap seed; also draws the Grad-CAM sample
     calibration_bins: int  # equal-width probability bins for ECE and the reliability diagram
     gradcam: int  # Grad-CAM heat maps of this many test images, right and wrong; 0: none
+    # Test-time augmentation: the probabilities averaged over the image and its flips
+    # (none; hflip: left-right; flips: left-right, up-down and both), on val and test alike.
+    tta: Literal["none", "hflip", "flips"]
 
 
 SECTIONS: dict[str, type] = {

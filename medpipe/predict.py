@@ -108,13 +108,29 @@ def threshold_from_metrics(path: Path, model_path: Path) -> float | list[float] 
     return value
 
 
+def tta_from_metrics(path: Path) -> str:
+    """The test-time augmentation the evaluate stage used (``none`` in files made before
+    it had one), so predictions here match the reported figures."""
+    try:
+        tta = json.loads(path.read_text(encoding="utf-8")).get("tta", "none")
+    except FileNotFoundError:
+        raise PipelineError(f"{path}: not found; run the evaluate stage first") from None
+    except (json.JSONDecodeError, AttributeError):
+        raise PipelineError(f"{path}: not an evaluate metrics file") from None
+    if tta not in engine.TTA_VIEWS:
+        raise PipelineError(f"{path}: unknown tta {tta!r}; expected one of "
+                            f"{', '.join(engine.TTA_VIEWS)}")
+    return tta
+
+
 @torch.inference_mode()
 def predict_files(model_path: Path, paths: list[Path],
-                  threshold: float | list[float] | None = None, device: str = "cpu"
-                  ) -> pd.DataFrame:
+                  threshold: float | list[float] | None = None, device: str = "cpu",
+                  tta: str = "none") -> pd.DataFrame:
     """Probabilities and the decision for each image in ``paths``. ``threshold``: two
     classes, the positive-class threshold; multi-label, one for all findings or a list
-    with one per finding (default 0.5)."""
+    with one per finding (default 0.5). ``tta``: the flipped views averaged, as the
+    evaluate stage's ``evaluate.tta``."""
     dev = engine.resolve_device(device)
     model, ckpt = models.load_checkpoint(model_path, dev)  # weights_only: never runs code
     classes, pre = ckpt["classes"], ckpt["preprocess"]
@@ -127,7 +143,10 @@ def predict_files(model_path: Path, paths: list[Path],
                             f"{model_path}")
     rows, probs = [], []
     for chunk, x in batches(paths, pre["channels"], pre["image_size"]):
-        probs.append(engine.probabilities(model(x.to(dev)), multilabel).cpu().double().numpy())
+        x = x.to(dev)
+        p = sum(engine.probabilities(model(x.flip(dims) if dims else x), multilabel).double()
+                for dims in engine.TTA_VIEWS[tta]) / len(engine.TTA_VIEWS[tta])
+        probs.append(p.cpu().numpy())
         rows += [str(p) for p in chunk]
     p = np.concatenate(probs) if probs else np.zeros((0, len(classes)))
     table = pd.DataFrame({"path": rows})
@@ -155,8 +174,9 @@ def main(args: argparse.Namespace) -> None:
         if not model_path.exists():
             raise PipelineError(f"{model_path}: model file not found")
         threshold = threshold_from_metrics(Path(args.metrics), model_path)
+    tta = args.tta or (tta_from_metrics(Path(args.metrics)) if args.metrics else "none")
     paths = find_images(Path(args.images))
-    table = predict_files(model_path, paths, threshold, args.device)
+    table = predict_files(model_path, paths, threshold, args.device, tta)
     with atomic_path(args.out) as tmp:
         table.to_csv(tmp, index=False, quoting=csv.QUOTE_MINIMAL)
     n_classes = sum(c.startswith("p_") for c in table.columns)
@@ -171,6 +191,8 @@ def main(args: argparse.Namespace) -> None:
         rule = f"threshold {threshold:.6g} from {args.metrics}"
     else:
         rule = "threshold 0.5"
+    if tta != "none":
+        rule += f", test-time augmentation {tta}"
     log.info("%d images -> %s (%s)", len(table), args.out, rule)
 
 
@@ -188,6 +210,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="evaluate stage metrics (metrics/evaluate.json) to take the chosen "
                         "threshold from")
     p.add_argument("--device", default="cpu", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--tta", choices=list(engine.TTA_VIEWS), default=None,
+                   help="flipped views to average (default: as --metrics records, else none)")
     return p
 
 

@@ -32,6 +32,18 @@ def with_ci(value: float | None, interval: dict | None) -> str:
     return f"{fmt(value)} ({fmt(interval['low'])}–{fmt(interval['high'])})"
 
 
+TTA_TEXT = {"hflip": "the image and its left-right mirror",
+            "flips": "the image, its left-right and up-down mirrors and both"}
+
+
+def tta_line(s: dict) -> list[str]:
+    """A sentence on test-time augmentation, when it was used."""
+    if s.get("tta", "none") == "none":
+        return []
+    return ["", f"Probabilities are the mean over {TTA_TEXT[s['tta']]} (test-time "
+                f"augmentation `{s['tta']}`), on the validation split as on this one."]
+
+
 def render(summary: dict, *, model: str, model_sha256: str, plots: dict[str, str],
            reliability: list[dict] | None = None) -> str:
     """The report. ``plots`` maps a plot title to a path relative to the report;
@@ -48,7 +60,7 @@ def render(summary: dict, *, model: str, model_sha256: str, plots: dict[str, str
         "",
         f"Model `{model}` (sha256 `{model_sha256[:12]}`), {s['n']} cases: "
         + ", ".join(f"{name} {c['support']}" for name, c in s["per_class"].items()) + ".",
-    ]
+    ] + tta_line(s)
     if binary:
         lines += ["", f"Positive class: **{s['positive_class']}**. Sensitivity, specificity, "
                   "PPV, NPV and F1 are those of the positive class."]
@@ -146,6 +158,7 @@ def render_multilabel(summary: dict, *, model: str, model_sha256: str, plots: di
         "",
         f"Model `{model}` (sha256 `{model_sha256[:12]}`), {s['n']} images, "
         f"{len(s['findings'])} findings, each scored on its own (a sigmoid per finding).",
+        *tta_line(s),
         "",
         "## Decision thresholds",
         "",

@@ -58,7 +58,7 @@ def score(model, data_dir: Path, split: str, cfg: EvaluateParams, device, task: 
     engine.check_labels(part.labels, task, len(store.read_stats(data_dir)["classes"]),
                         str(store.labels_path(data_dir, split)))
     probs = engine.predict(model, engine.Batches(part, cfg.batch_size, shuffle=False), device,
-                           multilabel=task == "multilabel")
+                           multilabel=task == "multilabel", tta=cfg.tta)
     return np.asarray(part.labels), probs, part.images
 
 
@@ -149,6 +149,7 @@ def evaluate(cfg: EvaluateParams, model_path: Path, data_dir: Path, metrics_path
     summary, reliability = summarise(labels, probs, classes, cfg, val_labels, val_probs)
     digest = file_digest(model_path)
     summary["model_sha256"] = digest
+    summary["tta"] = cfg.tta  # predict.py --metrics averages the same views
 
     manifest = pd.read_csv(data_dir / store.MANIFEST)
     ids = [str(i) for i in manifest.loc[manifest["split"] == cfg.split, "source_id"]]

@@ -18,7 +18,7 @@ from medpipe.params import EvaluateParams, parse_section
 
 CFG = EvaluateParams(split="test", batch_size=8, device="cpu", threshold="youden",
                      target_sensitivity=0.9, bootstrap=200, seed=0, calibration_bins=10,
-                     gradcam=0)
+                     gradcam=0, tta="none")
 
 
 def binary_probs(p_positive: list[float] | np.ndarray) -> np.ndarray:

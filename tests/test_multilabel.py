@@ -30,7 +30,7 @@ FINDINGS = ["mass", "nodule", "effusion"]
 SIZE = 24
 CFG = EvaluateParams(split="test", batch_size=32, device="cpu", threshold="youden",
                      target_sensitivity=0.9, bootstrap=200, seed=0, calibration_bins=10,
-                     gradcam=4)
+                     gradcam=4, tta="none")
 
 
 def train_cfg(**changes) -> TrainParams:

@@ -29,7 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 CLASSES = ["normal", "opacity"]
 CFG = EvaluateParams(split="test", batch_size=7, device="cpu", threshold="youden",
                      target_sensitivity=0.9, bootstrap=100, seed=0, calibration_bins=5,
-                     gradcam=0)
+                     gradcam=0, tta="none")
 
 
 def make_raw(n_per_class: int = 16, size: int = 40, seed: int = 0) -> RawDataset:
@@ -210,6 +210,44 @@ def test_csv_input_with_relative_paths(evaluated: SimpleNamespace, tmp_path: Pat
     (tmp_path / "bad.csv").write_text("file\nx.png\n")
     with pytest.raises(PipelineError, match=r"bad\.csv: no 'path' column"):
         predict.find_images(tmp_path / "bad.csv")
+
+
+@pytest.mark.parametrize("tta", ["hflip", "flips"])
+def test_test_time_flips_average_the_views_and_predict_follows_evaluate(
+        evaluated: SimpleNamespace, tmp_path: Path, tta: str) -> None:
+    """evaluate.tta averages the probabilities of the flipped images, on test and on the
+    val split the threshold is chosen on; predict --metrics applies the same views."""
+    import dataclasses
+
+    cfg = dataclasses.replace(CFG, tta=tta)
+    metrics = tmp_path / "metrics"
+    summary = evaluate_stage.evaluate(cfg, evaluated.model, evaluated.store,
+                                      metrics / "evaluate.json", metrics / "evaluate",
+                                      metrics / "report.md")
+    assert summary["tta"] == tta and "test-time" in (metrics / "report.md").read_text()
+    model, _ = models.load_checkpoint(evaluated.model, torch.device("cpu"))
+    images = np.asarray(store.load_split(evaluated.store, "test").images) / np.float32(255)
+    dims = {"hflip": [(), (3,)], "flips": [(), (3,), (2,), (2, 3)]}[tta]
+    with torch.no_grad():
+        expected = np.mean([torch.softmax(model(torch.from_numpy(
+            np.ascontiguousarray(np.flip(images, d) if d else images))), 1).numpy()
+            for d in dims], axis=0)
+    got = pd.read_csv(metrics / "evaluate" / "predictions.csv")
+    assert np.abs(got["p_opacity"].to_numpy() - expected[:, 1]).max() < 1e-5
+    plain = pd.read_csv(evaluated.metrics / "evaluate" / "predictions.csv")
+    assert np.abs(got["p_opacity"] - plain["p_opacity"]).max() > 1e-3  # the views differ
+
+    export_split_as_png(evaluated.store, "test", tmp_path / "png")
+    out = tmp_path / "predictions.csv"
+    predict.main(predict.get_args_parser().parse_args(
+        ["--model", str(evaluated.model), "--metrics", str(metrics / "evaluate.json"),
+         "--out", str(out), str(tmp_path / "png")]))
+    table = pd.read_csv(out)
+    table["id"] = [Path(p).stem for p in table["path"]]
+    merged = got.merge(table, on="id", suffixes=("_eval", "_pred"))
+    assert len(merged) == len(got)
+    assert (merged["p_opacity_eval"] - merged["p_opacity_pred"]).abs().max() <= 1e-6
+    assert (merged["predicted_at_threshold"] == merged["predicted_pred"]).all()
 
 
 def test_threshold_of_another_model_is_refused(evaluated: SimpleNamespace,
