@@ -238,6 +238,20 @@ TTA_VIEWS: dict[str, tuple[tuple[int, ...], ...]] = {
 }
 
 
+def view_probabilities(model: nn.Module, x: torch.Tensor, multilabel: bool, tta: str = "none",
+                       speed: Speed = Speed()) -> torch.Tensor:
+    """Float64 probabilities of the batch ``x`` (already on its device), averaged over
+    the flipped views of ``TTA_VIEWS[tta]``."""
+    views = TTA_VIEWS[tta]
+    total = None
+    for dims in views:
+        with speed.autocast(x.device):
+            logits = model(x.flip(dims) if dims else x)
+        p = probabilities(logits, multilabel).double()
+        total = p if total is None else total + p
+    return total / len(views)
+
+
 @torch.inference_mode()
 def predict(model: nn.Module, batches: Batches, device: torch.device,
             speed: Speed = Speed(), multilabel: bool | None = None,
@@ -246,18 +260,11 @@ def predict(model: nn.Module, batches: Batches, device: torch.device,
     or a sigmoid per finding when ``multilabel`` (default: whether the labels are).
     ``tta`` (a key of ``TTA_VIEWS``) averages the probabilities of flipped views."""
     multilabel = batches.multilabel if multilabel is None else multilabel
-    views = TTA_VIEWS[tta]
     model.eval()
     out = []
     for x, y in batches:
         x = to_device(x, y, device, speed.channels_last)[0]
-        total = None
-        for dims in views:
-            with speed.autocast(device):
-                logits = model(x.flip(dims) if dims else x)
-            p = probabilities(logits, multilabel).double()
-            total = p if total is None else total + p
-        out.append((total / len(views)).cpu())
+        out.append(view_probabilities(model, x, multilabel, tta, speed).cpu())
     return torch.cat(out).numpy()
 
 

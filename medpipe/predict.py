@@ -143,10 +143,7 @@ def predict_files(model_path: Path, paths: list[Path],
                             f"{model_path}")
     rows, probs = [], []
     for chunk, x in batches(paths, pre["channels"], pre["image_size"]):
-        x = x.to(dev)
-        p = sum(engine.probabilities(model(x.flip(dims) if dims else x), multilabel).double()
-                for dims in engine.TTA_VIEWS[tta]) / len(engine.TTA_VIEWS[tta])
-        probs.append(p.cpu().numpy())
+        probs.append(engine.view_probabilities(model, x.to(dev), multilabel, tta).cpu().numpy())
         rows += [str(p) for p in chunk]
     p = np.concatenate(probs) if probs else np.zeros((0, len(classes)))
     table = pd.DataFrame({"path": rows})
