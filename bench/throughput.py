@@ -4,16 +4,20 @@ For each image size, on the same images, model (the small CNN, or ``--model``), 
 and device:
 
 - ``pure step``: forward + backward + optimiser step on float tensors already in memory
-  (the ceiling: no data path at all);
+  (the ceiling: no data path at all), with the same speed settings as ``ours``;
 - ``ours``: ``engine.train_one_epoch`` fed by ``engine.Batches`` from the uint8 array
-  store (gather, convert on the device, normalise inside the model);
+  store (gather, convert on the device, normalise inside the model), with the speed
+  settings the train stage resolves from the committed params.yaml on this device
+  (``train.precision``/``channels_last: auto``: channels_last on CPU and CUDA, bf16 on
+  CUDA);
 - ``seed-style``: torchvision ``ImageFolder`` over PNG files, per-image PIL transforms
-  (grey, resize, ToTensor, Normalize) and a ``DataLoader`` (``--workers``), as tutorials do.
+  (grey, resize, ToTensor, Normalize) and a ``DataLoader`` (``--workers``), as tutorials do:
+  fp32, default (NCHW) memory layout; ``plain step`` is its pure-step ceiling.
 
 Each figure is the images/s of the fastest of ``--epochs`` timed epochs after one
 warm-up epoch, all in one run, so the ratios are comparable however busy the machine is.
-A second table tries what can raise the limit itself: channels_last, batch size, thread
-count, torch.compile.
+A second table tries what moves the limit itself: each speed setting toggled, batch size,
+thread count, torch.compile.
 
     uv run python bench/throughput.py                      # 28, 64 and 128 px on CPU
     uv run python bench/throughput.py --sizes 64 --images 512 --device cuda
@@ -23,6 +27,7 @@ count, torch.compile.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import tempfile
 import time
@@ -32,14 +37,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
-from medpipe import engine, models, preprocess, store, synthetic  # noqa: E402
+from medpipe import engine, models, params, preprocess, store, synthetic  # noqa: E402
 from medpipe.params import PrepareParams  # noqa: E402
 from medpipe.sources import RawDataset  # noqa: E402
 
 CLASSES = ["normal", "opacity"]
 MODEL = {"name": "cnn", "small_input": False}  # what every loop trains (--model, --small-input)
+PLAIN = engine.Speed()  # fp32, NCHW: what the seed-style loop runs
 
 
 def make_data(root: Path, n_per_class: int, source_size: int) -> RawDataset:
@@ -85,14 +92,19 @@ def timed(run_epoch, n_images: int, epochs: int, device: torch.device) -> float:
     return best
 
 
+def pipeline_speed(device: torch.device) -> engine.Speed:
+    """The speed settings the train stage uses on ``device`` with the committed params."""
+    cfg = params.load_section(ROOT / "params.yaml", "train", stage="train")
+    return engine.Speed.resolve(cfg, device)
+
+
 def pure_step(x: torch.Tensor, y: torch.Tensor, size: int, stats: dict, batch: int,
-              device: torch.device, epochs: int, channels_last: bool = False,
-              compile_model: bool = False) -> float:
-    model, opt = build(size, stats, device, channels_last)
-    if compile_model:
+              device: torch.device, epochs: int, speed: engine.Speed = PLAIN) -> float:
+    model, opt = build(size, stats, device, speed.channels_last)
+    if speed.compile:
         model = torch.compile(model)
     x = x.to(device)
-    if channels_last:
+    if speed.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     y = y.to(device)
     batches = [(x[i : i + batch], y[i : i + batch]) for i in range(0, len(y), batch)]
@@ -100,7 +112,8 @@ def pure_step(x: torch.Tensor, y: torch.Tensor, size: int, stats: dict, batch: i
 
     def run_epoch() -> None:
         for xb, yb in batches:
-            loss = F.cross_entropy(model(xb), yb)
+            with speed.autocast(device):
+                loss = F.cross_entropy(model(xb).float(), yb)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -109,11 +122,11 @@ def pure_step(x: torch.Tensor, y: torch.Tensor, size: int, stats: dict, batch: i
 
 
 def ours(split: store.Split, size: int, stats: dict, batch: int, device: torch.device,
-         epochs: int) -> float:
-    model, opt = build(size, stats, device)
+         epochs: int, speed: engine.Speed) -> float:
+    model, opt = build(size, stats, device, speed.channels_last)
     batches = engine.Batches(split, batch, shuffle=True, seed=0)
-    return timed(lambda: engine.train_one_epoch(model, batches, opt, device), len(split.labels),
-                 epochs, device)
+    return timed(lambda: engine.train_one_epoch(model, batches, opt, device, speed=speed),
+                 len(split.labels), epochs, device)
 
 
 def seed_style(png_dir: Path, size: int, stats: dict, batch: int, device: torch.device,
@@ -160,6 +173,7 @@ def main() -> None:
     args = p.parse_args()
     MODEL.update(name=args.model, small_input=args.small_input)
     device = engine.resolve_device(args.device)
+    speed = pipeline_speed(device)
     torch.manual_seed(0)
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -169,8 +183,11 @@ def main() -> None:
               f"batch {args.batch}, model {args.model}"
               f"{' (small input)' if args.small_input else ''}, "
               f"seed-style DataLoader workers {args.workers}")
-        print(f"{'px':>4} {'pure step':>10} {'ours':>8} {'ours/pure':>9} {'seed-style':>10} "
-              f"{'seed/pure':>9} {'ours/seed':>9}")
+        print(f"ours and its pure step: bf16 {speed.bf16}, channels_last "
+              f"{speed.channels_last} (the train stage's settings here); seed-style and its "
+              f"plain step: fp32, NCHW")
+        print(f"{'px':>4} {'pure step':>10} {'ours':>8} {'ours/pure':>9} {'plain step':>10} "
+              f"{'seed-style':>10} {'seed/plain':>10} {'ours/seed':>9}")
         limits = {}
         for size in args.sizes:
             cfg = PrepareParams(seed=0, val_fraction=0.1, test_fraction=0.1, image_size=size,
@@ -179,30 +196,35 @@ def main() -> None:
             split = store.load_split(root / f"store{size}", "train")
             x = torch.from_numpy(np.array(split.images)).float() / 255.0
             y = torch.from_numpy(split.labels)
-            limit = pure_step(x, y, size, stats, args.batch, device, args.epochs)
-            our = ours(split, size, stats, args.batch, device, args.epochs)
+            limit = pure_step(x, y, size, stats, args.batch, device, args.epochs, speed)
+            our = ours(split, size, stats, args.batch, device, args.epochs, speed)
+            plain = (limit if speed == PLAIN else
+                     pure_step(x, y, size, stats, args.batch, device, args.epochs))
             seed = seed_style(root / "png", size, stats, args.batch, device, args.epochs,
                               args.workers)
             limits[size] = (x, y, stats, limit)
-            print(f"{size:>4} {limit:>10.0f} {our:>8.0f} {our / limit:>9.2f} {seed:>10.0f} "
-                  f"{seed / limit:>9.2f} {our / seed:>9.2f}")
+            print(f"{size:>4} {limit:>10.0f} {our:>8.0f} {our / limit:>9.2f} {plain:>10.0f} "
+                  f"{seed:>10.0f} {seed / plain:>10.2f} {our / seed:>9.2f}")
 
-        print("\nraising the limit (pure step, images/s, ratio to the default above):")
+        print("\nmoving the limit (pure step, images/s, ratio to ours' settings above):")
         for size, (x, y, stats, limit) in limits.items():
-            results = limit_trials(x, y, size, stats, args, device)
+            results = limit_trials(x, y, size, stats, args, device, speed)
             row = "  ".join(f"{name} {v:.0f} ({v / limit:.2f}x)" for name, v in results.items())
             print(f"{size:>4} px: default {limit:.0f}  {row}")
 
 
 def limit_trials(x: torch.Tensor, y: torch.Tensor, size: int, stats: dict, args,
-                 device: torch.device) -> dict[str, float]:
-    """Pure-step throughput with one change each from the default configuration."""
-    def run(**kw) -> float:
-        batch = kw.pop("batch", args.batch)
-        return pure_step(x, y, size, stats, batch, device, args.epochs, **kw)
+                 device: torch.device, speed: engine.Speed) -> dict[str, float]:
+    """Pure-step throughput with one change each from ours' configuration."""
+    def run(batch: int = args.batch, **changes) -> float:
+        return pure_step(x, y, size, stats, batch, device, args.epochs,
+                         dataclasses.replace(speed, **changes))
 
-    results = {"channels_last": run(channels_last=True), "batch 128": run(batch=128),
-               "batch 256": run(batch=256)}
+    results = {f"channels_last {not speed.channels_last}":
+               run(channels_last=not speed.channels_last)}
+    if device.type == "cuda":
+        results[f"bf16 {not speed.bf16}"] = run(bf16=not speed.bf16)
+    results.update({"batch 128": run(batch=128), "batch 256": run(batch=256)})
     threads = torch.get_num_threads()
     if device.type == "cpu" and threads > 1:
         torch.set_num_threads(1)
@@ -211,7 +233,7 @@ def limit_trials(x: torch.Tensor, y: torch.Tensor, size: int, stats: dict, args,
         finally:
             torch.set_num_threads(threads)
     if args.compile:
-        results["torch.compile"] = run(compile_model=True)
+        results["torch.compile"] = run(compile=True)
     return results
 
 

@@ -56,16 +56,19 @@ class Speed:
     """How the device runs the model: numerics and memory layout, not what it learns."""
 
     bf16: bool = False  # autocast matmuls and convolutions to bfloat16
-    channels_last: bool = False  # NHWC activations (faster convolutions on tensor cores)
+    channels_last: bool = False  # NHWC activations (faster convolutions on GPUs and CPUs)
     compile: bool = False  # torch.compile the model
 
     @classmethod
     def resolve(cls, cfg, device: torch.device) -> Speed:
-        """``auto`` means: on for CUDA (bf16 only where the GPU supports it), off on CPU."""
+        """``auto`` means: bf16 on CUDA where the GPU supports it, fp32 on a CPU;
+        channels_last on both (on this project's CPU it was 1.0-1.7x faster for every
+        model measured; README, Speed)."""
         cuda = device.type == "cuda"
         bf16 = cfg.precision == "bf16" or (
             cfg.precision == "auto" and cuda and torch.cuda.is_bf16_supported())
-        channels_last = cfg.channels_last is True or (cfg.channels_last == "auto" and cuda)
+        channels_last = cfg.channels_last is True or (
+            cfg.channels_last == "auto" and device.type in ("cuda", "cpu"))
         return cls(bf16=bf16, channels_last=channels_last, compile=cfg.compile)
 
     def autocast(self, device: torch.device):
@@ -401,14 +404,30 @@ def load_state(path: Path, fingerprint: str, world: int = 1, remove_stale: bool 
 
 
 def make_ema(model: nn.Module, decay: float) -> nn.Module | None:
-    """An exponential moving average of ``model``'s parameters and buffers (None if
-    ``decay`` is 0): ``avg = decay * avg + (1 - decay) * w`` after every step, the first
-    step copying ``w``."""
+    """A moving average of ``model``'s parameters and buffers (None if ``decay`` is 0).
+
+    After ``n`` steps with weights w_1..w_n it holds the normalised exponential average
+    ``sum_i decay**(n-i) w_i / sum_i decay**(n-i)``: each step's share is
+    ``(1 - decay) / (1 - decay**n)``, so the decay warms up from 1/2 towards ``decay``
+    (the bias correction Adam applies to its moments). The plain recursion that starts
+    from a copy of w_1 keeps ``decay**(n-1)`` of it, about 11% after 222 steps at 0.99,
+    and that average of barely trained weights failed short runs; in long runs the two
+    agree. Integer buffers (batch-norm's batch counts) take the latest value.
+    """
     if decay <= 0:
         return None
-    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+    from torch.optim.swa_utils import AveragedModel
 
-    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+    @torch.no_grad()
+    def update(averaged: list[torch.Tensor], current: list[torch.Tensor],
+               n_averaged: torch.Tensor) -> None:
+        if not torch.is_floating_point(averaged[0]):
+            torch._foreach_copy_(averaged, current)
+            return
+        n = int(n_averaged) + 1  # the number of steps averaged, this one included
+        torch._foreach_lerp_(averaged, current, (1 - decay) / (1 - decay ** n))
+
+    return AveragedModel(model, multi_avg_fn=update, use_buffers=True)
 
 
 def is_better(monitor: str, value: float, best: float | None) -> bool:
@@ -443,7 +462,8 @@ def fit(model: nn.Module, train: Split, val: Split, cfg, device: torch.device,
     ranks, and only rank 0 calls ``on_epoch`` and writes the state.
 
     With ``cfg.ema`` > 0, an exponential moving average of the weights (and batch-norm
-    statistics) with that per-step decay is what is validated, kept and returned.
+    statistics) with that per-step decay (normalised: see ``make_ema``) is what is
+    validated, kept and returned.
     """
     from torch.nn.parallel import DistributedDataParallel
 

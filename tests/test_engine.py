@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from torch import nn
 
 from medpipe import PipelineError, engine, models
 from medpipe.params import TrainParams, parse_section
@@ -185,6 +186,30 @@ def test_weight_average_is_what_is_validated_and_kept() -> None:
     assert again["loss"] == pytest.approx(r1.best["val_loss"], rel=1e-6, abs=1e-9)
     assert not all(torch.equal(a, b) for a, b in
                    zip(plain.state_dict().values(), averaged.state_dict().values(), strict=True))
+
+
+def test_weight_average_is_the_normalised_exponential_average() -> None:
+    """After weights w_1..w_n the average is sum d^(n-i) w_i / sum d^(n-i): the first,
+    barely trained weights do not linger (a copy of w_1 decayed by d per step would still
+    hold 0.99^2 = 98% after 3 steps). Batch-norm's integer batch count is the latest."""
+    decay = 0.99
+    model = nn.Sequential(nn.Linear(2, 1), nn.BatchNorm1d(1))
+    ema = engine.make_ema(model, decay)
+    steps = [1.0, 2.0, 4.0, 8.0]
+    for n, value in enumerate(steps, start=1):
+        with torch.no_grad():
+            model[0].weight.fill_(value)
+            model[1].num_batches_tracked.fill_(10 * n)
+        ema.update_parameters(model)
+        shares = [decay ** (n - i) for i in range(1, n + 1)]
+        expected = sum(w * s for w, s in zip(steps, shares, strict=False)) / sum(shares)
+        averaged = ema.module[0].weight
+        assert torch.allclose(averaged, torch.full_like(averaged, expected), atol=1e-6)
+        assert int(ema.module[1].num_batches_tracked) == 10 * n
+    # In a long run it is the plain exponential average: the earliest steps are gone.
+    for _ in range(2000):
+        ema.update_parameters(model)
+    assert torch.allclose(ema.module[0].weight, model[0].weight, atol=1e-6)
 
 
 def test_fit_restores_the_best_epoch_not_the_last(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -453,5 +478,7 @@ def test_bf16_and_channels_last_train_on_cpu() -> None:
     assert result.best["val_accuracy"] >= 0.9
 
 
-def test_auto_speed_is_plain_fp32_on_cpu() -> None:
-    assert engine.Speed.resolve(make_cfg(), torch.device("cpu")) == engine.Speed()
+def test_auto_speed_on_cpu_is_fp32_with_channels_last() -> None:
+    cpu = torch.device("cpu")
+    assert engine.Speed.resolve(make_cfg(), cpu) == engine.Speed(channels_last=True)
+    assert engine.Speed.resolve(make_cfg(channels_last=False), cpu) == engine.Speed()
