@@ -16,6 +16,9 @@ and device:
 
 Each figure is the images/s of the fastest of ``--epochs`` timed epochs after one
 warm-up epoch, all in one run, so the ratios are comparable however busy the machine is.
+On CUDA, ``gpu busy`` is the share of one more epoch of ``ours`` during which a kernel
+was running on the GPU (the union of the kernels' intervals that ``torch.profiler``
+records, over the span of everything it recorded).
 A second table tries what moves the limit itself: each speed setting toggled, batch size,
 thread count, torch.compile.
 
@@ -122,11 +125,45 @@ def pure_step(x: torch.Tensor, y: torch.Tensor, size: int, stats: dict, batch: i
 
 
 def ours(split: store.Split, size: int, stats: dict, batch: int, device: torch.device,
-         epochs: int, speed: engine.Speed) -> float:
+         epochs: int, speed: engine.Speed) -> tuple[float, float | None]:
+    """(images/s, on CUDA the share of an epoch the GPU was busy, else None)."""
     model, opt = build(size, stats, device, speed.channels_last)
     batches = engine.Batches(split, batch, shuffle=True, seed=0)
-    return timed(lambda: engine.train_one_epoch(model, batches, opt, device, speed=speed),
-                 len(split.labels), epochs, device)
+
+    def run_epoch() -> None:
+        engine.train_one_epoch(model, batches, opt, device, speed=speed)
+
+    rate = timed(run_epoch, len(split.labels), epochs, device)
+    return rate, (gpu_busy(run_epoch) if device.type == "cuda" else None)
+
+
+def gpu_busy(run_epoch) -> float | None:
+    """The share of one epoch during which a CUDA kernel was running (None if the
+    profiler recorded no kernel)."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        run_epoch()
+        torch.cuda.synchronize()
+    events = [(e.time_range.start, e.time_range.end, e.device_type == DeviceType.CUDA)
+              for e in prof.events()]
+    kernels = [(start, end) for start, end, on_gpu in events if on_gpu]
+    if not kernels:
+        return None
+    span = max(end for _, end, _ in events) - min(start for start, _, _ in events)
+    return covered(kernels) / span
+
+
+def covered(intervals: list[tuple[float, float]]) -> float:
+    """Total length of the union of ``intervals`` (overlaps, e.g. concurrent streams,
+    counted once)."""
+    total, reach = 0.0, float("-inf")
+    for start, end in sorted(intervals):
+        if end > reach:
+            total += end - max(start, reach)
+            reach = end
+    return total
 
 
 def seed_style(png_dir: Path, size: int, stats: dict, batch: int, device: torch.device,
@@ -187,7 +224,8 @@ def main() -> None:
               f"{speed.channels_last} (the train stage's settings here); seed-style and its "
               f"plain step: fp32, NCHW")
         print(f"{'px':>4} {'pure step':>10} {'ours':>8} {'ours/pure':>9} {'plain step':>10} "
-              f"{'seed-style':>10} {'seed/plain':>10} {'ours/seed':>9}")
+              f"{'seed-style':>10} {'seed/plain':>10} {'ours/seed':>9}"
+              + (f" {'gpu busy':>8}" if device.type == "cuda" else ""))
         limits = {}
         for size in args.sizes:
             cfg = PrepareParams(seed=0, val_fraction=0.1, test_fraction=0.1, image_size=size,
@@ -197,14 +235,16 @@ def main() -> None:
             x = torch.from_numpy(np.array(split.images)).float() / 255.0
             y = torch.from_numpy(split.labels)
             limit = pure_step(x, y, size, stats, args.batch, device, args.epochs, speed)
-            our = ours(split, size, stats, args.batch, device, args.epochs, speed)
+            our, busy = ours(split, size, stats, args.batch, device, args.epochs, speed)
             plain = (limit if speed == PLAIN else
                      pure_step(x, y, size, stats, args.batch, device, args.epochs))
             seed = seed_style(root / "png", size, stats, args.batch, device, args.epochs,
                               args.workers)
             limits[size] = (x, y, stats, limit)
             print(f"{size:>4} {limit:>10.0f} {our:>8.0f} {our / limit:>9.2f} {plain:>10.0f} "
-                  f"{seed:>10.0f} {seed / plain:>10.2f} {our / seed:>9.2f}")
+                  f"{seed:>10.0f} {seed / plain:>10.2f} {our / seed:>9.2f}"
+                  + (f" {'n/a' if busy is None else f'{busy:.0%}':>8}"
+                     if device.type == "cuda" else ""))
 
         print("\nmoving the limit (pure step, images/s, ratio to ours' settings above):")
         for size, (x, y, stats, limit) in limits.items():
