@@ -41,9 +41,9 @@ RECIPES = {
     "breastmnist": (
         "dvc exp run -S data.source=medmnist -S data.name=breastmnist -S data.size=28 "
         "-S prepare.image_size=28 -S train.model=resnet18 -S train.small_input=true "
-        "-S train.optimizer=adamw -S train.lr=0.003 -S train.weight_decay=0.05 "
-        "-S train.schedule=onecycle -S train.warmup_epochs=6 -S train.balance=loss "
-        "-S train.ema=0.95 -S train.epochs=30 -S augment.affine_p=0.5"
+        "-S train.channels_last=false -S train.optimizer=adamw -S train.lr=0.003 "
+        "-S train.weight_decay=0.05 -S train.schedule=onecycle -S train.warmup_epochs=6 "
+        "-S train.balance=loss -S train.ema=0.95 -S train.epochs=30 -S augment.affine_p=0.5"
     ),
 }
 TARGETS = {"pneumoniamnist": (0.94, 0.985), "breastmnist": (0.90, 0.93)}  # (ACC, AUC)
