@@ -86,20 +86,33 @@ def batches(paths: list[Path], channels: int, image_size: int
                                   for p in chunk])
 
 
-def threshold_from_metrics(path: Path, model_path: Path) -> float | list[float] | None:
-    """The threshold the evaluate stage chose for this very model (None: argmax), or for
-    a multi-label model the list of per-finding thresholds, in finding order."""
+def read_metrics(path: Path) -> dict:
+    """The evaluate stage's summary (metrics/evaluate.json), or one clear error."""
     try:
         summary = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise PipelineError(f"{path}: not found; run the evaluate stage first") from None
+    except json.JSONDecodeError:
+        summary = None
+    if not isinstance(summary, dict):
+        raise PipelineError(f"{path}: not an evaluate metrics file")
+    return summary
+
+
+def threshold_from_metrics(path: Path, model_path: Path, summary: dict | None = None
+                           ) -> float | list[float] | None:
+    """The threshold the evaluate stage chose for this very model (None: argmax), or for
+    a multi-label model the list of per-finding thresholds, in finding order.
+    ``summary``: ``path`` already read."""
+    summary = read_metrics(path) if summary is None else summary
+    try:
         digest = summary["model_sha256"]
         if summary.get("task") == "multilabel":
             per_label = summary["threshold"]["per_label"]
             value = [float(per_label[name]["value"]) for name in summary["findings"]]
         else:
             value = summary["threshold"]["value"]
-    except FileNotFoundError:
-        raise PipelineError(f"{path}: not found; run the evaluate stage first") from None
-    except (json.JSONDecodeError, KeyError, TypeError):
+    except (KeyError, TypeError):
         raise PipelineError(f"{path}: not an evaluate metrics file (no threshold.value "
                             "or model_sha256)") from None
     if digest != file_digest(model_path):
@@ -108,15 +121,10 @@ def threshold_from_metrics(path: Path, model_path: Path) -> float | list[float] 
     return value
 
 
-def tta_from_metrics(path: Path) -> str:
+def tta_from_metrics(path: Path, summary: dict) -> str:
     """The test-time augmentation the evaluate stage used (``none`` in files made before
     it had one), so predictions here match the reported figures."""
-    try:
-        tta = json.loads(path.read_text(encoding="utf-8")).get("tta", "none")
-    except FileNotFoundError:
-        raise PipelineError(f"{path}: not found; run the evaluate stage first") from None
-    except (json.JSONDecodeError, AttributeError):
-        raise PipelineError(f"{path}: not an evaluate metrics file") from None
+    tta = summary.get("tta", "none")
     if tta not in engine.TTA_VIEWS:
         raise PipelineError(f"{path}: unknown tta {tta!r}; expected one of "
                             f"{', '.join(engine.TTA_VIEWS)}")
@@ -166,12 +174,15 @@ def main(args: argparse.Namespace) -> None:
     model_path = Path(args.model)
     if args.threshold is not None and not 0.0 < args.threshold < 1.0:
         raise PipelineError(f"--threshold must be a probability in (0, 1), got {args.threshold}")
-    threshold = args.threshold
-    if threshold is None and args.metrics:
-        if not model_path.exists():
+    threshold, tta = args.threshold, args.tta or "none"
+    if args.metrics:
+        metrics = Path(args.metrics)
+        if threshold is None and not model_path.exists():
             raise PipelineError(f"{model_path}: model file not found")
-        threshold = threshold_from_metrics(Path(args.metrics), model_path)
-    tta = args.tta or (tta_from_metrics(Path(args.metrics)) if args.metrics else "none")
+        summary = read_metrics(metrics)
+        if threshold is None:
+            threshold = threshold_from_metrics(metrics, model_path, summary)
+        tta = args.tta or tta_from_metrics(metrics, summary)
     paths = find_images(Path(args.images))
     table = predict_files(model_path, paths, threshold, args.device, tta)
     with atomic_path(args.out) as tmp:
