@@ -313,6 +313,29 @@ def test_bad_options_are_one_line_errors(evaluated: SimpleNamespace, tmp_path: P
     assert code == 1 and needle in err.strip().splitlines()[-1], err
 
 
+@pytest.mark.parametrize(("edit", "needle"), [
+    (lambda s: "{not json", ": not an evaluate metrics file"),
+    (lambda s: json.dumps([s]), ": not an evaluate metrics file"),
+    (lambda s: json.dumps({k: v for k, v in s.items() if k != "threshold"}),
+     ": not an evaluate metrics file (no threshold.value or model_sha256)"),
+    (lambda s: json.dumps({**s, "tta": "rot"}),
+     ": unknown tta 'rot'; expected one of none, hflip, flips"),
+], ids=["not-json", "a-list", "no-threshold", "unknown-tta"])
+def test_malformed_metrics_file_is_a_one_line_error_naming_it(
+    evaluated: SimpleNamespace, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    restore_logging: None, edit: Any, needle: str,
+) -> None:
+    bad = tmp_path / "evaluate.json"
+    bad.write_text(edit(evaluated.summary), encoding="utf-8")
+    image, out = tmp_path / "a.png", tmp_path / "o.csv"
+    Image.fromarray(evaluated.raw.images[0], mode="L").save(image)
+    code, err = run_cli(["--model", str(evaluated.model), "--metrics", str(bad),
+                         "--out", str(out), str(image)], capsys)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 1 and lines[-1] == f"error: {bad}{needle}", err
+    assert "Traceback" not in err and not out.exists()
+
+
 class Payload:
     """Unpickling this runs ``Path.touch(marker)``: a stand-in for arbitrary code."""
 
