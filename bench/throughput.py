@@ -9,7 +9,7 @@ and device:
   store (gather, convert on the device, normalise inside the model), with the speed
   settings the train stage resolves from the committed params.yaml on this device
   (``train.precision``/``channels_last: auto``: channels_last on CPU and CUDA, bf16 on
-  CUDA);
+  CUDA; on the CPU, the unfolded weight gradients of ``medpipe.cpuconv``);
 - ``seed-style``: torchvision ``ImageFolder`` over PNG files, per-image PIL transforms
   (grey, resize, ToTensor, Normalize) and a ``DataLoader`` (``--workers``), as tutorials do:
   fp32, default (NCHW) memory layout; ``plain step`` is its pure-step ceiling.
@@ -19,8 +19,9 @@ warm-up epoch, all in one run, so the ratios are comparable however busy the mac
 On CUDA, ``gpu busy`` is the share of one more epoch of ``ours`` during which a kernel
 was running on the GPU (the union of the kernels' intervals that ``torch.profiler``
 records, over the span of everything it recorded).
-A second table tries what moves the limit itself: each speed setting toggled, batch size,
-thread count, torch.compile.
+A second table tries what moves the limit itself: each speed setting toggled (channels_last;
+the unfolded weight gradients on a CPU, bf16 on CUDA), batch size, thread count,
+torch.compile.
 
     uv run python bench/throughput.py                      # 28, 64 and 128 px on CPU
     uv run python bench/throughput.py --sizes 64 --images 512 --device cuda
@@ -44,6 +45,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from medpipe import engine, models, params, preprocess, store, synthetic  # noqa: E402
+from medpipe.cpuconv import unfold_weight_grad  # noqa: E402
 from medpipe.params import PrepareParams  # noqa: E402
 from medpipe.sources import RawDataset  # noqa: E402
 
@@ -121,7 +123,8 @@ def pure_step(x: torch.Tensor, y: torch.Tensor, size: int, stats: dict, batch: i
             loss.backward()
             opt.step()
 
-    return timed(run_epoch, len(y), epochs, device)
+    with unfold_weight_grad(model, speed.unfold_grad):
+        return timed(run_epoch, len(y), epochs, device)
 
 
 def ours(split: store.Split, size: int, stats: dict, batch: int, device: torch.device,
@@ -133,8 +136,9 @@ def ours(split: store.Split, size: int, stats: dict, batch: int, device: torch.d
     def run_epoch() -> None:
         engine.train_one_epoch(model, batches, opt, device, speed=speed)
 
-    rate = timed(run_epoch, len(split.labels), epochs, device)
-    return rate, (gpu_busy(run_epoch) if device.type == "cuda" else None)
+    with unfold_weight_grad(model, speed.unfold_grad):
+        rate = timed(run_epoch, len(split.labels), epochs, device)
+        return rate, (gpu_busy(run_epoch) if device.type == "cuda" else None)
 
 
 def gpu_busy(run_epoch) -> float | None:
@@ -221,8 +225,8 @@ def main() -> None:
               f"{' (small input)' if args.small_input else ''}, "
               f"seed-style DataLoader workers {args.workers}")
         print(f"ours and its pure step: bf16 {speed.bf16}, channels_last "
-              f"{speed.channels_last} (the train stage's settings here); seed-style and its "
-              f"plain step: fp32, NCHW")
+              f"{speed.channels_last}, unfolded weight gradients {speed.unfold_grad} (the "
+              f"train stage's settings here); seed-style and its plain step: fp32, NCHW")
         print(f"{'px':>4} {'pure step':>10} {'ours':>8} {'ours/pure':>9} {'plain step':>10} "
               f"{'seed-style':>10} {'seed/plain':>10} {'ours/seed':>9}"
               + (f" {'gpu busy':>8}" if device.type == "cuda" else ""))
@@ -264,6 +268,8 @@ def limit_trials(x: torch.Tensor, y: torch.Tensor, size: int, stats: dict, args,
                run(channels_last=not speed.channels_last)}
     if device.type == "cuda":
         results[f"bf16 {not speed.bf16}"] = run(bf16=not speed.bf16)
+    if device.type == "cpu":
+        results[f"unfold {not speed.unfold_grad}"] = run(unfold_grad=not speed.unfold_grad)
     results.update({"batch 128": run(batch=128), "batch 256": run(batch=256)})
     threads = torch.get_num_threads()
     if device.type == "cpu" and threads > 1:

@@ -25,6 +25,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from medpipe import PipelineError
+from medpipe.cpuconv import MAX_PIXELS, unfold_weight_grad
 from medpipe.distributed import DistInfo, all_sum, barrier, gather
 from medpipe.fsutil import atomic_path
 from medpipe.metrics import mean_label_auc, roc_auc
@@ -58,18 +59,22 @@ class Speed:
     bf16: bool = False  # autocast matmuls and convolutions to bfloat16
     channels_last: bool = False  # NHWC activations (faster convolutions on GPUs and CPUs)
     compile: bool = False  # torch.compile the model
+    unfold_grad: bool = False  # CPU: weight gradients of tiny-output convs by im2col (cpuconv)
 
     @classmethod
     def resolve(cls, cfg, device: torch.device) -> Speed:
         """``auto`` means: bf16 on CUDA where the GPU supports it, fp32 on a CPU;
         channels_last on both (on this project's CPU it was 1.0-1.7x faster for every
-        model measured; README, Speed)."""
+        model measured; README, Speed). On a CPU in fp32 without torch.compile, the
+        convolutions ``cpuconv`` selects compute their weight gradient by unfolding."""
         cuda = device.type == "cuda"
         bf16 = cfg.precision == "bf16" or (
             cfg.precision == "auto" and cuda and torch.cuda.is_bf16_supported())
         channels_last = cfg.channels_last is True or (
             cfg.channels_last == "auto" and device.type in ("cuda", "cpu"))
-        return cls(bf16=bf16, channels_last=channels_last, compile=cfg.compile)
+        unfold_grad = device.type == "cpu" and not bf16 and not cfg.compile
+        return cls(bf16=bf16, channels_last=channels_last, compile=cfg.compile,
+                   unfold_grad=unfold_grad)
 
     def autocast(self, device: torch.device):
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=self.bf16)
@@ -546,35 +551,39 @@ def fit(model: nn.Module, train: Split, val: Split, cfg, device: torch.device,
             for epoch, metrics in enumerate(result.history, start=1):
                 on_epoch(epoch, metrics)
     start = time.perf_counter()
-    for epoch in range(first_epoch, cfg.epochs + 1):
-        if stopped:
-            break
-        lr = optimizer.param_groups[0]["lr"]
-        tr = train_one_epoch(net, train_batches, optimizer, device,
-                             desc=f"epoch {epoch}/{cfg.epochs}", scheduler=scheduler,
-                             loss_fn=loss_fn, augment=aug, speed=speed,
-                             after_step=(lambda: ema.update_parameters(model)) if ema else None)
-        va = evaluate(scored if dist.active or ema else net, val_batches, device, speed)
-        metrics = {"train_loss": tr["loss"], "train_accuracy": tr["accuracy"], "train_lr": lr,
-                   "val_loss": va["loss"], "val_accuracy": va["accuracy"], "val_auc": va["auc"]}
-        result.history.append(metrics)
-        if dist.main:
-            log.info("epoch %d/%d  %s", epoch, cfg.epochs,
-                     "  ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
-        if on_epoch is not None and dist.main:
-            on_epoch(epoch, metrics)
-        if is_better(cfg.monitor, metrics[cfg.monitor], best_value):
-            best_value, result.best_epoch = metrics[cfg.monitor], epoch
-            result.best = {k: v for k, v in metrics.items() if k.startswith("val_")}
-            best_state = copy.deepcopy(scored.state_dict())
-        elif cfg.patience and epoch - result.best_epoch >= cfg.patience:
-            log.info("early stop: no %s improvement for %d epochs", cfg.monitor, cfg.patience)
-            stopped = True
-        if state_path is not None:
-            ranks_rng = gather(rng_states(), dist)  # every rank takes part
+    with unfold_weight_grad(model, speed.unfold_grad) as switched:
+        if switched:
+            log.info("%d convolutions compute their weight gradient by unfolding on "
+                     "outputs of at most %d pixels", switched, MAX_PIXELS)
+        for epoch in range(first_epoch, cfg.epochs + 1):
+            if stopped:
+                break
+            lr = optimizer.param_groups[0]["lr"]
+            tr = train_one_epoch(net, train_batches, optimizer, device,
+                                 desc=f"epoch {epoch}/{cfg.epochs}", scheduler=scheduler,
+                                 loss_fn=loss_fn, augment=aug, speed=speed,
+                                 after_step=(lambda: ema.update_parameters(model)) if ema else None)
+            va = evaluate(scored if dist.active or ema else net, val_batches, device, speed)
+            metrics = {"train_loss": tr["loss"], "train_accuracy": tr["accuracy"], "train_lr": lr,
+                       "val_loss": va["loss"], "val_accuracy": va["accuracy"], "val_auc": va["auc"]}
+            result.history.append(metrics)
             if dist.main:
-                with atomic_path(state_path) as tmp:
-                    torch.save(snapshot(ranks_rng), tmp)
+                log.info("epoch %d/%d  %s", epoch, cfg.epochs,
+                         "  ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+            if on_epoch is not None and dist.main:
+                on_epoch(epoch, metrics)
+            if is_better(cfg.monitor, metrics[cfg.monitor], best_value):
+                best_value, result.best_epoch = metrics[cfg.monitor], epoch
+                result.best = {k: v for k, v in metrics.items() if k.startswith("val_")}
+                best_state = copy.deepcopy(scored.state_dict())
+            elif cfg.patience and epoch - result.best_epoch >= cfg.patience:
+                log.info("early stop: no %s improvement for %d epochs", cfg.monitor, cfg.patience)
+                stopped = True
+            if state_path is not None:
+                ranks_rng = gather(rng_states(), dist)  # every rank takes part
+                if dist.main:
+                    with atomic_path(state_path) as tmp:
+                        torch.save(snapshot(ranks_rng), tmp)
     result.seconds = time.perf_counter() - start
     result.epochs_run = len(result.history)
     trained = result.epochs_run - first_epoch + 1

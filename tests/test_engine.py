@@ -472,13 +472,18 @@ def test_bf16_and_channels_last_train_on_cpu() -> None:
     """The CUDA speed path (bf16 autocast, NHWC) runs and learns; here on the CPU."""
     train, val = dark_vs_bright(64, seed=0), dark_vs_bright(32, seed=1)
     cfg = make_cfg(epochs=3, precision="bf16", channels_last=True)
-    assert engine.Speed.resolve(cfg, torch.device("cpu")) == engine.Speed(True, True, False)
+    assert engine.Speed.resolve(cfg, torch.device("cpu")) == engine.Speed(True, True, False,
+                                                                           unfold_grad=False)
     engine.seed_everything(0)
     result = engine.fit(new_model(), train, val, cfg, torch.device("cpu"))
     assert result.best["val_accuracy"] >= 0.9
 
 
-def test_auto_speed_on_cpu_is_fp32_with_channels_last() -> None:
+def test_auto_speed_on_cpu_is_fp32_with_channels_last_and_unfolded_weight_grads() -> None:
     cpu = torch.device("cpu")
-    assert engine.Speed.resolve(make_cfg(), cpu) == engine.Speed(channels_last=True)
-    assert engine.Speed.resolve(make_cfg(channels_last=False), cpu) == engine.Speed()
+    assert engine.Speed.resolve(make_cfg(), cpu) == engine.Speed(channels_last=True,
+                                                                 unfold_grad=True)
+    assert engine.Speed.resolve(make_cfg(channels_last=False), cpu) == engine.Speed(
+        unfold_grad=True)
+    # torch.compile traces the model itself: the unfolding is left out of it.
+    assert not engine.Speed.resolve(make_cfg(compile=True), cpu).unfold_grad
