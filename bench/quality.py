@@ -37,7 +37,7 @@ RECIPES = {
         "-S prepare.image_size=48 -S train.model=resnet18 -S train.channels_last=true "
         "-S train.optimizer=adamw -S train.lr=0.003 -S train.weight_decay=0.05 "
         "-S train.schedule=onecycle -S train.warmup_epochs=3 -S train.balance=loss "
-        "-S train.ema=0.99 -S train.epochs=11 -S augment.affine_p=0.5"
+        "-S train.ema=0.99 -S train.epochs=12 -S augment.affine_p=0.5"
     ),
     "breastmnist": (
         "dvc exp run -S data.source=medmnist -S data.name=breastmnist -S data.size=28 "

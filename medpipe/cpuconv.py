@@ -2,12 +2,12 @@
 
 PyTorch's CPU convolutions run on oneDNN, whose weight-gradient kernel is slow when the
 output has very few pixels: in a ResNet at 48-64 px the last stage works on 2x2 maps,
-and there the weight gradient of a 512 -> 512 3x3 convolution took 77 ms per batch of 64
-on this project's CPU, four times its forward pass (README, Speed). The same gradient is
-one matrix product of the output gradient with the unfolded input (im2col), which took
-15 ms. At 4x4 outputs the two are even, above that oneDNN is faster, so only outputs of
-at most ``MAX_PIXELS`` pixels take this path. The input and bias gradients stay on
-oneDNN. The results agree with oneDNN's to float32 rounding.
+and there the weight gradient of a 512 -> 512 3x3 convolution took 77-82 ms per batch of
+64 on this project's CPU, against 15 ms for its forward pass (README, Speed). The same
+gradient is one matrix product of the output gradient with the unfolded input (im2col),
+which took 15 ms. At 4x4 outputs the results were mixed and above that oneDNN was
+faster, so only outputs of at most ``MAX_PIXELS`` pixels take this path. The input and
+bias gradients stay on oneDNN. The results agree with oneDNN's to float32 rounding.
 
 ``unfold_weight_grad(model)`` switches it on for the plain convolutions of ``model``
 while its ``with`` block runs; the model's parameters and state dict are untouched.
