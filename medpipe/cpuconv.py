@@ -9,8 +9,9 @@ which took 15 ms. At 4x4 outputs the results were mixed and above that oneDNN wa
 faster, so only outputs of at most ``MAX_PIXELS`` pixels take this path. The input and
 bias gradients stay on oneDNN. The results agree with oneDNN's to float32 rounding.
 
-``unfold_weight_grad(model)`` switches it on for the plain convolutions of ``model``
-while its ``with`` block runs; the model's parameters and state dict are untouched.
+``unfold_weight_grad(model)`` switches it on for the convolutions of ``model`` that
+``eligible`` selects (large 3x3 ones) while its ``with`` block runs; the model's
+parameters and state dict are untouched.
 """
 
 from __future__ import annotations
