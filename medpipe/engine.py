@@ -553,8 +553,8 @@ def fit(model: nn.Module, train: Split, val: Split, cfg, device: torch.device,
     start = time.perf_counter()
     with unfold_weight_grad(model, speed.unfold_grad) as switched:
         if switched:
-            log.info("%d convolutions compute their weight gradient by unfolding on "
-                     "outputs of at most %d pixels", switched, MAX_PIXELS)
+            log.info("%d convolutions unfold their weight gradient whenever their output "
+                     "has at most %d pixels", switched, MAX_PIXELS)
         for epoch in range(first_epoch, cfg.epochs + 1):
             if stopped:
                 break
