@@ -110,11 +110,17 @@ def test_resnet18_at_48px_unfolds_only_its_2x2_stage_and_keeps_its_gradients() -
     assert not any("forward" in vars(m) for m in model.modules())  # put back
 
 
-def test_not_taken_without_gradients_and_put_back_after_an_error(monkeypatch) -> None:
-    calls = []
+@pytest.fixture
+def calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Grows by one each time a convolution takes the unfolded path."""
+    seen: list[int] = []
     real = cpuconv._UnfoldGradConv2d.apply
     monkeypatch.setattr(cpuconv._UnfoldGradConv2d, "apply",
-                        lambda *a: calls.append(1) or real(*a))
+                        lambda *a: seen.append(1) or real(*a))
+    return seen
+
+
+def test_not_taken_without_gradients_and_put_back_after_an_error(calls: list[int]) -> None:
     model = resnet18(32)
     x = torch.rand(2, 1, 32, 32)
     with pytest.raises(RuntimeError, match="boom"), cpuconv.unfold_weight_grad(model):
@@ -135,11 +141,7 @@ def test_not_taken_without_gradients_and_put_back_after_an_error(monkeypatch) ->
     assert switched == 0 and len(calls) == 8
 
 
-def test_fit_on_the_cpu_unfolds_and_gives_the_same_model_twice(monkeypatch) -> None:
-    calls = []
-    real = cpuconv._UnfoldGradConv2d.apply
-    monkeypatch.setattr(cpuconv._UnfoldGradConv2d, "apply",
-                        lambda *a: calls.append(1) or real(*a))
+def test_fit_on_the_cpu_unfolds_and_gives_the_same_model_twice(calls: list[int]) -> None:
     values = yaml.safe_load(PARAMS.read_text(encoding="utf-8"))["train"]
     values.update({"model": "resnet18", "batch_size": 8, "epochs": 1, "device": "cpu",
                    "schedule": "constant", "warmup_epochs": 0})
