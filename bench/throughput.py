@@ -19,7 +19,10 @@ warm-up epoch, all in one run, so the ratios are comparable however busy the mac
 On CUDA, ``gpu busy`` is the share of one more epoch of ``ours`` during which a kernel
 was running on the GPU (the union of the kernels' intervals that ``torch.profiler``
 records, over the span of everything it recorded).
-A second table tries what moves the limit itself: each speed setting toggled (channels_last;
+A second table puts the pure step against the hardware: its FLOP rate (the model's
+training FLOPs per image, counted by ``torch.utils.flop_counter``, times its images/s)
+as a share of what one large matrix product reaches on the device, in the step's
+precision. A third tries what moves the limit itself: each speed setting toggled (channels_last;
 the unfolded weight gradients on a CPU, bf16 on CUDA), batch size, thread count,
 torch.compile.
 
@@ -101,6 +104,36 @@ def pipeline_speed(device: torch.device) -> engine.Speed:
     """The speed settings the train stage uses on ``device`` with the committed params."""
     cfg = params.load_section(ROOT / "params.yaml", "train", stage="train")
     return engine.Speed.resolve(cfg, device)
+
+
+def train_flops(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    """FLOPs per image of one training step (forward and backward) of ``model`` on the
+    batch ``x``, as ``torch.utils.flop_counter`` counts them: the convolutions and
+    matrix products, whose share of the work dominates (the optimiser, normalisation and
+    activations are not counted). A model property, the same in every memory layout."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        F.cross_entropy(model(x).float(), y).backward()
+    model.zero_grad(set_to_none=True)
+    return counter.get_total_flops() / len(y)
+
+
+def matmul_rate(device: torch.device, dtype: torch.dtype, n: int = 2048,
+                repeats: int = 10) -> float:
+    """FLOP/s of the fastest of ``repeats`` n x n matrix products: what this device's
+    BLAS reaches on the densest work there is, the yardstick for the model step."""
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    a @ b  # warm-up
+    best = float("inf")
+    for _ in range(repeats):
+        sync(device)
+        start = time.perf_counter()
+        a @ b
+        sync(device)
+        best = min(best, time.perf_counter() - start)
+    return 2 * n**3 / best
 
 
 def pure_step(x: torch.Tensor, y: torch.Tensor, size: int, stats: dict, batch: int,
@@ -249,6 +282,18 @@ def main() -> None:
                   f"{seed:>10.0f} {seed / plain:>10.2f} {our / seed:>9.2f}"
                   + (f" {'n/a' if busy is None else f'{busy:.0%}':>8}"
                      if device.type == "cuda" else ""))
+
+        dtype = torch.bfloat16 if speed.bf16 else torch.float32
+        peak = matmul_rate(device, dtype, n=8192 if device.type == "cuda" else 2048)
+        print(f"\ncompute: the pure step's FLOP rate against a {str(dtype)[6:]} matrix product "
+              f"on this device ({peak / 1e9:.0f} GFLOP/s; FLOPs of the convolutions and matrix "
+              "products, forward + backward)")
+        print(f"{'px':>4} {'GFLOP/img':>10} {'pure GFLOP/s':>12} {'of matmul':>9}")
+        for size, (x, y, stats, limit) in limits.items():
+            model, _ = build(size, stats, device)
+            flops = train_flops(model, x[: args.batch].to(device), y[: args.batch].to(device))
+            print(f"{size:>4} {flops / 1e9:>10.3f} {limit * flops / 1e9:>12.1f} "
+                  f"{limit * flops / peak:>9.2f}")
 
         print("\nmoving the limit (pure step, images/s, ratio to ours' settings above):")
         for size, (x, y, stats, limit) in limits.items():

@@ -32,3 +32,21 @@ def test_ours_is_timed_with_the_train_stage_speed_settings() -> None:
     speed = throughput.pipeline_speed(torch.device("cpu"))
     assert speed == engine.Speed(bf16=False, channels_last=True, compile=False,
                                  unfold_grad=True)
+
+
+def test_train_flops_counts_forward_and_backward_per_image() -> None:
+    """A convolution and a linear layer, counted by hand: the forward of both, both
+    weight gradients, the linear layer's input gradient, and no input gradient for the
+    first layer (the images need none)."""
+    torch.manual_seed(0)
+    batch, c_in, c_out, k, size, classes = 4, 1, 8, 3, 10, 2
+    model = torch.nn.Sequential(torch.nn.Conv2d(c_in, c_out, k, padding=1),
+                                torch.nn.Flatten(),
+                                torch.nn.Linear(c_out * size * size, classes))
+    x = torch.rand(batch, c_in, size, size)
+    y = torch.randint(0, classes, (batch,))
+    conv = 2 * c_out * c_in * k * k * size * size  # one pass, per image
+    linear = 2 * c_out * size * size * classes
+    expected = 2 * conv + 3 * linear  # conv: forward, weight grad; linear: all three
+    assert throughput.train_flops(model, x, y) == expected
+    assert all(p.grad is None for p in model.parameters())  # the count leaves no gradients
