@@ -125,15 +125,7 @@ def matmul_rate(device: torch.device, dtype: torch.dtype, n: int = 2048,
     BLAS reaches on the densest work there is, the yardstick for the model step."""
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
-    a @ b  # warm-up
-    best = float("inf")
-    for _ in range(repeats):
-        sync(device)
-        start = time.perf_counter()
-        a @ b
-        sync(device)
-        best = min(best, time.perf_counter() - start)
-    return 2 * n**3 / best
+    return timed(lambda: a @ b, 2 * n**3, repeats, device)
 
 
 def pure_step(x: torch.Tensor, y: torch.Tensor, size: int, stats: dict, batch: int,
@@ -285,9 +277,10 @@ def main() -> None:
 
         dtype = torch.bfloat16 if speed.bf16 else torch.float32
         peak = matmul_rate(device, dtype, n=8192 if device.type == "cuda" else 2048)
-        print(f"\ncompute: the pure step's FLOP rate against a {str(dtype)[6:]} matrix product "
-              f"on this device ({peak / 1e9:.0f} GFLOP/s; FLOPs of the convolutions and matrix "
-              "products, forward + backward)")
+        print(f"\ncompute: the pure step's FLOP rate against a "
+              f"{str(dtype).removeprefix('torch.')} matrix product on this device "
+              f"({peak / 1e9:.0f} GFLOP/s; FLOPs of the convolutions and matrix products, "
+              "forward + backward)")
         print(f"{'px':>4} {'GFLOP/img':>10} {'pure GFLOP/s':>12} {'of matmul':>9}")
         for size, (x, y, stats, limit) in limits.items():
             model, _ = build(size, stats, device)
