@@ -125,7 +125,7 @@ class PeakMemory:
 def data_params(path: Path):
     return parse_section("data", {
         "source": "folder", "name": None, "url": None, "md5": None, "sha256": None,
-        "path": str(path), "seed": 0, "size": 28, "n_per_class": 1, "classes": ["a", "b"]},
+        "path": str(path), "seed": 0, "resolution": 28, "n_per_class": 1, "classes": ["a", "b"]},
         stage="download")
 
 

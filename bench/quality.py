@@ -33,14 +33,14 @@ from repro_time import copy_project  # noqa: E402
 # The README quotes these lines verbatim (tests/test_readme.py checks it).
 RECIPES = {
     "pneumoniamnist": (
-        "dvc exp run -S data.source=medmnist -S data.name=pneumoniamnist -S data.size=28 "
+        "dvc exp run -S data.source=medmnist -S data.name=pneumoniamnist -S data.resolution=28 "
         "-S prepare.image_size=48 -S train.model=resnet18 -S train.channels_last=true "
         "-S train.optimizer=adamw -S train.lr=0.003 -S train.weight_decay=0.05 "
         "-S train.schedule=onecycle -S train.warmup_epochs=3 -S train.balance=loss "
         "-S train.ema=0.99 -S train.epochs=12 -S augment.affine_p=0.5"
     ),
     "breastmnist": (
-        "dvc exp run -S data.source=medmnist -S data.name=breastmnist -S data.size=28 "
+        "dvc exp run -S data.source=medmnist -S data.name=breastmnist -S data.resolution=28 "
         "-S prepare.image_size=28 -S train.model=resnet18 -S train.small_input=true "
         "-S train.channels_last=false -S train.optimizer=adamw -S train.lr=0.003 "
         "-S train.weight_decay=0.05 -S train.schedule=onecycle -S train.warmup_epochs=6 "

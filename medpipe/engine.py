@@ -29,6 +29,7 @@ from medpipe.cpuconv import MAX_PIXELS, unfold_weight_grad
 from medpipe.distributed import DistInfo, all_sum, barrier, gather
 from medpipe.fsutil import atomic_path
 from medpipe.metrics import mean_label_auc, roc_auc
+from medpipe.models import safe_load
 from medpipe.store import Split
 
 log = logging.getLogger(__name__)
@@ -315,9 +316,14 @@ def make_scheduler(cfg, optimizer: torch.optim.Optimizer, steps_per_epoch: int
     total = cfg.epochs * steps_per_epoch
     warmup = round(cfg.warmup_epochs * steps_per_epoch)
     if cfg.schedule == "onecycle":
-        if not 0 < warmup < total:
-            raise PipelineError("params.yaml: the onecycle schedule needs 0 < "
-                                "'train.warmup_epochs' < 'train.epochs' (stage train)")
+        # OneCycleLR's rising part ends at step warmup - 1, so one step of it has zero
+        # length and torch divides by zero; a warm-up of all steps leaves no decay.
+        if not 2 <= warmup < total:
+            raise PipelineError(
+                f"params.yaml: the onecycle schedule needs 'train.warmup_epochs' (its rising "
+                f"part) to span at least 2 of its {total} steps and fewer than all: got "
+                f"{cfg.warmup_epochs} epochs x {steps_per_epoch} steps per epoch = {warmup} "
+                f"step{'' if warmup == 1 else 's'} (stage train)")
         return torch.optim.lr_scheduler.OneCycleLR(
             optimizer, max_lr=cfg.lr, total_steps=total, pct_start=warmup / total,
             cycle_momentum=cfg.optimizer == "sgd")
@@ -393,9 +399,11 @@ def load_state(path: Path, fingerprint: str, world: int = 1, remove_stale: bool 
     if not path.exists():
         return None
     try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - a torn or foreign file: start afresh
-        log.warning("ignoring unreadable training state %s (%s)", path, type(e).__name__)
+        saved = safe_load(path, "cpu", "a training state this pipeline wrote")
+    except FileNotFoundError:  # removed since the check above (another rank)
+        saved = None
+    except PipelineError as e:  # a torn or foreign file: start afresh, as for a stale one
+        log.warning("%s; ignored, training starts afresh", e)
         saved = None
     if not isinstance(saved, dict) or saved.get("fingerprint") != fingerprint \
             or saved.get("world") != world:
@@ -494,6 +502,11 @@ def fit(model: nn.Module, train: Split, val: Split, cfg, device: torch.device,
     train_batches = Batches(train, cfg.batch_size, shuffle=True, seed=cfg.seed,
                             balanced=cfg.balance == "sampler", rank=dist.rank, world=dist.world)
     val_batches = Batches(val, max(cfg.batch_size, 256), shuffle=False)
+    if len(train_batches) == 0:  # fewer images than processes: not one step to take
+        raise PipelineError(f"params.yaml: 'train.batch_size' {cfg.batch_size} over "
+                            f"{dist.world} process{'es' if dist.world > 1 else ''} leaves no "
+                            f"training step for the {len(train.labels)} training images "
+                            "(stage train)")
     optimizer = make_optimizer(cfg, [p for p in model.parameters() if p.requires_grad])
     scheduler = make_scheduler(cfg, optimizer, len(train_batches))
     num_classes = (train_batches.labels.shape[1] if train_batches.multilabel

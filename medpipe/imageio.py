@@ -41,8 +41,21 @@ class ImageError(PipelineError):
         self.fatal = fatal
 
 
+# Files and folders that file managers and archivers leave beside a user's files (thumbnail
+# caches, folder settings, macOS resource forks): never images or classes, and present in
+# many datasets zipped or browsed on a desktop. Windows names are case-insensitive; every
+# name starting with '.' (.DS_Store, ._* AppleDouble files, other hidden files) is litter.
+OS_LITTER = frozenset({"thumbs.db", "ehthumbs.db", "desktop.ini", "icon\r", "__macosx"})
+
+
 def is_supported(name: str) -> bool:
     return Path(name).suffix.lower() in SUFFIXES
+
+
+def is_litter(name: str) -> bool:
+    """Whether the file or folder called ``name`` is operating-system litter (see
+    :data:`OS_LITTER`), to be passed over when scanning a dataset folder."""
+    return name.startswith(".") or name.lower() in OS_LITTER
 
 
 def unsupported_message(name: str) -> str:

@@ -1,4 +1,4 @@
-"""Model builders and the self-describing checkpoint.
+"""Model builders, the self-describing checkpoint, and the safe loader of PyTorch files.
 
 Every model is wrapped in :class:`Classifier`, which takes images with intensities in
 [0, 1] and normalises them with the train-split statistics it carries as buffers, so the
@@ -8,9 +8,12 @@ saved model holds its own preprocessing and prediction cannot drift from trainin
 from __future__ import annotations
 
 import logging
+import pickle
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -297,16 +300,60 @@ def save_checkpoint(path: Path | str, model: Classifier, *, arch: dict, classes:
         torch.save(ckpt, tmp)
 
 
+# The weights-only unpickler names a refused class or function as "GLOBAL module.name"
+# (e.g. "GLOBAL posix.system"); any other unpickling error means bytes that are no pickle.
+_GLOBAL = re.compile(r"GLOBAL ([A-Za-z_][\w.]{0,100})")
+
+
+def safe_load(path: Path | str, map_location: Any = "cpu", what: str = "a PyTorch file"
+              ) -> Any:
+    """``torch.load(path, map_location, weights_only=True)``, the loader of every PyTorch
+    file the pipeline reads (model files, ImageNet weights, training states): it refuses
+    pickled objects other than tensors and plain data, so a file from elsewhere cannot
+    run code. Torch's own error for such a file advises retrying with the unsafe loader,
+    wrong for a file of unknown origin; so every failure here is one line naming the
+    file: ``<path>: refused: not <what> (...)`` for a file carrying pickled code,
+    ``<path>: refused: not a PyTorch file ...`` for one that is corrupt, truncated or of
+    another kind. ``what`` names the file expected, e.g. "a model file this pipeline
+    wrote".
+
+    FileNotFoundError passes through, for the caller to say which stage makes the file;
+    so do out-of-memory errors, which say nothing about the file."""
+    path = Path(path)
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except (FileNotFoundError, MemoryError, torch.cuda.OutOfMemoryError):
+        raise
+    except IsADirectoryError:
+        raise PipelineError(f"{path}: is a directory, not {what}") from None
+    except OSError as e:
+        raise PipelineError(f"{path}: cannot read ({e.strerror or type(e).__name__})") from None
+    except pickle.UnpicklingError as e:
+        log.debug("torch.load(%s): %s", path, e)
+        found = _GLOBAL.search(str(e))
+        if found is None:  # an opcode or string no pickle holds: random or damaged bytes
+            raise PipelineError(_corrupt(path)) from None
+        raise PipelineError(
+            f"{path}: refused: not {what} (it holds pickled objects other than tensors and "
+            f"plain data, here {found.group(1)}, which could run code)") from None
+    except Exception as e:  # noqa: BLE001 - the zip reader and unpickler raise many types
+        # RuntimeError from the zip reader, EOFError, KeyError, UnicodeDecodeError, ...
+        log.debug("torch.load(%s): %s: %s", path, type(e).__name__, e)
+        raise PipelineError(_corrupt(path)) from None
+
+
+def _corrupt(path: Path) -> str:
+    return f"{path}: refused: not a PyTorch file, or a corrupt or truncated one"
+
+
 def load_checkpoint(path: Path | str, device: torch.device | str = "cpu"
                     ) -> tuple[Classifier, dict]:
     """Load a checkpoint written by :func:`save_checkpoint`; never unpickles code."""
     path = Path(path)
     try:
-        ckpt = torch.load(path, map_location=device, weights_only=True)
+        ckpt = safe_load(path, device, "a model file this pipeline wrote")
     except FileNotFoundError:
         raise PipelineError(f"{path}: model file not found; run the train stage first") from None
-    except Exception as e:  # noqa: BLE001 - torch raises many types for a bad file
-        raise PipelineError(f"{path}: not a loadable model file ({error_line(e)})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise PipelineError(f"{path}: not a medpipe model file (format {CHECKPOINT_FORMAT})")
     model = build_model(ckpt["arch"])

@@ -11,6 +11,7 @@ import dataclasses
 import difflib
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -22,6 +23,21 @@ from medpipe import PipelineError
 # Sections that belong to pipeline stages. Other top-level sections are yours: no stage
 # reads them, so changing them reruns nothing (see README, "What reruns when").
 STAGE_SECTIONS = ("data", "prepare", "train", "augment", "evaluate")
+
+
+def checked(rule: Callable[[Any], str | None]) -> Any:
+    """A dataclass field whose value ``rule`` checks after its type: ``rule`` returns what
+    is wrong ("must be at least 1") or None."""
+    return dataclasses.field(metadata={"check": rule})
+
+
+def between(low: float, high: float) -> Callable[[Any], str | None]:
+    """A rule: ``low <= value <= high``."""
+    return lambda v: None if low <= v <= high else f"must be between {low} and {high}"
+
+
+# numpy, scikit-learn and torch all accept seeds in [0, 2**32 - 1].
+SEED = between(0, 2**32 - 1)
 
 
 @dataclass(frozen=True)
@@ -38,8 +54,12 @@ class DataParams:
     # folder/csv without url: the dataset folder. Always a path: dvc.yaml lists it as a
     # dependency of the download stage, so the other sources leave the placeholder.
     path: str
-    seed: int  # synthetic: generator seed
-    size: int  # synthetic: side of the generated images, px; medmnist: 28, 64, 128 or 224
+    seed: int = checked(SEED)  # synthetic: generator seed
+    # synthetic: side of the generated images, px; medmnist: 28, 64, 128 or 224. Not named
+    # `size`: DVC leaves keys named `size` or `nfiles` out of its run-cache key (they are
+    # file metadata there), so a change of such a param would restore a stale output
+    # (iterative/dvc#10296).
+    resolution: int
     n_per_class: int  # synthetic: images generated per class
     classes: list[str]  # synthetic: subset of medpipe.synthetic.CLASSES, in label order
 
@@ -48,7 +68,7 @@ class DataParams:
 class PrepareParams:
     """``prepare``: split, resize, channels, intensity statistics."""
 
-    seed: int  # split seed
+    seed: int = checked(SEED)  # split seed
     val_fraction: float  # of all images, stratified by class
     test_fraction: float  # of all images, stratified by class
     image_size: int  # images are resized to image_size x image_size
@@ -81,7 +101,7 @@ class TrainParams:
     epochs: int
     patience: int  # early stopping after this many epochs without improvement; 0: off
     monitor: Literal["val_auc", "val_accuracy", "val_loss"]  # best epoch kept by this
-    seed: int
+    seed: int = checked(SEED)
     device: str  # auto | cpu | cuda | cuda:N
     precision: Literal["auto", "fp32", "bf16"]  # auto: bf16 autocast on CUDA, fp32 on CPU
     channels_last: bool | Literal["auto"]  # auto: on CUDA only
@@ -127,13 +147,20 @@ class EvaluateParams:
     threshold: Literal["youden", "target_sensitivity"] | float
     target_sensitivity: float  # read only when threshold: target_sensitivity
     bootstrap: int  # resamples for the 95% confidence intervals; 0: no intervals
-    seed: int  # bootstrap seed; also draws the Grad-CAM sample
+    seed: int = checked(SEED)  # bootstrap seed; also draws the Grad-CAM sample
     calibration_bins: int  # equal-width probability bins for ECE and the reliability diagram
     gradcam: int  # Grad-CAM heat maps of this many test images, right and wrong; 0: none
     # Test-time augmentation: the probabilities averaged over the image and its flips
     # (none; hflip: left-right; flips: left-right, up-down and both), on val and test alike.
     tta: Literal["none", "hflip", "flips"]
 
+
+# Keys that were renamed: the old spelling gets an error that names the new one.
+RENAMED: dict[str, str] = {"data.size": "data.resolution"}
+
+# DVC drops keys with these names, at any depth, from the lock entry it hashes for its run
+# cache, so a param with one of these names would not rerun its stage (iterative/dvc#10296).
+DVC_RESERVED_KEYS = ("size", "nfiles")
 
 SECTIONS: dict[str, type] = {
     "data": DataParams,
@@ -153,8 +180,10 @@ def load_yaml(path: Path) -> dict[str, Any]:
         raise PipelineError(f"{path}: file not found") from None
     except yaml.YAMLError as e:
         raise PipelineError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
-    if doc is None:
-        doc = {}
+    if doc is None or doc == {}:
+        raise PipelineError(
+            f"{path}: is empty; it needs the sections {', '.join(STAGE_SECTIONS)} with every "
+            f"key set (restore it with 'git checkout {path.name}')")
     if not isinstance(doc, dict):
         raise PipelineError(f"{path}: expected a mapping of sections, got {type(doc).__name__}")
     return doc
@@ -180,6 +209,9 @@ def parse_section(section: str, values: Any, *, stage: str, where: str = "params
     fields = {f.name: f for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
     for key in values:
+        if f"{section}.{key}" in RENAMED:
+            raise PipelineError(f"{where}: '{section}.{key}' is now "
+                                f"'{RENAMED[f'{section}.{key}']}'; rename it (stage {stage})")
         if key not in fields:
             hint = _did_you_mean(str(key), fields)
             raise PipelineError(f"{where}: unknown key '{section}.{key}'{hint} (stage {stage})")
@@ -197,6 +229,11 @@ def parse_section(section: str, values: Any, *, stage: str, where: str = "params
                 f"{where}: '{section}.{name}' must be {_describe(hints[name])}, "
                 f"got {_show(values[name])} (stage {stage})"
             )
+        rule = fields[name].metadata.get("check")
+        problem = rule(value) if rule else None
+        if problem:
+            raise PipelineError(f"{where}: '{section}.{name}' {problem}, got {_show(value)} "
+                                f"(stage {stage})")
         parsed[name] = value
     return cls(**parsed)
 

@@ -49,7 +49,8 @@ def find_images(source: Path) -> list[Path]:
     """The image paths named by ``source``: a file, a folder or a CSV with a path column."""
     if source.is_dir():
         found = sorted(p for p in source.rglob("*")
-                       if p.is_file() and imageio.is_supported(p.name))
+                       if p.is_file() and imageio.is_supported(p.name)
+                       and not imageio.is_litter(p.name))
         if not found:
             raise PipelineError(f"{source}: no PNG, JPEG, BMP or TIFF images in this folder")
         return found

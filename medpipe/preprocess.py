@@ -17,16 +17,23 @@ import torch.nn.functional as F
 from medpipe import PipelineError, store
 from medpipe.convert import convert_files
 from medpipe.fsutil import atomic_path, write_json
+from medpipe.params import require
 from medpipe.sources import RawDataset
 from medpipe.sources.pack import PackedImages
 from medpipe.splitting import check_split_classes, official_splits, split_indices
 
-__all__ = ["check_split_classes", "official_splits", "prepare", "resize", "split_indices",
-           "to_store_pixels", "to_tensor_batch"]
+__all__ = ["check", "check_split_classes", "chunk_rows", "official_splits", "prepare", "resize",
+           "split_indices", "store_bytes", "to_store_pixels", "to_tensor_batch"]
 
 log = logging.getLogger(__name__)
 
 CHUNK = 512  # images converted per step; bounds memory however large the dataset
+CHUNK_BYTES = 1 << 30  # and at most ~1 GiB of float32 resized pixels per step, for large sizes
+MIN_IMAGE_SIZE = 8  # the CNN's two 2x2 pools leave 2x2 features; smaller is no image
+# Classification models are trained at 28-1024 px; at 4096 px one image is already 16 MiB
+# in the store (48 MiB in colour) and four times that as float32 in a batch. A larger
+# value is a slip (an extra digit) that would fail only later, out of memory or disk.
+MAX_IMAGE_SIZE = 4096
 
 
 def to_tensor_batch(images: np.ndarray, channels: int) -> torch.Tensor:
@@ -68,6 +75,19 @@ def to_store_pixels(images: np.ndarray, channels: int, size: int) -> torch.Tenso
     return torch.round(x.clamp_(0.0, 1.0) * 255.0).to(torch.uint8)
 
 
+def check(cfg) -> None:
+    """Value checks on the ``prepare`` params the types alone cannot express, before any
+    data is read."""
+    require(MIN_IMAGE_SIZE <= cfg.image_size <= MAX_IMAGE_SIZE, "prepare", "image_size",
+            f"must be between {MIN_IMAGE_SIZE} and {MAX_IMAGE_SIZE} px, got {cfg.image_size}",
+            "prepare")
+
+
+def store_bytes(parts: dict[str, np.ndarray], channels: int, size: int) -> int:
+    """Bytes of the store's image arrays (uint8, one byte per pixel and channel)."""
+    return sum(len(idx) for idx in parts.values()) * channels * size * size
+
+
 def prepare(raw: RawDataset, out_dir: Path | str, cfg) -> dict:
     """Split, convert and resize ``raw`` into the array store at ``out_dir``.
 
@@ -75,21 +95,27 @@ def prepare(raw: RawDataset, out_dir: Path | str, cfg) -> dict:
     classes, counts, image size, statistics) plus the unreadable files skipped under
     ``on_error: skip``. The store appears at ``out_dir`` only when complete.
     """
+    check(cfg)
     multilabel = raw.multilabel
     labels = np.asarray(raw.labels, dtype=np.uint8 if multilabel else np.int64)
     classes = list(raw.classes)
     _check_labels(labels, classes, multilabel)
-    if cfg.image_size < 8:
-        raise PipelineError("params.yaml: 'prepare.image_size' must be at least 8 (stage prepare)")
     groups = None if raw.groups is None else np.asarray(raw.groups)
     if raw.splits is not None:
         parts = official_splits(np.asarray(raw.splits), labels, cfg.val_fraction, cfg.seed,
-                                groups)
+                                groups, classes)
     else:
-        parts = split_indices(labels, cfg.val_fraction, cfg.test_fraction, cfg.seed, groups)
+        parts = split_indices(labels, cfg.val_fraction, cfg.test_fraction, cfg.seed, groups,
+                              classes)
     check_split_classes(labels, parts, classes)
 
     c, s = cfg.channels, cfg.image_size
+    n_images = sum(len(idx) for idx in parts.values())
+    # Checked before the arrays are created: they are written in place through memory
+    # maps, so a store too large for its disk would fail only when the disk fills up.
+    store.require_disk(store_bytes(parts, c, s), Path(out_dir),
+                       f"the store ({n_images:,} images of {c} x {s} x {s} px)",
+                       "lower 'prepare.image_size' or free disk space (stage prepare)")
     with atomic_path(out_dir) as tmp:
         tmp.mkdir(parents=True)
         if isinstance(raw.images, PackedImages):
@@ -160,17 +186,24 @@ def _label_columns(label: np.ndarray, classes: list[str]) -> dict[str, object]:
     return {"label": "|".join(map(str, on)), "class": "|".join(classes[k] for k in on)}
 
 
+def chunk_rows(channels: int, size: int) -> int:
+    """Images converted per step: ``CHUNK``, fewer for large images, so that a step's
+    float32 pixels stay within ``CHUNK_BYTES``."""
+    return max(1, min(CHUNK, CHUNK_BYTES // (channels * size * size * 4)))
+
+
 def _convert_arrays(images, parts: dict[str, np.ndarray], out_dir: Path, c: int, s: int
                     ) -> tuple[list[int], list[int]]:
     """Arrays (synthetic, MedMNIST): convert in batches; return the train split's integer
     pixel sums and sums of squares per channel."""
     sums, squares = [0] * c, [0] * c
+    rows = chunk_rows(c, s)
     for name, idx in parts.items():
         out = np.lib.format.open_memmap(
             store.images_path(out_dir, name), mode="w+", dtype=np.uint8,
             shape=(len(idx), c, s, s))
-        for start in range(0, len(idx), CHUNK):
-            batch = idx[start : start + CHUNK]
+        for start in range(0, len(idx), rows):
+            batch = idx[start : start + rows]
             q = to_store_pixels(images[batch], c, s)
             out[start : start + len(batch)] = q.numpy()
             if name == "train":

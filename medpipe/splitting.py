@@ -43,6 +43,35 @@ def check_fractions(val_fraction: float, test_fraction: float) -> None:
         )
 
 
+def _join(names: tuple[str, ...]) -> str:
+    return " and ".join(names) if len(names) < 3 else f"{', '.join(names[:-1])} and {names[-1]}"
+
+
+def _too_few(key: int, images: str, labels: np.ndarray, classes: list[str] | None) -> str:
+    """What holds too few ``images``: a class, or (multi-label) a rarest finding or none."""
+    if labels.ndim == 2 and key == labels.shape[1]:
+        return f"{images} {'has' if images.startswith('1 ') else 'have'} no finding"
+    name = str(key) if classes is None else f"'{classes[key]}'"
+    if labels.ndim == 1:
+        return f"class {name} has {images}"
+    return f"finding {name} is the rarest finding of {images}"
+
+
+def check_stratifiable(labels: np.ndarray, keys: np.ndarray, index: np.ndarray,
+                       into: tuple[str, ...], where: str = "",
+                       classes: list[str] | None = None) -> None:
+    """Refuse a stratification key with fewer images in ``index`` than parts ``into``,
+    naming its class: scikit-learn's refusal would name only its integer key."""
+    counts = np.bincount(keys[index])
+    short = np.flatnonzero((counts > 0) & (counts < len(into)))
+    if len(short):
+        key, n = int(short[0]), int(counts[short[0]])
+        what = _too_few(key, f"{n} image{'' if n == 1 else 's'}{where}", np.asarray(labels),
+                        classes)
+        raise PipelineError(f"cannot split the data by class: {what}; at least {len(into)} "
+                            f"are needed to put one in each of {_join(into)} (stage prepare)")
+
+
 def holdout(index: np.ndarray, keys: np.ndarray, groups: np.ndarray | None,
             fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(kept, held out) parts of ``index``, the held-out part about ``fraction`` of it,
@@ -67,19 +96,29 @@ def holdout(index: np.ndarray, keys: np.ndarray, groups: np.ndarray | None,
 
 
 def split_indices(labels: np.ndarray, val_fraction: float, test_fraction: float, seed: int,
-                  groups: np.ndarray | None = None) -> dict[str, np.ndarray]:
+                  groups: np.ndarray | None = None,
+                  classes: list[str] | None = None) -> dict[str, np.ndarray]:
     """Stratified (and, with ``groups``, patient-grouped) train/val/test index arrays,
-    each sorted, reproducible from ``seed``."""
+    each sorted, reproducible from ``seed``; ``classes`` name a class too small to split."""
     check_fractions(val_fraction, test_fraction)
     keys = stratification_keys(labels)
     index = np.arange(len(keys))
+    # Ungrouped, a class needs an image for each split it is spread over (scikit-learn
+    # refuses fewer than two per cut). Grouped folds accept a sparse class, and
+    # check_split_classes names one that misses a split.
+    if groups is None:
+        check_stratifiable(labels, keys, index, SPLITS, "", classes)
     rest, test = holdout(index, keys, groups, test_fraction, seed)
+    if groups is None:
+        check_stratifiable(labels, keys, rest, ("train", "val"), " outside the test split",
+                           classes)
     train, val = holdout(rest, keys, groups, val_fraction / (1.0 - test_fraction), seed)
     return {"train": train, "val": val, "test": test}
 
 
 def official_splits(splits: np.ndarray, labels: np.ndarray, val_fraction: float, seed: int,
-                    groups: np.ndarray | None = None) -> dict[str, np.ndarray]:
+                    groups: np.ndarray | None = None,
+                    classes: list[str] | None = None) -> dict[str, np.ndarray]:
     """The source's own split; without val images, val is ``val_fraction`` of train,
     split off as above."""
     parts = {name: np.flatnonzero(splits == name) for name in SPLITS}
@@ -88,6 +127,9 @@ def official_splits(splits: np.ndarray, labels: np.ndarray, val_fraction: float,
             raise PipelineError("params.yaml: 'prepare.val_fraction' must be between 0 and 1 "
                                 "(stage prepare)")
         keys = stratification_keys(labels)
+        if groups is None:
+            check_stratifiable(labels, keys, parts["train"], ("train", "val"),
+                               " in the train split", classes)
         parts["train"], parts["val"] = holdout(parts["train"], keys, groups, val_fraction,
                                                seed)
     return parts

@@ -16,6 +16,9 @@ that needs the [0, 1] range (gamma, contrast) works on the true intensities.
 from __future__ import annotations
 
 import json
+import math
+import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,3 +67,53 @@ def load_split(store: Path | str, split: str, mmap: bool = True) -> Split:
             f"{images_path(store, split)}: {len(images)} images but {len(labels)} labels"
         )
     return Split(images=images, labels=labels)
+
+
+def gigabytes(nbytes: int) -> str:
+    """``nbytes`` as decimal gigabytes: "2,240.0 GB"; below 1 GB, two significant digits
+    ("0.50 GB", "0.000018 GB")."""
+    gb = nbytes / 1e9
+    if gb >= 1 or gb <= 0:
+        return f"{gb:,.1f} GB"
+    return f"{gb:.{1 - math.floor(math.log10(gb))}f} GB"
+
+
+def free_disk(path: Path | str) -> int:
+    """Bytes free on the disk that holds ``path`` (or, if it does not exist yet, its
+    nearest existing parent)."""
+    path = Path(path).absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return shutil.disk_usage(path).free
+
+
+def available_memory() -> int | None:
+    """Bytes of memory that can be had without swapping (``MemAvailable``, which counts
+    reclaimable page cache); None where the system does not say."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def require_disk(nbytes: int, where: Path | str, what: str, advice: str) -> None:
+    """A one-line PipelineError unless ``nbytes`` fit on the disk of ``where``."""
+    free = free_disk(where)
+    if nbytes > free:
+        raise PipelineError(f"{where}: {what} needs {gigabytes(nbytes)} of disk, but only "
+                            f"{gigabytes(free)} is free there; {advice}")
+
+
+def require_memory(nbytes: int, where: Path | str, what: str, advice: str) -> None:
+    """A one-line PipelineError unless ``nbytes`` fit in the memory available now."""
+    available = available_memory()
+    if available is not None and nbytes > available:
+        raise PipelineError(f"{where}: {what} needs {gigabytes(nbytes)} of memory, but only "
+                            f"{gigabytes(available)} is available; {advice}")

@@ -21,8 +21,9 @@ from pathlib import Path
 
 import torch
 
-from medpipe import PipelineError, error_line
+from medpipe import PipelineError
 from medpipe.fsutil import atomic_path, file_digest, write_json
+from medpipe.models import safe_load
 
 log = logging.getLogger(__name__)
 
@@ -140,11 +141,9 @@ def load(weights_dir: Path | str) -> dict[str, torch.Tensor] | None:
     path = weights_dir / info["file"]
     try:
         # weights_only: a file from elsewhere must not run pickled code.
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = safe_load(path, "cpu", "a torchvision weights file")
     except FileNotFoundError:
         raise PipelineError(f"{path}: not found; run 'dvc repro pretrained'") from None
-    except Exception as e:  # noqa: BLE001 - torch raises many types for a bad file
-        raise PipelineError(f"{path}: not a valid weights file ({error_line(e)})") from None
     if not isinstance(state, dict):
         raise PipelineError(f"{path}: not a state dict")
     return state

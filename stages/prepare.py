@@ -15,10 +15,12 @@ from pathlib import Path
 from medpipe import cli, sources
 from medpipe.fsutil import write_json
 from medpipe.params import PrepareParams, load_section
+from medpipe.preprocess import check
 from medpipe.preprocess import prepare as prepare_store
 
 
 def prepare(cfg: PrepareParams, raw_dir: Path, out_dir: Path, metrics_path: Path) -> dict:
+    check(cfg)  # before the raw data is read
     stats = prepare_store(sources.read(raw_dir), out_dir, cfg)
     write_json(metrics_path, stats)
     return stats

@@ -95,6 +95,27 @@ def check_task(cfg: TrainParams, stats: dict, data_dir: Path) -> str:
     return task
 
 
+def check_batch_size(cfg: TrainParams, n_train: int, data_dir: Path) -> None:
+    """Refuse a batch larger than the training split.
+
+    ``train.batch_size`` is the batch of one optimiser step (under DDP it is shared out
+    among the ``train.nproc`` processes), so it sets the steps per epoch that the
+    learning-rate schedule is laid out over. A batch larger than the whole split is
+    almost surely a slip, and clamping it would silently change the schedule."""
+    if cfg.batch_size <= n_train:
+        return
+    largest = n_train - n_train % cfg.nproc  # the batch is shared evenly among processes
+    if largest == 0:
+        advice = f"that is fewer than the {cfg.nproc} processes of 'train.nproc'"
+    elif cfg.nproc > 1:
+        advice = f"use at most {largest} (a multiple of 'train.nproc' {cfg.nproc})"
+    else:
+        advice = f"use at most {largest}"
+    require(False, "train", "batch_size",
+            f"{cfg.batch_size} is larger than the {n_train} training images in {data_dir}; "
+            f"{advice}", "train")
+
+
 def fingerprint(cfg: TrainParams, aug: AugmentParams, data_dir: Path) -> str:
     """What a saved training state must match to be resumed: the params and the data."""
     h = hashlib.sha256(json.dumps([dataclasses.asdict(cfg), dataclasses.asdict(aug)],
@@ -145,6 +166,12 @@ def _train(cfg: TrainParams, aug: AugmentParams, data_dir: Path, model_path: Pat
     for name, part in (("train", train_split), ("val", val_split)):
         engine.check_labels(part.labels, task, len(stats["classes"]),
                             str(store.labels_path(data_dir, name)))
+    check_batch_size(cfg, len(train_split.labels), data_dir)
+    # The engine copies the train and val images into memory, in every process.
+    held = (train_split.images.nbytes + val_split.images.nbytes) * dist.world
+    copies = f", in each of {dist.world} processes" if dist.world > 1 else ""
+    store.require_memory(held, data_dir, f"training (its train and val images{copies})",
+                         "lower 'prepare.image_size' or free memory (stage train)")
     if preview_path is not None and dist.main:
         with atomic_path(preview_path) as tmp:
             preview(train_split.images[:8], aug, seed=cfg.seed).save(tmp, format="PNG")

@@ -21,7 +21,7 @@ PROJECT_DIRS = ["stages", "medpipe"]
 
 # Small enough that a full `dvc repro` takes seconds, large enough to split 3 ways.
 SMALL_PARAMS = {
-    "data": {"n_per_class": 30, "size": 32},
+    "data": {"n_per_class": 30, "resolution": 32},
     "prepare": {"image_size": 32},
     # constant lr: the default one-cycle needs more epochs than its 3 of warm-up
     "train": {"epochs": 2, "batch_size": 16, "schedule": "constant", "warmup_epochs": 0},

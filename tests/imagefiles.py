@@ -17,7 +17,7 @@ from medpipe.params import parse_section
 def data_cfg(**changes):
     """Valid ``data`` params for a file-based source (folder unless told otherwise)."""
     values = {"source": "folder", "name": None, "url": None, "md5": None, "sha256": None,
-              "path": "data/external", "seed": 0, "size": 28, "n_per_class": 10,
+              "path": "data/external", "seed": 0, "resolution": 28, "n_per_class": 10,
               "classes": ["normal", "opacity"]}
     values.update(changes)
     return parse_section("data", values, stage="download")

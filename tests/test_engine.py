@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +16,7 @@ import yaml
 from torch import nn
 
 from medpipe import PipelineError, engine, models
-from medpipe.params import TrainParams, parse_section
+from medpipe.params import AugmentParams, TrainParams, parse_section
 from medpipe.store import Split
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -342,6 +343,98 @@ def test_onecycle_without_warmup_is_refused() -> None:
         lr_trace(make_cfg(schedule="onecycle", warmup_epochs=0))
 
 
+def test_onecycle_with_a_one_step_rise_is_refused_not_a_division_by_zero() -> None:
+    """One step per epoch (a batch as large as the split) and 'warmup_epochs: 1': the
+    rising part has one step, which OneCycleLR cannot lay out."""
+    with pytest.raises(PipelineError) as caught:
+        lr_trace(make_cfg(schedule="onecycle", epochs=3, warmup_epochs=1), steps_per_epoch=1)
+    assert str(caught.value) == (
+        "params.yaml: the onecycle schedule needs 'train.warmup_epochs' (its rising part) to "
+        "span at least 2 of its 3 steps and fewer than all: got 1.0 epochs x 1 steps per "
+        "epoch = 1 step (stage train)")
+    two = lr_trace(make_cfg(schedule="onecycle", epochs=3, lr=0.1, warmup_epochs=2),
+                   steps_per_epoch=1)
+    assert two[0] < two[1] == pytest.approx(0.1) and two[2] < two[1]
+
+
+def write_store(root: Path, train: Split, val: Split) -> Path:
+    """A two-class array store at ``root``, as the prepare stage writes it."""
+    from medpipe import store
+
+    root.mkdir(parents=True)
+    for name, split in (("train", train), ("val", val)):
+        np.save(store.images_path(root, name), split.images)
+        np.save(store.labels_path(root, name), split.labels)
+    pixels = train.images.astype(np.float64) / 255.0
+    stats = {"task": "multiclass", "classes": ["dark", "bright"], "image_size": SIZE,
+             "channels": 1, "mean": [float(pixels.mean())], "std": [float(pixels.std())]}
+    (root / store.STATS).write_text(json.dumps(stats), encoding="utf-8")
+    return root
+
+
+def default_augment() -> AugmentParams:
+    """The committed params.yaml's augment section."""
+    values = yaml.safe_load(PARAMS.read_text(encoding="utf-8"))["augment"]
+    return parse_section("augment", values, stage="train")
+
+
+@pytest.mark.parametrize(("nproc", "batch_size", "advice"), [
+    (1, 10000, "use at most 56"),
+    (1, 57, "use at most 56"),
+    (4, 60, "use at most 56 (a multiple of 'train.nproc' 4)"),
+    (3, 10002, "use at most 54 (a multiple of 'train.nproc' 3)"),
+])
+def test_batch_larger_than_the_training_split_is_refused_before_training(
+        tmp_path: Path, nproc: int, batch_size: int, advice: str) -> None:
+    """The batch of one step beyond the 56 training images: one line naming the key, the
+    value and the store, before any epoch runs and before any output is written."""
+    from stages import train as train_stage
+
+    data = write_store(tmp_path / "prepared", dark_vs_bright(56, seed=0),
+                       dark_vs_bright(16, seed=1))
+    aug = default_augment()
+    cfg = make_cfg(batch_size=batch_size, nproc=nproc, schedule="onecycle", epochs=3,
+                   warmup_epochs=1)
+    with pytest.raises(PipelineError) as caught:
+        train_stage.train(cfg, aug, data, tmp_path / "model.pt", tmp_path / "train.json",
+                          state_path=tmp_path / "state.pt")
+    assert str(caught.value) == (
+        f"params.yaml: 'train.batch_size' {batch_size} is larger than the 56 training images "
+        f"in {data}; {advice} (stage train)")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["prepared"]
+
+
+def test_batch_of_the_whole_training_split_trains(tmp_path: Path) -> None:
+    from stages import train as train_stage
+
+    data = write_store(tmp_path / "prepared", dark_vs_bright(56, seed=0),
+                       dark_vs_bright(16, seed=1))
+    aug = default_augment()
+    summary = train_stage.train(make_cfg(batch_size=56, epochs=2), aug, data,
+                                tmp_path / "model.pt", tmp_path / "train.json")
+    assert summary["epochs"] == 2 and (tmp_path / "model.pt").is_file()
+
+
+def test_store_larger_than_the_available_memory_is_refused_before_training(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Training holds the train and val images in memory: 56 + 16 images of 16 x 16 px
+    are 18,432 bytes, here with 10,000 available."""
+    from medpipe import store
+    from stages import train as train_stage
+
+    data = write_store(tmp_path / "prepared", dark_vs_bright(56, seed=0),
+                       dark_vs_bright(16, seed=1))
+    aug = default_augment()
+    monkeypatch.setattr(store, "available_memory", lambda: 10_000)
+    with pytest.raises(PipelineError) as caught:
+        train_stage.train(make_cfg(epochs=1), aug, data, tmp_path / "model.pt",
+                          tmp_path / "train.json")
+    assert str(caught.value) == (
+        f"{data}: training (its train and val images) needs 0.000018 GB of memory, but only "
+        "0.000010 GB is available; lower 'prepare.image_size' or free memory (stage train)")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["prepared"]
+
+
 def test_class_weighted_loss_balances_the_classes() -> None:
     labels = torch.tensor([0] * 90 + [1] * 10)
     loss = engine.make_loss(make_cfg(balance="loss"), labels, 2, torch.device("cpu"))
@@ -448,6 +541,32 @@ def test_state_from_other_params_is_discarded(tmp_path: Path) -> None:
                         state_path=state, fingerprint="new")
     assert result.epochs_run == 2 and len(result.history) == 2
     assert torch.load(state, weights_only=True)["fingerprint"] == "new"
+
+
+@pytest.mark.parametrize("kind", ["random bytes", "truncated", "pickled code"])
+def test_unloadable_state_is_reported_in_one_line_and_training_starts_afresh(
+        tmp_path: Path, kind: str, caplog: pytest.LogCaptureFixture) -> None:
+    """A torn or foreign state file is no reason to stop: like a stale one it is removed
+    and training starts from epoch 1; the warning names it and says why it was refused."""
+    from test_models import CODE, check_refusal, unloadable_files
+
+    path, reason = unloadable_files(tmp_path)[kind]
+    state = tmp_path / "state.pt"
+    path.rename(state)
+    train, val = dark_vs_bright(32, seed=0), dark_vs_bright(16, seed=1)
+    seen: list[int] = []
+    with caplog.at_level("WARNING", logger="medpipe.engine"):
+        engine.fit(new_model(), train, val, make_cfg(epochs=1), torch.device("cpu"),
+                   on_epoch=lambda e, m: seen.append(e), state_path=state, fingerprint="run")
+    assert seen == [1]
+    assert torch.load(state, weights_only=True)["epoch"] == 1  # replaced by this run's
+    warnings = [r.getMessage() for r in caplog.records if r.name == "medpipe.engine"]
+    assert len(warnings) == 1, warnings
+    refusal, _, rest = warnings[0].partition("; ")
+    check_refusal(refusal, state, reason)
+    assert rest == "ignored, training starts afresh"
+    if reason == CODE:
+        assert "not a training state this pipeline wrote" in refusal
 
 
 def test_half_saved_state_left_by_a_kill_is_removed_by_the_next_run(tmp_path: Path) -> None:

@@ -1,12 +1,18 @@
-"""The evaluate stage under real `dvc`: plots render, report, evaluate keys rerun only it."""
+"""The evaluate stage under real `dvc`: plots render, report, evaluate keys rerun only it,
+and a failed or killed run loses no earlier result."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import signal
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
-from conftest import Baseline, edit_params, sh, stages_run
+from conftest import Baseline, edit_params, sh, stages_run, tool_env
 
 pytestmark = pytest.mark.slow
 
@@ -42,8 +48,11 @@ def test_report_and_summary_are_written(baseline: Baseline) -> None:
     assert summary["threshold"]["rule"] == "youden" and summary["threshold"]["chosen_on"] == "val"
     assert summary["bootstrap"]["resamples"] == 1000
     assert {"roc_auc", "accuracy", "sensitivity", "specificity"} <= set(summary["ci95"])
-    # Not in the DVC cache (cache: false): git keeps it, so a pull request shows it.
-    assert "metrics/report.md" in sh("git", "ls-files", cwd=project).stdout
+    # The summary is a metric in git (for `dvc metrics diff`); the report is DVC-cached,
+    # so `dvc checkout` can bring it back after a failed run.
+    tracked = sh("git", "ls-files", cwd=project).stdout.split()
+    assert "metrics/evaluate.json" in tracked and "metrics/report.md" not in tracked
+    sh("git", "check-ignore", "-q", "metrics/report.md", cwd=project)
 
 
 def test_evaluate_keys_rerun_only_evaluate(reproduced: Path) -> None:
@@ -70,3 +79,63 @@ def test_bad_evaluate_value_fails_in_one_line(reproduced: Path) -> None:
     assert proc.returncode != 0 and len(errors) == 1, proc.stderr
     assert "'evaluate.threshold'" in errors[0] and "(stage evaluate)" in errors[0]
     assert not (project / "metrics/evaluate.json").exists()
+
+
+EVALUATE_OUTPUTS = ["metrics/evaluate.json", "metrics/report.md", "metrics/evaluate/roc.json",
+                    "metrics/evaluate/predictions.csv", "metrics/gradcam"]
+
+
+def snapshot(project: Path) -> dict[str, str]:
+    """SHA-256 of every file of the evaluate stage's outputs, by path."""
+    files = []
+    for out in EVALUATE_OUTPUTS:
+        path = project / out
+        files += sorted(path.rglob("*")) if path.is_dir() else [path]
+    return {str(p.relative_to(project)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in files if p.is_file()}
+
+
+def assert_restorable(project: Path, before: dict[str, str]) -> None:
+    """After a failed evaluate: `dvc checkout` brings back the cached outputs, and once the
+    params are back, `dvc repro` restores the rest from the run cache without rerunning."""
+    assert not (project / "metrics/report.md").exists()  # DVC removed it before running
+    sh("dvc", "checkout", cwd=project)
+    for out in ["metrics/report.md", "metrics/evaluate/roc.json"]:
+        assert snapshot(project)[out] == before[out], out
+    sh("git", "checkout", "params.yaml", cwd=project)
+    out = sh("dvc", "repro", cwd=project).stdout
+    assert stages_run(out) == [] and "Stage 'evaluate' is cached - skipping run" in out, out
+    assert snapshot(project) == before
+    assert "Data and pipelines are up to date" in sh("dvc", "status", cwd=project).stdout
+
+
+def test_failed_evaluate_loses_no_earlier_result(reproduced: Path) -> None:
+    project = reproduced
+    before = snapshot(project)
+    assert "metrics/gradcam/00_" in " ".join(before)  # the heat maps are compared too
+    edit_params(project, evaluate={"threshold": 1.5})
+    assert sh("dvc", "repro", cwd=project, check=False).returncode != 0
+    assert_restorable(project, before)
+
+
+def test_killed_evaluate_loses_no_earlier_result(reproduced: Path) -> None:
+    project = reproduced
+    before = snapshot(project)
+    # Enough resamples that the run is still busy when it is killed.
+    edit_params(project, evaluate={"bootstrap": 200000})
+    proc = subprocess.Popen(["dvc", "repro"], cwd=project, env=tool_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while (project / "metrics/report.md").exists():  # until DVC has removed the outputs
+            assert proc.poll() is None, "dvc repro ended before it could be killed"
+            assert time.monotonic() < deadline, "evaluate never started"
+            time.sleep(0.05)
+        time.sleep(1.0)
+        assert proc.poll() is None, "evaluate finished before it could be killed"
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # dvc and the stage, as a crash would
+        proc.wait()
+    assert not (project / "metrics/evaluate.json").exists()
+    assert_restorable(project, before)

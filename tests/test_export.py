@@ -128,11 +128,26 @@ def test_model_file_with_pickled_code_is_refused_not_run(
 ) -> None:
     marker, evil = tmp_path / "pwned", tmp_path / "evil.pt"
     torch.save({"format": models.CHECKPOINT_FORMAT, "state_dict": Payload(marker)}, evil)
-    with pytest.raises(PipelineError, match="not a loadable model file"):
+    with pytest.raises(PipelineError, match="refused: not a model file this pipeline wrote"):
         export.export_torchscript(evil, tmp_path / "m.ts")
     code, err = run_cli(["--model", str(evil), "--out", str(tmp_path / "m.ts")], capsys)
-    assert code == 1 and err.strip().splitlines()[-1].startswith(f"error: {evil}: not a ")
+    last = err.strip().splitlines()[-1]
+    assert code == 1 and last.startswith(f"error: {evil}: refused: not a model file this "
+                                         "pipeline wrote (it holds pickled objects"), err
+    assert "weights_only" not in err and "will likely succeed" not in err
     assert not marker.exists() and not (tmp_path / "m.ts").exists()
+
+
+def test_truncated_model_file_is_a_one_line_refusal(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], restore_logging: None
+) -> None:
+    whole, cut = tmp_path / "whole.pt", tmp_path / "cut.pt"
+    torch.save({"format": models.CHECKPOINT_FORMAT, "weight": torch.zeros(4096)}, whole)
+    cut.write_bytes(whole.read_bytes()[:3000])  # a download or copy cut short
+    code, err = run_cli(["--model", str(cut), "--out", str(tmp_path / "m.ts")], capsys)
+    assert code == 1 and err.strip().splitlines()[-1] == (
+        f"error: {cut}: refused: not a PyTorch file, or a corrupt or truncated one"), err
+    assert "Traceback" not in err and not (tmp_path / "m.ts").exists()
 
 
 def test_missing_model_is_a_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture[str],

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -115,7 +116,8 @@ def test_a_single_class(tmp_path) -> None:
     folder = make_folder(tmp_path / "d", {"a": 2})
     (folder / "notes.md").write_text("a file beside the class folder")
     assert errors_of(tmp_path, folder) == (
-        f"{folder}: 1 class(es) found (a); at least 2 are needed (stage download)")
+        f"{folder}: 1 class folder found (a); at least 2 class folders are needed, one per "
+        f"class (stage download)")
 
 
 def test_mixed_layout(tmp_path) -> None:
@@ -130,3 +132,85 @@ def test_missing_path_and_stray_keys(tmp_path) -> None:
     folder = make_folder(tmp_path / "d", {"a": 1, "b": 1})
     assert re.search("'data.name' is not read by source folder",
                      errors_of(tmp_path, folder, name="x.csv"))
+
+
+def test_links_out_of_the_dataset_folder_are_refused(tmp_path) -> None:
+    # Whatever a link points at would be packed into data/raw and pushed with it.
+    secret = tmp_path / "elsewhere" / "secret.png"
+    save(secret, pixels(7))
+    folder = make_folder(tmp_path / "d", {"a": 2, "b": 2})
+    (folder / "b" / "passwd.png").symlink_to(secret)
+    assert errors_of(tmp_path, folder) == (
+        f"{folder / 'b' / 'passwd.png'}: a symbolic link to {secret}, outside the dataset "
+        f"folder {folder}; refused (stage download)")
+    (folder / "b" / "passwd.png").unlink()
+    (folder / "b" / "more").symlink_to(secret.parent, target_is_directory=True)
+    assert errors_of(tmp_path, folder) == (
+        f"{folder / 'b' / 'more'}: a symbolic link to {secret.parent}, outside the dataset "
+        f"folder {folder}; refused (stage download)")
+
+
+def test_a_class_folder_linked_from_outside_is_refused(tmp_path) -> None:
+    outside = make_folder(tmp_path / "elsewhere", {"c": 2}) / "c"
+    folder = make_folder(tmp_path / "d", {"a": 2, "b": 2})
+    (folder / "c").symlink_to(outside, target_is_directory=True)
+    assert errors_of(tmp_path, folder).startswith(
+        f"{folder / 'c'}: a symbolic link to {outside}, outside the dataset folder")
+    (folder / "c").unlink()
+    wrapped = make_folder(tmp_path / "w" / "inner", {"a": 2, "b": 2})
+    (tmp_path / "outer").mkdir()
+    (tmp_path / "outer" / "inner").symlink_to(wrapped, target_is_directory=True)
+    assert errors_of(tmp_path, tmp_path / "outer").startswith(
+        f"{tmp_path / 'outer' / 'inner'}: a symbolic link to {wrapped}, outside the dataset")
+
+
+def test_links_inside_the_dataset_folder_are_followed_once(tmp_path) -> None:
+    folder = make_folder(tmp_path / "d", {"a": 2, "b": 2})
+    save(folder / "b" / "sub" / "x.png", pixels(5))
+    (folder / "a" / "copy.png").symlink_to(folder / "b" / "000.png")  # file link
+    (folder / "a" / "more").symlink_to(Path("../b/sub"), target_is_directory=True)
+    (folder / "b" / "sub" / "loop").symlink_to(Path("."), target_is_directory=True)
+    (tmp_path / "alias").symlink_to(folder, target_is_directory=True)  # data.path a link
+    download(data_cfg(path=str(tmp_path / "alias")), tmp_path / "raw")
+    data = read(tmp_path / "raw")
+    assert data.classes == ["a", "b"]
+    assert data.ids == ["a/000.png", "a/001.png", "a/copy.png", "a/more/x.png",
+                        "b/000.png", "b/001.png", "b/sub/x.png"]
+    assert data.images.read_bytes(2) == (folder / "b" / "000.png").read_bytes()
+
+
+def test_os_litter_is_ignored(tmp_path) -> None:
+    folder = make_folder(tmp_path / "d", {"a": 2, "b": 2})
+    for name in ("Thumbs.db", "THUMBS.DB", "ehthumbs.db", "desktop.ini", "Icon\r",
+                 "._000.png", ".DS_Store"):
+        (folder / "a" / name).write_bytes(b"litter")
+    (folder / "b" / "__MACOSX").mkdir()
+    (folder / "b" / "__MACOSX" / "._001.png").write_bytes(b"litter")
+    (folder / "__MACOSX" / "a").mkdir(parents=True)  # not a class
+    (folder / "__MACOSX" / "a" / "._000.png").write_bytes(b"litter")
+    download(data_cfg(path=str(folder)), tmp_path / "raw")
+    data = read(tmp_path / "raw")
+    assert data.classes == ["a", "b"]
+    assert data.ids == ["a/000.png", "a/001.png", "b/000.png", "b/001.png"]
+
+
+def test_macos_archive_litter_beside_a_wrapping_folder(tmp_path) -> None:
+    make_folder(tmp_path / "outer" / "chest_xray", {"NORMAL": 2, "PNEUMONIA": 2})
+    (tmp_path / "outer" / "__MACOSX" / "chest_xray").mkdir(parents=True)
+    (tmp_path / "outer" / "Thumbs.db").write_bytes(b"litter")
+    download(data_cfg(path=str(tmp_path / "outer")), tmp_path / "raw")
+    assert read(tmp_path / "raw").classes == ["NORMAL", "PNEUMONIA"]
+
+
+def test_a_single_class_folder_is_not_taken_for_a_wrapping_folder(tmp_path) -> None:
+    folder = make_folder(tmp_path / "ds", {"one": 2})
+    assert errors_of(tmp_path, folder) == (
+        f"{folder}: 1 class folder found (one); at least 2 class folders are needed, one "
+        f"per class (stage download)")
+
+
+def test_a_link_to_nothing_is_named(tmp_path) -> None:
+    folder = make_folder(tmp_path / "d", {"a": 2, "b": 2})
+    (folder / "a" / "gone.png").symlink_to(folder / "a" / "missing.png")
+    assert errors_of(tmp_path, folder) == (
+        f"{folder / 'a' / 'gone.png'}: not a regular file (stage download)")

@@ -155,3 +155,34 @@ def test_duplicate_row_and_missing_manifest(tmp_path) -> None:
     assert errors_of(tmp_path, root, name="other.csv") == (
         f"{root / 'other.csv'}: manifest not found (stage download)")
     assert "'data.name' must name the manifest" in errors_of(tmp_path, root, name=None)
+
+
+def test_rows_naming_links_out_of_the_dataset_folder_are_refused(tmp_path) -> None:
+    # The path stays inside as text, but the file is a link whose bytes would be packed.
+    secret = save(tmp_path / "elsewhere" / "secret.png", pixels(9))
+    rows = [{"path": f"images/{i}.png", "label": "ab"[i % 2]} for i in range(4)]
+    root = make_dataset(tmp_path / "d", rows)
+    (root / "images" / "3.png").unlink()
+    (root / "images" / "3.png").symlink_to(secret)
+    assert errors_of(tmp_path, root) == (
+        f"{root / 'labels.csv'}: row 5: path 'images/3.png': a symbolic link to {secret}, "
+        f"outside the dataset folder {root}; refused (stage download)")
+    (root / "images" / "3.png").unlink()
+    (root / "images").rename(tmp_path / "elsewhere" / "images")
+    (root / "images").symlink_to(tmp_path / "elsewhere" / "images")
+    assert "row 2: path 'images/0.png': a symbolic link to " in errors_of(tmp_path, root)
+    (root / "labels.csv").rename(tmp_path / "elsewhere" / "labels.csv")
+    (root / "labels.csv").symlink_to(tmp_path / "elsewhere" / "labels.csv")
+    assert errors_of(tmp_path, root).startswith(
+        f"{root / 'labels.csv'}: a symbolic link to {tmp_path / 'elsewhere' / 'labels.csv'}")
+
+
+def test_links_inside_the_dataset_folder_are_read(tmp_path) -> None:
+    rows = [{"path": f"images/{i}.png", "label": "ab"[i % 2]} for i in range(4)]
+    root = make_dataset(tmp_path / "d", rows)
+    (root / "images" / "3.png").unlink()
+    (root / "images" / "3.png").symlink_to(Path("1.png"))
+    (tmp_path / "alias").symlink_to(root, target_is_directory=True)
+    download(csv_cfg(tmp_path / "alias"), tmp_path / "raw")
+    data = read(tmp_path / "raw")
+    assert data.images.read_bytes(3) == (root / "images" / "1.png").read_bytes()

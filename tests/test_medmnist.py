@@ -32,7 +32,7 @@ needs_shared = pytest.mark.skipif(
 
 def data_cfg(**changes):
     values = {"source": "medmnist", "name": "pneumoniamnist", "url": None, "md5": None,
-              "sha256": None, "path": "data/external", "seed": 0, "size": 28,
+              "sha256": None, "path": "data/external", "seed": 0, "resolution": 28,
               "n_per_class": 10, "classes": ["normal", "opacity"]}
     values.update(changes)
     return parse_section("data", values, stage="download")
@@ -70,7 +70,7 @@ def test_official_urls() -> None:
         "https://zenodo.org/records/10519652/files/pneumoniamnist.npz?download=1")
     assert medmnist.official_url("pathmnist", 224) == (
         "https://zenodo.org/records/10519652/files/pathmnist_224.npz?download=1")
-    info, url, md5 = medmnist.resolve(data_cfg(name="dermamnist", size=64))
+    info, url, md5 = medmnist.resolve(data_cfg(name="dermamnist", resolution=64))
     assert url.endswith("/dermamnist_64.npz?download=1") and md5 == info.md5[64]
 
 
@@ -89,9 +89,10 @@ def test_missing_name_is_refused() -> None:
         medmnist.resolve(data_cfg(name=None))
 
 
-def test_unsupported_size_lists_the_valid_ones() -> None:
-    with pytest.raises(PipelineError, match=r"'data.size' must be one of 28, 64, 128, 224 .* 32"):
-        medmnist.resolve(data_cfg(size=32))
+def test_unsupported_resolution_lists_the_valid_ones() -> None:
+    valid = r"'data.resolution' must be one of 28, 64, 128, 224 .* 32"
+    with pytest.raises(PipelineError, match=valid):
+        medmnist.resolve(data_cfg(resolution=32))
 
 
 def test_chestmnist_is_multi_label(tmp_path, cache) -> None:
@@ -216,7 +217,7 @@ def test_pipeline_on_pneumoniamnist_from_a_local_mirror(tmp_path) -> None:
     with local_server() as server:
         url = server.serve("/pneumoniamnist.npz", PNEUMONIA.read_bytes(), cut_after=1_000_000)
         edit_params(repo, data={"source": "medmnist", "name": "pneumoniamnist", "url": url,
-                                "size": 28},
+                                "resolution": 28},
                     prepare={"image_size": 28}, train={"epochs": 1, "batch_size": 64})
         out = sh("dvc", "repro", cwd=repo).stdout
         assert [r.range for r in server.requests] == [None, "bytes=1000000-"]
@@ -240,7 +241,7 @@ def test_stage_shell_prints_one_error_line_and_exits_1(tmp_path, cache, capsys) 
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
     with local_server() as server:
-        params["data"].update(source="medmnist", name="breastmnist", size=28,
+        params["data"].update(source="medmnist", name="breastmnist", resolution=28,
                               url=server.url("/breastmnist.npz"))
         (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import pathlib
 from pathlib import Path
 from typing import Any
@@ -192,7 +193,7 @@ def test_checkpoint_with_pickled_code_is_refused_not_executed(tmp_path: Path) ->
     marker = tmp_path / "pwned"
     path = tmp_path / "evil.pt"
     torch.save({"format": models.CHECKPOINT_FORMAT, "state_dict": Payload(marker)}, path)
-    with pytest.raises(PipelineError, match="not a loadable model file"):
+    with pytest.raises(PipelineError, match="refused: not a model file this pipeline wrote"):
         models.load_checkpoint(path)
     assert not marker.exists()
     # The payload is real: a full unpickle does run it.
@@ -205,12 +206,70 @@ def test_missing_and_foreign_checkpoints_are_pipeline_errors(tmp_path: Path) -> 
         models.load_checkpoint(tmp_path / "none.pt")
     garbage = tmp_path / "garbage.pt"
     garbage.write_bytes(b"not a zip file at all")
-    with pytest.raises(PipelineError, match="not a loadable model file"):
+    with pytest.raises(PipelineError, match="refused: not a PyTorch file"):
         models.load_checkpoint(garbage)
     foreign = tmp_path / "foreign.pt"
     torch.save({"weights": torch.zeros(2)}, foreign)
     with pytest.raises(PipelineError, match="not a medpipe model file"):
         models.load_checkpoint(foreign)
+
+
+class SystemCall:
+    """Unpickling this calls ``os.system("true")``: the shape of a real attack, harmless."""
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        return os.system, ("true",)
+
+
+CODE = "it holds pickled objects other than tensors and plain data"
+CORRUPT = "not a PyTorch file, or a corrupt or truncated one"
+
+
+def unloadable_files(tmp_path: Path) -> dict[str, tuple[Path, str]]:
+    """Files that ``weights_only`` loading must refuse, each with the reason to give."""
+    rng = torch.Generator().manual_seed(0)
+    files: dict[str, tuple[Path, str]] = {}
+    random_bytes = tmp_path / "random.pt"
+    random_bytes.write_bytes(torch.randint(0, 256, (4096,), generator=rng,
+                                           dtype=torch.uint8).numpy().tobytes())
+    files["random bytes"] = random_bytes, CORRUPT
+    whole = tmp_path / "whole.pt"
+    torch.save({"weight": torch.zeros(4096)}, whole)
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(whole.read_bytes()[:3000])  # a copy cut short
+    files["truncated"] = truncated, CORRUPT
+    empty = tmp_path / "empty.pt"
+    empty.write_bytes(b"")
+    files["empty"] = empty, CORRUPT
+    code = tmp_path / "code.pt"
+    torch.save({"format": models.CHECKPOINT_FORMAT, "state_dict": SystemCall()}, code)
+    files["pickled code"] = code, CODE
+    legacy = tmp_path / "legacy.pt"  # torch's pre-zip format carries pickles too
+    torch.save({"state_dict": SystemCall()}, legacy, _use_new_zipfile_serialization=False)
+    files["pickled code, legacy format"] = legacy, CODE
+    return files
+
+
+def check_refusal(message: str, path: Path, reason: str) -> None:
+    """One line naming the file and why it was refused, never advising the unsafe loader."""
+    assert "\n" not in message
+    assert message.startswith(f"{path}: refused: "), message
+    assert reason in message, message
+    assert "weights_only=False" not in message and "will likely succeed" not in message
+    assert "weights_only" not in message  # no hint at the loader switch at all
+
+
+@pytest.mark.parametrize("kind", ["random bytes", "truncated", "empty", "pickled code",
+                                  "pickled code, legacy format"])
+def test_unloadable_checkpoint_is_refused_in_one_line_without_unsafe_advice(
+        tmp_path: Path, kind: str) -> None:
+    path, reason = unloadable_files(tmp_path)[kind]
+    with pytest.raises(PipelineError) as caught:
+        models.load_checkpoint(path)
+    check_refusal(str(caught.value), path, reason)
+    if reason == CODE:
+        assert "not a model file this pipeline wrote" in str(caught.value)
+        assert "posix.system" in str(caught.value) or "nt.system" in str(caught.value)
 
 
 # ------------------------------------------------------------------------ ImageNet weights

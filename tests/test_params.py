@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import importlib
 import os
 import subprocess
@@ -15,6 +16,8 @@ import yaml
 
 from medpipe import PipelineError, cli
 from medpipe.params import (
+    DVC_RESERVED_KEYS,
+    SECTIONS,
     DataParams,
     EvaluateParams,
     PrepareParams,
@@ -28,7 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 def _valid() -> dict[str, dict[str, Any]]:
     """The committed params.yaml, shrunk: every key present, as the stages require."""
     doc = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
-    doc["data"].update(size=64, n_per_class=10)
+    doc["data"].update(resolution=64, n_per_class=10)
     doc["prepare"].update(image_size=32)
     doc["train"].update(epochs=2, device="cpu", schedule="constant", warmup_epochs=0)
     doc["evaluate"].update(device="cpu")
@@ -218,6 +221,45 @@ def test_missing_section_is_named(tmp_path: Path) -> None:
         load_section(path, "evaluate", "evaluate")
 
 
+def _keys(node: Any, prefix: str = "") -> list[str]:
+    """Every key of a nested mapping, dotted, at any depth (lists of mappings included)."""
+    found = []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            found += [f"{prefix}{key}", *_keys(value, f"{prefix}{key}.")]
+    elif isinstance(node, list):
+        for item in node:
+            found += _keys(item, prefix)
+    return found
+
+
+def test_no_param_is_named_like_dvc_file_metadata() -> None:
+    """DVC drops keys named `size` or `nfiles`, at any depth, from the lock entry it hashes
+    for its run cache (iterative/dvc#10296): a change of such a param would restore a
+    stale output from the run cache instead of rerunning the stage."""
+    doc = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
+    declared = [f"{section}.{f.name}" for section, cls in SECTIONS.items()
+                for f in dataclasses.fields(cls)]
+    for key in _keys(doc) + declared:
+        assert key.rsplit(".", 1)[-1] not in DVC_RESERVED_KEYS, key
+
+
+def test_renamed_key_names_its_new_name() -> None:
+    values = {k: v for k, v in VALID["data"].items() if k != "resolution"}
+    message = error_of("data", {**values, "size": 64}, stage="download")
+    assert "'data.size' is now 'data.resolution'" in message
+
+
+def test_empty_params_file_says_what_it_needs(tmp_path: Path) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_text("# nothing here\n", encoding="utf-8")
+    with pytest.raises(PipelineError) as info:
+        load_section(path, "data", "download")
+    message = str(info.value)
+    assert "\n" not in message and str(path) in message
+    assert "is empty" in message and "data, prepare, train, augment, evaluate" in message
+
+
 def test_missing_file_names_the_file(tmp_path: Path) -> None:
     path = tmp_path / "nope.yaml"
     with pytest.raises(PipelineError) as info:
@@ -373,3 +415,11 @@ def test_stage_shell_in_process_exits_1_with_one_line(
     for needle in needles:
         assert needle in line, (needle, line)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
+
+
+@pytest.mark.parametrize(("section", "stage"), [("data", "download"), ("prepare", "prepare"),
+                                                ("train", "train"), ("evaluate", "evaluate")])
+@pytest.mark.parametrize("seed", [-1, 2**32])
+def test_seed_out_of_range_is_named(section: str, stage: str, seed: int) -> None:
+    message = error_of(section, {**VALID[section], "seed": seed}, stage=stage)
+    assert f"'{section}.seed' must be between 0 and 4294967295, got {seed}" in message

@@ -76,6 +76,21 @@ def test_params_rerun_only_the_stages_that_read_them(reproduced: Path) -> None:
     assert stages_run(out) == [] and "Data and pipelines are up to date" in out
 
 
+def test_changed_resolution_reruns_download_after_a_cached_run(reproduced: Path) -> None:
+    """The baseline's download (32 px) is in DVC's run cache; another resolution must run
+    the stage, not restore that entry (a param named `size` did: iterative/dvc#10296)."""
+    project = reproduced
+    meta = project / "data/raw/dataset.json"
+    assert json.loads(meta.read_text())["image_shape"] == [32, 32]
+    edit_params(project, data={"resolution": 48})
+    assert repro(project, "download") == ["download"]
+    assert json.loads(meta.read_text())["image_shape"] == [48, 48]
+    edit_params(project, data={"resolution": 32})  # back: restored from the run cache
+    out = sh("dvc", "repro", "download", cwd=project).stdout
+    assert stages_run(out) == [] and "Stage 'download' is cached - skipping run" in out
+    assert json.loads(meta.read_text())["image_shape"] == [32, 32]
+
+
 def test_forced_repro_is_byte_identical(reproduced: Path) -> None:
     project = reproduced
 

@@ -352,9 +352,28 @@ def test_model_file_with_pickled_code_is_refused_not_run(evaluated: SimpleNamesp
     torch.save({"format": models.CHECKPOINT_FORMAT, "state_dict": Payload(marker)}, evil)
     image = tmp_path / "a.png"
     Image.fromarray(evaluated.raw.images[0], mode="L").save(image)
-    with pytest.raises(PipelineError, match="not a loadable model file"):
+    with pytest.raises(PipelineError, match="refused: not a model file this pipeline wrote"
+                       ) as caught:
         predict.predict_files(evil, [image])
     assert not marker.exists()
+    assert "weights_only" not in str(caught.value)
+
+
+def test_model_file_of_random_bytes_is_a_one_line_refusal(
+    evaluated: SimpleNamespace, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    restore_logging: None,
+) -> None:
+    bad = tmp_path / "model.pt"
+    bad.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    image = tmp_path / "a.png"
+    Image.fromarray(evaluated.raw.images[0], mode="L").save(image)
+    out = tmp_path / "out.csv"
+    code, err = run_cli(["--model", str(bad), "--out", str(out), str(image)], capsys)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 1 and lines[-1] == (f"error: {bad}: refused: not a PyTorch file, or a "
+                                       "corrupt or truncated one"), err
+    assert "weights_only" not in err and "will likely succeed" not in err
+    assert "Traceback" not in err and not out.exists()
 
 
 def test_fixture_model_is_informative(evaluated: SimpleNamespace) -> None:

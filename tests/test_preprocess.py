@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -318,3 +320,81 @@ def test_labels_out_of_range_are_refused(tmp_path: Path) -> None:
     raw.labels[0] = 2
     with pytest.raises(PipelineError, match=r"labels must lie in 0\.\.1"):
         preprocess.prepare(raw, tmp_path / "prepared", make_cfg())
+
+
+# ------------------------------------------------------------------ image size and room
+
+
+def disk_with(free: int, asked: list[Path] | None = None) -> Callable[[Path], SimpleNamespace]:
+    """A stand-in for ``shutil.disk_usage``: ``free`` bytes free on a 1 TB disk; records
+    the paths it is asked about in ``asked``."""
+
+    def disk_usage(path: Path) -> SimpleNamespace:
+        if asked is not None:
+            asked.append(Path(path))
+        return SimpleNamespace(total=10**12, used=10**12 - free, free=free)
+
+    return disk_usage
+
+
+@pytest.fixture
+def no_conversion(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any resize or store array fails the test: the checks must come before them (and a
+    huge size would otherwise try to allocate terabytes)."""
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("conversion started")
+
+    monkeypatch.setattr(preprocess, "resize", refuse)
+    monkeypatch.setattr(np.lib.format, "open_memmap", refuse)
+
+
+@pytest.mark.parametrize("size", [100000, 4097, 7, 0, -64])
+def test_image_size_out_of_bounds_is_refused_before_any_work(
+        tmp_path: Path, no_conversion: None, size: int) -> None:
+    with pytest.raises(PipelineError) as caught:
+        preprocess.prepare(make_raw(), tmp_path / "prepared", make_cfg(image_size=size))
+    assert str(caught.value) == ("params.yaml: 'prepare.image_size' must be between 8 and "
+                                 f"4096 px, got {size} (stage prepare)")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_prepare_stage_checks_image_size_before_reading_the_raw_data(tmp_path: Path) -> None:
+    from stages.prepare import prepare as prepare_stage
+
+    with pytest.raises(PipelineError, match=r"'prepare\.image_size' must be between 8 and "
+                                            r"4096 px, got 100000 \(stage prepare\)$"):
+        prepare_stage(make_cfg(image_size=100000), tmp_path / "no-raw", tmp_path / "prepared",
+                      tmp_path / "prepare.json")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_store_larger_than_the_free_disk_is_refused_before_it_is_allocated(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_conversion: None) -> None:
+    """40 colour images of 4096 px make a 2.0 GB store; the disk has 1.0 GB free."""
+    asked: list[Path] = []
+    monkeypatch.setattr(shutil, "disk_usage", disk_with(10**9, asked))
+    out = tmp_path / "data" / "prepared"  # neither exists yet
+    with pytest.raises(PipelineError) as caught:
+        preprocess.prepare(make_raw(n=40), out, make_cfg(image_size=4096, channels=3))
+    assert str(caught.value) == (
+        f"{out}: the store (40 images of 3 x 4096 x 4096 px) needs 2.0 GB of disk, but only "
+        "1.0 GB is free there; lower 'prepare.image_size' or free disk space (stage prepare)")
+    assert asked == [tmp_path]  # the nearest folder that exists, where the store will go
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_store_that_fits_the_free_disk_is_written(tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    need = 40 * 3 * 8 * 8  # images x channels x size x size, one byte each
+    monkeypatch.setattr(shutil, "disk_usage", disk_with(need))
+    stats = preprocess.prepare(make_raw(n=40), tmp_path / "prepared",
+                               make_cfg(image_size=8, channels=3))
+    assert sum(stats["images"].values()) == 40
+
+
+def test_large_images_are_converted_in_smaller_steps() -> None:
+    assert preprocess.chunk_rows(1, 64) == preprocess.CHUNK  # the usual sizes: unchanged
+    assert preprocess.chunk_rows(3, 224) == preprocess.CHUNK
+    assert preprocess.chunk_rows(3, 4096) == 5  # 5 x 192 MiB of float32 <= 1 GiB
+    assert preprocess.chunk_rows(3, 4096) * 3 * 4096**2 * 4 <= preprocess.CHUNK_BYTES

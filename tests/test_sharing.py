@@ -168,14 +168,14 @@ def test_experiment_shared_with_exp_push_and_pull(origin: Origin, clone: Path) -
 
 def test_run_cache_serves_params_that_were_already_run(origin: Origin, clone: Path) -> None:
     """B asks for train.lr=0.01 on main: A ran it (as an experiment) and pushed the run
-    cache, so `dvc repro --pull` restores train instead of training."""
+    cache, so `dvc repro --pull` restores train and evaluate instead of running them."""
     edit_params(clone, train={"lr": 0.01})
     out = sh("dvc", "repro", "--pull", cwd=clone).stdout
-    assert "Stage 'train' is cached - skipping run, checking out outputs" in out
-    # evaluate reruns: its report and plot data are kept in git (cache: false), which
-    # keeps it out of DVC's run cache; its result is the experiment's all the same.
-    assert stages_run(out) == ["evaluate"]
-    for path in ("models/model.pt", "metrics/train.json", "metrics/evaluate.json"):
+    for stage in ("train", "evaluate"):
+        assert f"Stage '{stage}' is cached - skipping run, checking out outputs" in out, out
+    assert stages_run(out) == []
+    for path in ("models/model.pt", "metrics/train.json", "metrics/evaluate.json",
+                 "metrics/report.md"):
         assert sha256((clone / path).read_bytes()) == sha256(origin.exp_file(path)), path
 
 

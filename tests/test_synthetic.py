@@ -106,7 +106,7 @@ def test_normal_class_has_no_opacity_signal_between_seeds() -> None:
 @pytest.mark.parametrize("size", [16, 24])
 def test_small_opacity_images_render(size: int) -> None:
     """Regression: below ~40 px no lung pixel reached 0.9 and ``_opacities`` drew from an
-    empty set (``rng.integers(0)`` -> ValueError), though ``data.size >= 16`` is allowed."""
+    empty set (``rng.integers(0)`` -> ValueError), though ``data.resolution >= 16`` is allowed."""
     images, labels = synthetic.generate(3, ["normal", "opacity"], size, seed=0)
     assert images.shape == (6, size, size)
     assert labels.tolist() == [0, 1] * 3

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 from localhttp import local_server
-from test_models import Payload
+from test_models import Payload, check_refusal, unloadable_files
 
 from medpipe import PipelineError, weights
 from medpipe.weights import WeightsFile
@@ -132,9 +132,20 @@ def test_weights_file_with_pickled_code_is_refused(tmp_path: Path) -> None:
     out.mkdir()
     torch.save({"conv.weight": Payload(marker)}, out / "evil.pth")
     (out / weights.INFO).write_text(json.dumps({"pretrained": True, "file": "evil.pth"}))
-    with pytest.raises(PipelineError, match="not a valid weights file"):
+    with pytest.raises(PipelineError, match="refused: not a torchvision weights file"):
         weights.load(out)
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("kind", ["random bytes", "truncated", "pickled code",
+                                  "pickled code, legacy format"])
+def test_unloadable_weights_file_is_refused_in_one_line_without_unsafe_advice(
+        tmp_path: Path, kind: str) -> None:
+    path, reason = unloadable_files(tmp_path)[kind]
+    (tmp_path / weights.INFO).write_text(json.dumps({"pretrained": True, "file": path.name}))
+    with pytest.raises(PipelineError) as caught:
+        weights.load(tmp_path)
+    check_refusal(str(caught.value), path, reason)
 
 
 def test_missing_weights_directory_says_what_to_run(tmp_path: Path) -> None:

@@ -4,7 +4,7 @@
 ``data.url``). Its columns:
 
     path        image file, relative to the manifest; must lie inside data.path, the
-                folder DVC watches
+                folder DVC watches, also once symbolic links are resolved
     label       a class name; or findings joined by '|' (``Effusion|Mass``), which makes
                 the task multi-label, where an empty label or ``No Finding`` means none
     patient_id  optional: the split keeps each patient's images together
@@ -53,6 +53,7 @@ def read_manifest(root: Path, name: str) -> pd.DataFrame:
     patient_id / split where given; every problem is one line naming the file and row."""
     rel = check_inside(name, "", f"params.yaml: 'data.name' {name}")
     path = root / rel
+    pack.inside(path, root.resolve())
     if not path.is_file():
         raise PipelineError(f"{path}: manifest not found {STAGE}")
     try:
@@ -74,12 +75,13 @@ def read_manifest(root: Path, name: str) -> pd.DataFrame:
     def row(i: int) -> str:  # the line in the file: the header is line 1
         return f"{path}: row {i + 2}"
 
-    base = posixpath.dirname(rel)
+    base, top = posixpath.dirname(rel), root.resolve()
     files = []
     for i, p in enumerate(table["path"]):
         if not p:
             raise PipelineError(f"{row(i)}: empty path {STAGE}")
         files.append(check_inside(p, base, f"{row(i)}: path '{p}'"))
+        pack.inside(root / files[-1], top, f"{row(i)}: path '{p}'")
         if not is_supported(p):
             raise PipelineError(f"{row(i)}: {unsupported_message(p)} {STAGE}")
     table.insert(0, "file", files)

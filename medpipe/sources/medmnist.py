@@ -1,6 +1,6 @@
 """MedMNIST v3 (2D subsets): download one ``.npz`` file, verify it, keep the official splits.
 
-``data.name`` picks the subset and ``data.size`` the resolution (28, 64, 128 or 224 px).
+``data.name`` picks the subset and ``data.resolution`` its side in px (28, 64, 128 or 224).
 The file comes from the MedMNIST Zenodo record, or from ``data.url`` (a mirror or an
 air-gapped copy, ``http(s)://`` or ``file://``); it is checked against ``data.md5``, or the
 official MD5 when that is null. Subset facts below (file checksums, class names, tasks,
@@ -175,12 +175,12 @@ def subset(name: str | None) -> Subset:
 def resolve(cfg) -> tuple[Subset, str, str]:
     """Check the ``data`` params for this source; return (subset, url, md5)."""
     info = subset(cfg.name)
-    if cfg.size not in SIZES:
+    if cfg.resolution not in SIZES:
         raise PipelineError(
-            f"params.yaml: 'data.size' must be one of {', '.join(map(str, SIZES))} for "
-            f"MedMNIST, got {cfg.size} {STAGE}"
+            f"params.yaml: 'data.resolution' must be one of {', '.join(map(str, SIZES))} for "
+            f"MedMNIST, got {cfg.resolution} {STAGE}"
         )
-    url = cfg.url if cfg.url is not None else official_url(cfg.name, cfg.size)
+    url = cfg.url if cfg.url is not None else official_url(cfg.name, cfg.resolution)
     if cfg.url is not None:
         download.check_url(cfg.url, what="params.yaml: 'data.url'")
     if cfg.md5 is not None:
@@ -189,11 +189,11 @@ def resolve(cfg) -> tuple[Subset, str, str]:
             raise PipelineError(
                 f"params.yaml: 'data.md5' must be 32 hex digits, got '{cfg.md5}' {STAGE}"
             )
-    elif cfg.size in info.md5:
-        md5 = info.md5[cfg.size]
+    elif cfg.resolution in info.md5:
+        md5 = info.md5[cfg.resolution]
     else:  # no official checksum known: refuse rather than use an unverified file
         raise PipelineError(
-            f"params.yaml: no official MD5 is known for {file_name(cfg.name, cfg.size)}; "
+            f"params.yaml: no official MD5 is known for {file_name(cfg.name, cfg.resolution)}; "
             f"set 'data.md5' {STAGE}"
         )
     return info, url, md5
@@ -202,7 +202,7 @@ def resolve(cfg) -> tuple[Subset, str, str]:
 def fetch(cfg, out_dir: Path) -> None:
     """Download and verify the subset's file into ``out_dir``; write ``dataset.json``."""
     info, url, md5 = resolve(cfg)
-    name = file_name(cfg.name, cfg.size)
+    name = file_name(cfg.name, cfg.resolution)
     out_dir.mkdir(parents=True)
     try:
         path = download.fetch(url, out_dir / name, md5=md5, sha256=cfg.sha256)
@@ -212,13 +212,13 @@ def fetch(cfg, out_dir: Path) -> None:
             hint = "; offline? set 'data.url' to a mirror or a file:// copy"
         raise PipelineError(f"{e}{hint} {STAGE}") from None
     arrays = _load(path, url)
-    _check(arrays, info, cfg.size, url)
+    _check(arrays, info, cfg.resolution, url)
     # No URL in the metadata: the same bytes from a mirror are the same dataset, so a
     # change of data.url alone leaves data/raw identical and nothing downstream reruns.
     meta = {
         "source": "medmnist",
         "name": cfg.name,
-        "size": cfg.size,
+        "resolution": cfg.resolution,
         "file": name,
         "md5": md5,
         "task": info.task,

@@ -83,6 +83,20 @@ def dataset_root(cfg, out_dir: Path) -> Path:
     return scratch / "dataset"
 
 
+def inside(path: Path, top: Path, what: str | None = None) -> Path:
+    """``path`` resolved; refused when a symbolic link takes it out of ``top`` (the resolved
+    dataset folder), as the bytes it points at would be packed into data/raw and pushed."""
+    what = what or str(path)
+    try:
+        resolved = path.resolve()
+    except (OSError, RuntimeError):  # a loop of links
+        raise PipelineError(f"{what}: a symbolic link that loops; refused {STAGE}") from None
+    if not resolved.is_relative_to(top):
+        raise PipelineError(f"{what}: a symbolic link to {resolved}, outside the dataset "
+                            f"folder {top}; refused {STAGE}")
+    return resolved
+
+
 def parse_labels(values: list[str]) -> tuple[str, list[str]]:
     """(task, classes) of a label column: multi-label when a label lists several findings
     joined by '|'; then an empty label or 'No Finding' means none."""

@@ -31,11 +31,11 @@ def fetch(cfg, out_dir: Path) -> None:
         raise PipelineError(
             "params.yaml: 'data.classes' must list at least 2 distinct classes (stage download)"
         )
-    if cfg.size < 16:
-        raise PipelineError("params.yaml: 'data.size' must be at least 16 (stage download)")
+    if cfg.resolution < 16:
+        raise PipelineError("params.yaml: 'data.resolution' must be at least 16 (stage download)")
     if cfg.n_per_class < 1:
         raise PipelineError("params.yaml: 'data.n_per_class' must be at least 1 (stage download)")
-    images, labels = synthetic.generate(cfg.n_per_class, cfg.classes, cfg.size, cfg.seed)
+    images, labels = synthetic.generate(cfg.n_per_class, cfg.classes, cfg.resolution, cfg.seed)
     out_dir.mkdir(parents=True)
     np.save(out_dir / IMAGES, images)
     np.save(out_dir / LABELS, labels)
