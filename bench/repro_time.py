@@ -25,7 +25,7 @@ STAGES = ["download", "prepare", "pretrained", "train", "evaluate"]
 
 
 def copy_project(dest: Path) -> None:
-    for name in ["stages", "medpipe"]:
+    for name in ["stages", "medpipe", "recipes"]:
         shutil.copytree(ROOT / name, dest / name,
                         ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     for name in ["dvc.yaml", "params.yaml", ".dvcignore", ".gitignore", ".dvc/config",

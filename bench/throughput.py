@@ -5,11 +5,11 @@ and device:
 
 - ``pure step``: forward + backward + optimiser step on float tensors already in memory
   (the ceiling: no data path at all), with the same speed settings as ``ours``;
-- ``ours``: ``engine.train_one_epoch`` fed by ``engine.Batches`` from the uint8 array
+- ``ours``: ``loop.train_one_epoch`` fed by ``loader.Batches`` from the uint8 array
   store (gather, convert on the device, normalise inside the model), with the speed
   settings the train stage resolves from the committed params.yaml on this device
   (``train.precision``/``channels_last: auto``: channels_last on CPU and CUDA, bf16 on
-  CUDA; on the CPU, the unfolded weight gradients of ``medpipe.cpuconv``);
+  CUDA; on the CPU, the unfolded weight gradients of ``medpipe.training.cpuconv``);
 - ``seed-style``: torchvision ``ImageFolder`` over PNG files, per-image PIL transforms
   (grey, resize, ToTensor, Normalize) and a ``DataLoader`` (``--workers``), as tutorials do:
   fp32, default (NCHW) memory layout; ``plain step`` is its pure-step ceiling.
@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -44,24 +43,27 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from medpipe import params
+from medpipe.data import loader, phantoms, prepare, store
+from medpipe.data.raw import RawDataset
+from medpipe.models import architectures
+from medpipe.params import PrepareParams
+from medpipe.training import loop
+from medpipe.training.cpuconv import unfold_weight_grad
+from medpipe.utils import devices
 
-from medpipe import engine, models, params, preprocess, store, synthetic  # noqa: E402
-from medpipe.cpuconv import unfold_weight_grad  # noqa: E402
-from medpipe.params import PrepareParams  # noqa: E402
-from medpipe.sources import RawDataset  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 CLASSES = ["normal", "opacity"]
 MODEL = {"name": "cnn", "small_input": False}  # what every loop trains (--model, --small-input)
-PLAIN = engine.Speed()  # fp32, NCHW: what the seed-style loop runs
+PLAIN = devices.Speed()  # fp32, NCHW: what the seed-style loop runs
 
 
 def make_data(root: Path, n_per_class: int, source_size: int) -> RawDataset:
     """Synthetic images, also written as PNG files in an ImageFolder layout."""
     from PIL import Image
 
-    images, labels = synthetic.generate(n_per_class, CLASSES, source_size, seed=0)
+    images, labels = phantoms.generate(n_per_class, CLASSES, source_size, seed=0)
     for i, (img, label) in enumerate(zip(images, labels, strict=True)):
         folder = root / "png" / CLASSES[label]
         folder.mkdir(parents=True, exist_ok=True)
@@ -73,7 +75,7 @@ def build(size: int, stats: dict, device: torch.device, channels_last: bool = Fa
     arch = {"name": MODEL["name"], "in_channels": 1, "num_classes": 2, "image_size": size,
             "width_mult": 1.0, "small_input": MODEL["small_input"], "dropout": 0.2,
             "mean": stats["mean"], "std": stats["std"]}
-    model = models.build_model(arch).to(device)
+    model = architectures.build_model(arch).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     return model, torch.optim.Adam(model.parameters(), lr=1e-3)
@@ -100,10 +102,10 @@ def timed(run_epoch, n_images: int, epochs: int, device: torch.device) -> float:
     return best
 
 
-def pipeline_speed(device: torch.device) -> engine.Speed:
+def pipeline_speed(device: torch.device) -> devices.Speed:
     """The speed settings the train stage uses on ``device`` with the committed params."""
     cfg = params.load_section(ROOT / "params.yaml", "train", stage="train")
-    return engine.Speed.resolve(cfg, device)
+    return devices.Speed.resolve(cfg, device)
 
 
 def train_flops(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
@@ -129,7 +131,7 @@ def matmul_rate(device: torch.device, dtype: torch.dtype, n: int = 2048,
 
 
 def pure_step(x: torch.Tensor, y: torch.Tensor, size: int, stats: dict, batch: int,
-              device: torch.device, epochs: int, speed: engine.Speed = PLAIN) -> float:
+              device: torch.device, epochs: int, speed: devices.Speed = PLAIN) -> float:
     model, opt = build(size, stats, device, speed.channels_last)
     if speed.compile:
         model = torch.compile(model)
@@ -153,13 +155,13 @@ def pure_step(x: torch.Tensor, y: torch.Tensor, size: int, stats: dict, batch: i
 
 
 def ours(split: store.Split, size: int, stats: dict, batch: int, device: torch.device,
-         epochs: int, speed: engine.Speed) -> tuple[float, float | None]:
+         epochs: int, speed: devices.Speed) -> tuple[float, float | None]:
     """(images/s, on CUDA the share of an epoch the GPU was busy, else None)."""
     model, opt = build(size, stats, device, speed.channels_last)
-    batches = engine.Batches(split, batch, shuffle=True, seed=0)
+    batches = loader.Batches(split, batch, shuffle=True, seed=0)
 
     def run_epoch() -> None:
-        engine.train_one_epoch(model, batches, opt, device, speed=speed)
+        loop.train_one_epoch(model, batches, opt, device, speed=speed)
 
     with unfold_weight_grad(model, speed.unfold_grad):
         rate = timed(run_epoch, len(split.labels), epochs, device)
@@ -233,12 +235,12 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=0, help="seed-style DataLoader workers")
     p.add_argument("--device", default="auto")
     p.add_argument("--compile", action="store_true", help="also time torch.compile")
-    p.add_argument("--model", default="cnn", choices=list(models.MODELS),
+    p.add_argument("--model", default="cnn", choices=list(architectures.MODELS),
                    help="as train.model (default: the small CNN)")
     p.add_argument("--small-input", action="store_true", help="train.small_input: true")
     args = p.parse_args()
     MODEL.update(name=args.model, small_input=args.small_input)
-    device = engine.resolve_device(args.device)
+    device = devices.resolve_device(args.device)
     speed = pipeline_speed(device)
     torch.manual_seed(0)
 
@@ -259,7 +261,7 @@ def main() -> None:
         for size in args.sizes:
             cfg = PrepareParams(seed=0, val_fraction=0.1, test_fraction=0.1, image_size=size,
                                 channels=1, on_error="fail", workers=1)
-            stats = preprocess.prepare(raw, root / f"store{size}", cfg)
+            stats = prepare.prepare(raw, root / f"store{size}", cfg)
             split = store.load_split(root / f"store{size}", "train")
             x = torch.from_numpy(np.array(split.images)).float() / 255.0
             y = torch.from_numpy(split.labels)
@@ -296,7 +298,7 @@ def main() -> None:
 
 
 def limit_trials(x: torch.Tensor, y: torch.Tensor, size: int, stats: dict, args,
-                 device: torch.device, speed: engine.Speed) -> dict[str, float]:
+                 device: torch.device, speed: devices.Speed) -> dict[str, float]:
     """Pure-step throughput with one change each from ours' configuration."""
     def run(batch: int = args.batch, **changes) -> float:
         return pure_step(x, y, size, stats, batch, device, args.epochs,

@@ -21,23 +21,77 @@ import yaml
 from medpipe import PipelineError
 
 # Sections that belong to pipeline stages. Other top-level sections are yours: no stage
-# reads them, so changing them reruns nothing (see README, "What reruns when").
+# reads them, so changing them reruns nothing (see docs/pipeline.md).
 STAGE_SECTIONS = ("data", "prepare", "train", "augment", "evaluate")
 
 
-def checked(rule: Callable[[Any], str | None]) -> Any:
-    """A dataclass field whose value ``rule`` checks after its type: ``rule`` returns what
-    is wrong ("must be at least 1") or None."""
-    return dataclasses.field(metadata={"check": rule})
+Rule = Callable[[Any], "str | None"]
 
 
-def between(low: float, high: float) -> Callable[[Any], str | None]:
-    """A rule: ``low <= value <= high``."""
-    return lambda v: None if low <= v <= high else f"must be between {low} and {high}"
+def param(default: Any, rule: Rule | None = None) -> Any:
+    """A field of a params section: its default (the value of the committed params.yaml,
+    which ``medpipe recipe`` starts from; the stages themselves still need every key in
+    params.yaml) and the rule its value must pass after its type is checked: ``rule``
+    returns what is wrong ("must be at least 1") or None."""
+    if isinstance(default, list):
+        return dataclasses.field(default_factory=lambda: list(default),
+                                 metadata={"check": rule})
+    return dataclasses.field(default=default, metadata={"check": rule})
+
+
+def between(low: float, high: float, unit: str = "") -> Rule:
+    """``low <= value <= high`` (``unit``, e.g. " px", follows the bounds in the message)."""
+    return lambda v: None if low <= v <= high else f"must be between {low} and {high}{unit}"
+
+
+def at_least(low: float, what: str = "") -> Rule:
+    """``value >= low``; ``what`` names the smallest value's meaning, e.g. "no intervals"."""
+    text = f"must be {low} ({what}) or more" if what else f"must be at least {low}"
+    return lambda v: None if v >= low else text
+
+
+def positive(v: float) -> str | None:
+    return None if v > 0 else "must be positive"
+
+
+def non_negative(v: float) -> str | None:
+    return None if v >= 0 else "must be non-negative"
+
+
+def unit_interval(v: float) -> str | None:
+    """A fraction in [0, 1): a decay, a dropout rate, a smoothing."""
+    return None if 0.0 <= v < 1.0 else "must be in [0, 1)"
+
+
+def probability(v: float) -> str | None:
+    return None if 0.0 <= v <= 1.0 else "is a probability"
+
+
+def open_fraction(v: float) -> str | None:
+    return None if 0.0 < v < 1.0 else "must be between 0 and 1"
 
 
 # numpy, scikit-learn and torch all accept seeds in [0, 2**32 - 1].
 SEED = between(0, 2**32 - 1)
+# Classification models are trained at 28-1024 px; at 4096 px one image is already 16 MiB
+# in the store (48 MiB in colour) and four times that as float32 in a batch. A larger
+# value is a slip (an extra digit) that would fail only later, out of memory or disk. 8:
+# the small CNN's two 2x2 pools leave 2x2 features.
+IMAGE_SIZE = between(8, 4096, " px")
+
+
+def zoom_range(v: list[float]) -> str | None:
+    ok = len(v) == 2 and 0 < v[0] <= v[1]
+    return None if ok else "must be [min, max] with 0 < min <= max"
+
+
+def threshold_rule(v: Any) -> str | None:
+    ok = isinstance(v, str) or 0.0 < v < 1.0
+    return None if ok else "must be youden, target_sensitivity or a probability in (0, 1)"
+
+
+def sensitivity_target(v: float) -> str | None:
+    return None if 0.0 < v <= 1.0 else "must be in (0, 1]"
 
 
 @dataclass(frozen=True)
@@ -46,68 +100,91 @@ class DataParams:
 
     # synthetic: generated chest-radiograph-like images; medmnist: a 2D MedMNIST subset;
     # folder: one subfolder per class; csv: a manifest of image paths and labels
-    source: Literal["synthetic", "medmnist", "folder", "csv"]
-    name: str | None  # medmnist: the subset; csv: the manifest file (in path or archive)
-    url: str | None  # medmnist: mirror of the file; folder/csv: a .zip/.tar.gz archive
-    md5: str | None  # medmnist: checksum of that file; null: the official one
-    sha256: str | None  # folder/csv: SHA-256 of the archive at url (required with url)
+    source: Literal["synthetic", "medmnist", "folder", "csv"] = param("synthetic")
+    name: str | None = param(None)  # medmnist: the subset; csv: the manifest file
+    url: str | None = param(None)  # medmnist: mirror of the file; folder/csv: an archive
+    md5: str | None = param(None)  # medmnist: checksum of that file; null: the official one
+    sha256: str | None = param(None)  # folder/csv: SHA-256 of the archive at url
     # folder/csv without url: the dataset folder. Always a path: dvc.yaml lists it as a
     # dependency of the download stage, so the other sources leave the placeholder.
-    path: str
-    seed: int = checked(SEED)  # synthetic: generator seed
+    path: str = param("data/external")
+    seed: int = param(0, SEED)  # synthetic: generator seed
     # synthetic: side of the generated images, px; medmnist: 28, 64, 128 or 224. Not named
     # `size`: DVC leaves keys named `size` or `nfiles` out of its run-cache key (they are
     # file metadata there), so a change of such a param would restore a stale output
     # (iterative/dvc#10296).
-    resolution: int
-    n_per_class: int  # synthetic: images generated per class
-    classes: list[str]  # synthetic: subset of medpipe.synthetic.CLASSES, in label order
+    resolution: int = param(128, at_least(16))
+    n_per_class: int = param(1000, at_least(1))  # synthetic: images generated per class
+    # synthetic: subset of medpipe.data.phantoms.CLASSES, in label order
+    classes: list[str] = param(["normal", "opacity"])
 
 
 @dataclass(frozen=True)
 class PrepareParams:
     """``prepare``: split, resize, channels, intensity statistics."""
 
-    seed: int = checked(SEED)  # split seed
-    val_fraction: float  # of all images, stratified by class
-    test_fraction: float  # of all images, stratified by class
-    image_size: int  # images are resized to image_size x image_size
-    channels: Literal[1, 3]  # 1: grayscale; 3: RGB (grayscale replicated)
-    on_error: Literal["fail", "skip"]  # an unreadable image file: stop, or skip and record it
-    workers: int  # processes decoding image files (folder/csv sources); 0: all cores
+    seed: int = param(0, SEED)  # split seed
+    val_fraction: float = param(0.15, open_fraction)  # of all images, stratified by class
+    test_fraction: float = param(0.15, open_fraction)  # of all images, stratified by class
+    image_size: int = param(64, IMAGE_SIZE)  # images are resized to image_size x image_size
+    channels: Literal[1, 3] = param(1)  # 1: grayscale; 3: RGB (grayscale replicated)
+    # an unreadable image file: stop, or skip and record it
+    on_error: Literal["fail", "skip"] = param("fail")
+    # processes decoding image files (folder/csv sources); 0: all cores
+    workers: int = param(0, at_least(0, "all cores"))
+
+    def check(self) -> str | None:
+        if self.val_fraction + self.test_fraction >= 1.0:
+            return "'prepare.val_fraction' + 'prepare.test_fraction' must be below 1"
+        return None
 
 
 @dataclass(frozen=True)
 class TrainParams:
     """``train``: model, optimiser and loop."""
 
-    model: str  # one of medpipe.models.MODELS
-    width_mult: float  # mobilenet_v2 / mobilenet_v3 width multiplier
-    small_input: bool  # 3x3 stride-1 stem, no early max-pool (for 28-64 px images)
-    pretrained: bool  # ImageNet weights (the pretrained stage fetches the file)
-    freeze_backbone: bool  # train only the Dropout+Linear head
-    dropout: float  # dropout before the last linear layer
-    optimizer: Literal["sgd", "adam", "adamw"]
-    lr: float  # peak learning rate
-    momentum: float  # SGD only
-    weight_decay: float
-    schedule: Literal["constant", "step", "cosine", "onecycle"]
-    warmup_epochs: float  # linear warm-up from lr/25 (constant, step, cosine); onecycle's rise
-    step_epochs: int  # step schedule: lr x 0.1 every step_epochs epochs
-    label_smoothing: float
-    ema: float  # per-step decay of an exponential moving average of the weights; 0: off
-    balance: Literal["none", "loss", "sampler"]  # class-weighted loss or balanced sampling
-    batch_size: int
-    epochs: int
-    patience: int  # early stopping after this many epochs without improvement; 0: off
-    monitor: Literal["val_auc", "val_accuracy", "val_loss"]  # best epoch kept by this
-    seed: int = checked(SEED)
-    device: str  # auto | cpu | cuda | cuda:N
-    precision: Literal["auto", "fp32", "bf16"]  # auto: bf16 autocast on CUDA, fp32 on CPU
-    channels_last: bool | Literal["auto"]  # auto: on CUDA only
-    compile: bool  # torch.compile the model
-    deterministic: bool  # deterministic kernels (always on CPU; slower on GPU)
-    nproc: int  # data-parallel processes on this machine (DDP under torchrun); 1: none
+    # medpipe.models.architectures.MODELS builds each of these (a test keeps them equal)
+    model: Literal["cnn", "mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large",
+                   "resnet18", "resnet50", "efficientnet_b0", "densenet121"] = param("cnn")
+    width_mult: float = param(1.0, positive)  # mobilenet_v2 / mobilenet_v3 width multiplier
+    small_input: bool = param(False)  # 3x3 stride-1 stem, no early max-pool (28-64 px)
+    pretrained: bool = param(False)  # ImageNet weights (the pretrained stage fetches them)
+    freeze_backbone: bool = param(False)  # train only the Dropout+Linear head
+    dropout: float = param(0.2, unit_interval)  # dropout before the last linear layer
+    optimizer: Literal["sgd", "adam", "adamw"] = param("adam")
+    lr: float = param(0.003, positive)  # peak learning rate
+    momentum: float = param(0.9, unit_interval)  # SGD only
+    weight_decay: float = param(0.0, non_negative)
+    schedule: Literal["constant", "step", "cosine", "onecycle"] = param("onecycle")
+    # linear warm-up from lr/25 (constant, step, cosine); onecycle's rise
+    warmup_epochs: float = param(3, non_negative)  # 3, not 3.0: as params.yaml spells it
+    step_epochs: int = param(10, at_least(1))  # step schedule: lr x 0.1 every step_epochs
+    label_smoothing: float = param(0.0, unit_interval)
+    # per-step decay of an exponential moving average of the weights; 0: off
+    ema: float = param(0.0, unit_interval)
+    # class-weighted loss or balanced sampling
+    balance: Literal["none", "loss", "sampler"] = param("none")
+    batch_size: int = param(64, at_least(1))
+    epochs: int = param(30, at_least(1))
+    # early stopping after this many epochs without improvement; 0: off
+    patience: int = param(0, non_negative)
+    # best epoch kept by this
+    monitor: Literal["val_auc", "val_accuracy", "val_loss"] = param("val_auc")
+    seed: int = param(0, SEED)
+    device: str = param("auto")  # auto | cpu | cuda | cuda:N
+    # auto: bf16 autocast on CUDA, fp32 on CPU
+    precision: Literal["auto", "fp32", "bf16"] = param("auto")
+    channels_last: bool | Literal["auto"] = param("auto")  # auto: NHWC on CUDA and CPU
+    compile: bool = param(False)  # torch.compile the model
+    deterministic: bool = param(True)  # deterministic kernels (always on CPU; slower on GPU)
+    # data-parallel processes on this machine (DDP under torchrun); 1: none
+    nproc: int = param(1, at_least(1))
+
+    def check(self) -> str | None:
+        if self.batch_size % self.nproc:
+            return (f"'train.batch_size' must be divisible by train.nproc ({self.nproc}), "
+                    f"got {self.batch_size}")
+        return None
 
 
 @dataclass(frozen=True)
@@ -119,40 +196,45 @@ class AugmentParams:
     chest radiograph (the heart is on the left).
     """
 
-    affine_p: float  # probability of the rotation/translation/zoom transform
-    rotation: float  # degrees, uniform in [-rotation, rotation]
-    translate: float  # fraction of the image side, each axis, uniform in [-t, t]
-    scale: list[float]  # [min, max] zoom; 1.0 is none, above 1 zooms in
-    hflip_p: float  # probability of a left-right flip
-    vflip_p: float  # probability of an up-down flip
-    intensity_p: float  # probability of the brightness/contrast/gamma change
-    brightness: float  # additive shift, uniform in [-b, b] (intensities are 0..1)
-    contrast: float  # factor around the image mean, uniform in [1-c, 1+c]
-    gamma: float  # exponent exp(u), u uniform in [-gamma, gamma]
-    noise_p: float  # probability of Gaussian noise
-    noise_std: float  # its standard deviation, uniform in [0, noise_std]
+    affine_p: float = param(0.0, probability)  # probability of rotation/translation/zoom
+    rotation: float = param(10.0, non_negative)  # degrees, uniform in [-rotation, rotation]
+    translate: float = param(0.05, non_negative)  # fraction of the side, uniform in [-t, t]
+    scale: list[float] = param([0.95, 1.1], zoom_range)  # [min, max] zoom; 1.0 is none
+    hflip_p: float = param(0.0, probability)  # probability of a left-right flip
+    vflip_p: float = param(0.0, probability)  # probability of an up-down flip
+    intensity_p: float = param(0.0, probability)  # probability of brightness/contrast/gamma
+    brightness: float = param(0.05, non_negative)  # additive shift, uniform in [-b, b]
+    contrast: float = param(0.1, unit_interval)  # factor around the mean, in [1-c, 1+c]
+    gamma: float = param(0.1, non_negative)  # exponent exp(u), u uniform in [-gamma, gamma]
+    noise_p: float = param(0.0, probability)  # probability of Gaussian noise
+    noise_std: float = param(0.02, non_negative)  # its standard deviation, in [0, noise_std]
 
 
 @dataclass(frozen=True)
 class EvaluateParams:
     """``evaluate``: which split is scored and how."""
 
-    split: Literal["test", "val"]
-    batch_size: int
-    device: str  # auto | cpu | cuda | cuda:N
+    split: Literal["test", "val"] = param("test")
+    batch_size: int = param(256, at_least(1))
+    device: str = param("auto")  # auto | cpu | cuda | cuda:N
     # Binary tasks: how the decision threshold on the positive-class probability is chosen
     # on the validation split (then applied unchanged to ``split``): youden (max
     # sensitivity + specificity - 1), target_sensitivity (the highest threshold reaching
     # ``target_sensitivity``), or a fixed probability such as 0.5. Multi-class: argmax.
-    threshold: Literal["youden", "target_sensitivity"] | float
-    target_sensitivity: float  # read only when threshold: target_sensitivity
-    bootstrap: int  # resamples for the 95% confidence intervals; 0: no intervals
-    seed: int = checked(SEED)  # bootstrap seed; also draws the Grad-CAM sample
-    calibration_bins: int  # equal-width probability bins for ECE and the reliability diagram
-    gradcam: int  # Grad-CAM heat maps of this many test images, right and wrong; 0: none
+    threshold: Literal["youden", "target_sensitivity"] | float = param("youden",
+                                                                        threshold_rule)
+    # read only when threshold: target_sensitivity
+    target_sensitivity: float = param(0.9, sensitivity_target)
+    # resamples for the 95% confidence intervals; 0: no intervals
+    bootstrap: int = param(1000, at_least(0, "no intervals"))
+    seed: int = param(0, SEED)  # bootstrap seed; also draws the Grad-CAM sample
+    # equal-width probability bins for ECE and the reliability diagram
+    calibration_bins: int = param(10, at_least(1))
+    # Grad-CAM heat maps of this many test images, right and wrong; 0: none
+    gradcam: int = param(8, at_least(0, "no heat maps"))
     # Test-time augmentation: the probabilities averaged over the image and its flips
     # (none; hflip: left-right; flips: left-right, up-down and both), on val and test alike.
-    tta: Literal["none", "hflip", "flips"]
+    tta: Literal["none", "hflip", "flips"] = param("none")
 
 
 # Keys that were renamed: the old spelling gets an error that names the new one.
@@ -225,17 +307,37 @@ def parse_section(section: str, values: Any, *, stage: str, where: str = "params
     for name in fields:
         ok, value = _coerce(values[name], hints[name])
         if not ok:
+            choices = [c for c in typing.get_args(hints[name]) if isinstance(c, str)]
+            hint = _did_you_mean(values[name], choices) if isinstance(values[name], str) else ""
             raise PipelineError(
                 f"{where}: '{section}.{name}' must be {_describe(hints[name])}, "
-                f"got {_show(values[name])} (stage {stage})"
+                f"got {_show(values[name])}{hint} (stage {stage})"
             )
-        rule = fields[name].metadata.get("check")
+        parsed[name] = value
+    return validate(cls(**parsed), stage=stage, where=where)
+
+
+def validate(cfg: Any, *, stage: str, where: str = "params.yaml") -> Any:
+    """Check ``cfg`` (a section's dataclass) against the rules declared beside its fields
+    and its ``check`` across fields; return it, or raise a one-line PipelineError."""
+    section = next(name for name, cls in SECTIONS.items() if isinstance(cfg, cls))
+    for f in dataclasses.fields(cfg):
+        rule = f.metadata.get("check")
+        value = getattr(cfg, f.name)
         problem = rule(value) if rule else None
         if problem:
-            raise PipelineError(f"{where}: '{section}.{name}' {problem}, got {_show(value)} "
+            raise PipelineError(f"{where}: '{section}.{f.name}' {problem}, got {value!r} "
                                 f"(stage {stage})")
-        parsed[name] = value
-    return cls(**parsed)
+    problem = cfg.check() if hasattr(cfg, "check") else None
+    if problem:
+        raise PipelineError(f"{where}: {problem} (stage {stage})")
+    return cfg
+
+
+def defaults(section: str) -> dict[str, Any]:
+    """The default value of every key of ``section``: the committed params.yaml's."""
+    return {f.name: (f.default_factory() if f.default is dataclasses.MISSING
+                     else f.default) for f in dataclasses.fields(SECTIONS[section])}
 
 
 def _check_top_level(doc: dict, path: Path, stage: str) -> None:

@@ -11,16 +11,18 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from medpipe import cli, sources
-from medpipe.fsutil import atomic_path
-from medpipe.params import DataParams, load_section
+from medpipe.data.sources import registry
+from medpipe.params import DataParams, load_section, validate
+from medpipe.utils import cli
+from medpipe.utils.files import atomic_path
 
 log = logging.getLogger(__name__)
 
 
 def download(cfg: DataParams, out_dir: Path) -> None:
     """Fetch the dataset ``cfg`` describes into ``out_dir`` (replaced only on success)."""
-    source = sources.get(cfg.source)
+    validate(cfg, stage="download")
+    source = registry.get(cfg.source)
     with atomic_path(out_dir) as tmp:
         source.fetch(cfg, tmp)
     log.info("%s dataset written to %s", cfg.source, out_dir)

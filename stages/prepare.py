@@ -1,7 +1,7 @@
 """Stage 2, prepare: split, convert, resize and store the images for fast training.
 
 Reads ``data/raw`` and ``params.yaml`` section ``prepare``; writes the array store
-``data/prepared`` (see ``medpipe.store``) and ``metrics/prepare.json`` (task, counts per
+``data/prepared`` (see ``medpipe.data.store``) and ``metrics/prepare.json`` (task, counts per
 split and class, image size, train-split statistics, and the unreadable image files
 skipped under ``on_error: skip``).
 
@@ -12,16 +12,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from medpipe import cli, sources
-from medpipe.fsutil import write_json
-from medpipe.params import PrepareParams, load_section
-from medpipe.preprocess import check
-from medpipe.preprocess import prepare as prepare_store
+from medpipe.data.prepare import prepare as prepare_store
+from medpipe.data.sources import registry
+from medpipe.params import PrepareParams, load_section, validate
+from medpipe.utils import cli
+from medpipe.utils.files import write_json
 
 
 def prepare(cfg: PrepareParams, raw_dir: Path, out_dir: Path, metrics_path: Path) -> dict:
-    check(cfg)  # before the raw data is read
-    stats = prepare_store(sources.read(raw_dir), out_dir, cfg)
+    """Build the store at ``out_dir`` from the raw dataset; write its summary."""
+    validate(cfg, stage="prepare")  # before the raw data is read
+    stats = prepare_store(registry.read(raw_dir), out_dir, cfg)
     write_json(metrics_path, stats)
     return stats
 

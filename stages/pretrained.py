@@ -2,10 +2,10 @@
 
 Reads ``params.yaml`` keys ``train.model`` and ``train.pretrained`` (only those: another
 learning rate does not fetch the weights again); writes ``models/pretrained/``, a DVC
-output holding the torchvision weights file and ``weights.json`` (file name, URL,
-SHA-256), or only ``weights.json`` when ``train.pretrained`` is false. A teammate gets the
+output holding the torchvision weights file and ``imagenet.json`` (file name, URL,
+SHA-256), or only ``imagenet.json`` when ``train.pretrained`` is false. A teammate gets the
 file with ``dvc pull``; offline, the error names the file to provide (see
-``medpipe.weights``).
+``medpipe.models.imagenet``).
 
     python -m stages.pretrained --out models/pretrained
 """
@@ -14,13 +14,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from medpipe import cli, weights
+from medpipe.models import imagenet
 from medpipe.params import TrainParams, load_section
+from medpipe.utils import cli
 
 
 def pretrained(cfg: TrainParams, out_dir: Path) -> dict:
-    wf = weights.weights_file(cfg.model) if cfg.pretrained else None
-    return weights.fetch(wf, out_dir)
+    wf = imagenet.weights_file(cfg.model) if cfg.pretrained else None
+    return imagenet.fetch(wf, out_dir)
 
 
 def main(args) -> None:

@@ -17,7 +17,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT_FILES = ["dvc.yaml", "params.yaml", ".dvcignore", ".gitignore", ".dvc/config",
                  ".dvc/.gitignore", "data/external/README.md"]
-PROJECT_DIRS = ["stages", "medpipe"]
+PROJECT_DIRS = ["stages", "medpipe", "recipes"]
 
 # Small enough that a full `dvc repro` takes seconds, large enough to split 3 ways.
 SMALL_PARAMS = {
@@ -140,7 +140,7 @@ def restore_logging() -> Iterator[None]:
 def run_stage_cli(name: str, module, argv: list[str], capsys: pytest.CaptureFixture[str]
                   ) -> tuple[int, str]:
     """Run ``module``'s command line in-process; return (exit status, stderr)."""
-    from medpipe import cli
+    from medpipe.utils import cli
 
     with pytest.raises(SystemExit) as info:
         cli.run(name, module.main, module.get_args_parser(), argv)

@@ -17,7 +17,8 @@ from imagefiles import data_cfg, make_folder
 from localhttp import local_server
 
 from medpipe import PipelineError
-from medpipe.sources import archive, pack, read
+from medpipe.data.sources import archive, pack
+from medpipe.data.sources.registry import read
 from stages.download import download
 
 

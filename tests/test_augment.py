@@ -10,8 +10,8 @@ import pytest
 import torch
 import yaml
 
-from medpipe.augment import augment_batch, is_identity, preview
 from medpipe.params import AugmentParams, parse_section
+from medpipe.training.augment import augment_batch, is_identity, preview
 
 PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 OFF = dict(affine_p=0.0, hflip_p=0.0, vflip_p=0.0, intensity_p=0.0, noise_p=0.0)
@@ -113,7 +113,7 @@ def test_preview_grid_shape_and_first_row_is_the_input() -> None:
                                             ("scale", [1.2, 0.9]), ("rotation", -1.0)])
 def test_bad_augment_values_are_refused(key: str, value) -> None:
     from medpipe import PipelineError
-    from stages.train import check_augment
+    from medpipe.params import validate
 
     with pytest.raises(PipelineError, match=f"augment.{key}"):
-        check_augment(dataclasses.replace(cfg(), **{key: value}))
+        validate(dataclasses.replace(cfg(), **{key: value}), stage="train")

@@ -2,18 +2,11 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "bench"))
-
-import throughput  # noqa: E402
-
-from medpipe import engine  # noqa: E402
+from bench import throughput
+from medpipe.utils import devices
 
 
 @pytest.mark.parametrize(("intervals", "length"), [
@@ -30,7 +23,7 @@ def test_ours_is_timed_with_the_train_stage_speed_settings() -> None:
     """The committed params (channels_last: auto) give NHWC fp32 on a CPU, with the
     unfolded weight gradients."""
     speed = throughput.pipeline_speed(torch.device("cpu"))
-    assert speed == engine.Speed(bf16=False, channels_last=True, compile=False,
+    assert speed == devices.Speed(bf16=False, channels_last=True, compile=False,
                                  unfold_grad=True)
 
 

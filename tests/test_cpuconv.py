@@ -1,4 +1,4 @@
-"""Unfolded weight gradients for tiny-output convolutions on the CPU (medpipe.cpuconv)."""
+"""Unfolded weight gradients for tiny-output convolutions on the CPU (medpipe.training.cpuconv)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,11 @@ import torch.nn.functional as F
 import yaml
 from torch import nn
 
-from medpipe import cpuconv, engine, models
+from medpipe.data.store import Split
+from medpipe.models import architectures
 from medpipe.params import parse_section
-from medpipe.store import Split
+from medpipe.training import cpuconv, loop
+from medpipe.utils import seeding
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -72,12 +74,12 @@ def test_which_convolutions_are_eligible(module: nn.Module, eligible: bool) -> N
     assert cpuconv.eligible(module) is eligible
 
 
-def resnet18(size: int) -> models.Classifier:
+def resnet18(size: int) -> architectures.Classifier:
     arch = {"name": "resnet18", "in_channels": 1, "num_classes": 2, "image_size": size,
             "width_mult": 1.0, "small_input": False, "dropout": 0.0, "mean": [0.5],
             "std": [0.2]}
     torch.manual_seed(0)
-    return models.build_model(arch)
+    return architectures.build_model(arch)
 
 
 def test_resnet18_at_48px_unfolds_only_its_2x2_stage_and_keeps_its_gradients() -> None:
@@ -151,9 +153,9 @@ def test_fit_on_the_cpu_unfolds_and_gives_the_same_model_twice(calls: list[int])
                   np.arange(16, dtype=np.int64) % 2)
     states = []
     for _ in range(2):
-        engine.seed_everything(0)
+        seeding.seed_everything(0)
         model = resnet18(32)
-        engine.fit(model, split, split, cfg, torch.device("cpu"))
+        loop.fit(model, split, split, cfg, torch.device("cpu"))
         states.append(model.state_dict())
         assert not any("forward" in vars(m) for m in model.modules())
     assert len(calls) == 2 * 2 * 8  # 2 runs x 2 batches x 8 convolutions

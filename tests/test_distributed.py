@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import yaml
 
-from medpipe import preprocess, synthetic
+from medpipe.data import phantoms, prepare
+from medpipe.data.raw import RawDataset
 from medpipe.params import parse_section
-from medpipe.sources import RawDataset
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -22,7 +22,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def store_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     classes = ["normal", "opacity"]
-    images, labels = synthetic.generate(60, classes, 32, seed=0)
+    images, labels = phantoms.generate(60, classes, 32, seed=0)
     # An easy task, so that both runs really learn: class 1 is brighter.
     images = np.clip(images.astype(np.int16) + 25 * labels[:, None, None], 0, 255)
     raw = RawDataset(classes, images.astype(np.uint8), labels,
@@ -30,7 +30,7 @@ def store_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     prep = yaml.safe_load((ROOT / "params.yaml").read_text())["prepare"]
     prep.update(image_size=32)
     out = tmp_path_factory.mktemp("ddp") / "prepared"
-    preprocess.prepare(raw, out, parse_section("prepare", prep, stage="prepare"))
+    prepare.prepare(raw, out, parse_section("prepare", prep, stage="prepare"))
     return out
 
 

@@ -1,4 +1,4 @@
-"""medpipe.download against a real HTTP server on 127.0.0.1: progress, resume, servers that
+"""medpipe.utils.downloads against a real HTTP server on 127.0.0.1: progress, resume, servers that
 ignore Range, HTTP and network errors, timeouts and checksum mismatches."""
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from localhttp import local_server
 
-from medpipe import PipelineError, download
+from medpipe import PipelineError
+from medpipe.utils import downloads
 
 BODY = os.urandom(300_000)
 MD5 = hashlib.md5(BODY).hexdigest()
@@ -28,7 +29,7 @@ def server():
 def fetch(url: str, tmp_path: Path, **kw) -> Path:
     kw.setdefault("md5", MD5)
     kw.setdefault("retry_wait", 0.0)
-    return download.fetch(url, tmp_path / "out" / "data.bin", cache_dir=tmp_path / "cache",
+    return downloads.fetch(url, tmp_path / "out" / "data.bin", cache_dir=tmp_path / "cache",
                           **kw)
 
 
@@ -102,7 +103,7 @@ def test_partial_file_longer_than_the_file_is_restarted(server, tmp_path) -> Non
     """The server answers 416 to a resume past its end; the download starts over."""
     url = server.serve("/data.bin", BODY)
     (tmp_path / "cache").mkdir()
-    stale = tmp_path / "cache" / f"{download._key(url)}.part"
+    stale = tmp_path / "cache" / f"{downloads._key(url)}.part"
     stale.write_bytes(b"x" * (len(BODY) + 10))
     assert fetch(url, tmp_path).read_bytes() == BODY
     assert [r.status for r in server.requests] == [416, 200]
@@ -112,7 +113,7 @@ def test_complete_partial_file_is_verified_not_downloaded_again(server, tmp_path
     """A run killed between the last byte and the check leaves a whole .part file."""
     url = server.serve("/data.bin", BODY)
     (tmp_path / "cache").mkdir()
-    (tmp_path / "cache" / f"{download._key(url)}.part").write_bytes(BODY)
+    (tmp_path / "cache" / f"{downloads._key(url)}.part").write_bytes(BODY)
     assert fetch(url, tmp_path).read_bytes() == BODY
     assert [(r.range, r.status) for r in server.requests] == [(f"bytes={len(BODY)}-", 416)]
 
@@ -192,11 +193,11 @@ def test_other_schemes_are_refused(url: str, tmp_path) -> None:
 
 
 def test_default_cache_dir_is_outside_outputs(tmp_path, monkeypatch) -> None:
-    monkeypatch.delenv(download.CACHE_ENV, raising=False)
+    monkeypatch.delenv(downloads.CACHE_ENV, raising=False)
     (tmp_path / "project" / ".dvc").mkdir(parents=True)
-    assert download.default_cache_dir(tmp_path / "project") == (
+    assert downloads.default_cache_dir(tmp_path / "project") == (
         tmp_path / "project" / ".dvc" / "tmp" / "downloads")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert download.default_cache_dir(tmp_path) == tmp_path / "xdg" / "medpipe" / "downloads"
-    monkeypatch.setenv(download.CACHE_ENV, str(tmp_path / "elsewhere"))
-    assert download.default_cache_dir(tmp_path / "project") == tmp_path / "elsewhere"
+    assert downloads.default_cache_dir(tmp_path) == tmp_path / "xdg" / "medpipe" / "downloads"
+    monkeypatch.setenv(downloads.CACHE_ENV, str(tmp_path / "elsewhere"))
+    assert downloads.default_cache_dir(tmp_path / "project") == tmp_path / "elsewhere"

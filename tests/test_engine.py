@@ -15,9 +15,15 @@ import torch
 import yaml
 from torch import nn
 
-from medpipe import PipelineError, engine, models
+from medpipe import PipelineError
+from medpipe.data import loader
+from medpipe.data.store import Split
+from medpipe.inference import predictor
+from medpipe.models import architectures
 from medpipe.params import AugmentParams, TrainParams, parse_section
-from medpipe.store import Split
+from medpipe.training import loop, optim
+from medpipe.training.state import Resume
+from medpipe.utils import devices, seeding
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -62,10 +68,10 @@ def dark_vs_bright(n: int, seed: int, separation: float = 60.0) -> Split:
     return Split(images=np.clip(np.rint(images), 0, 255).astype(np.uint8), labels=labels)
 
 
-def new_model() -> models.Classifier:
+def new_model() -> architectures.Classifier:
     arch = {"name": "cnn", "in_channels": 1, "num_classes": 2, "image_size": SIZE,
             "width_mult": 1.0, "dropout": 0.0, "mean": [0.5], "std": [0.2]}
-    return models.build_model(arch)
+    return architectures.build_model(arch)
 
 
 # -------------------------------------------------------------------------------- devices
@@ -74,8 +80,8 @@ def new_model() -> models.Classifier:
 def test_auto_device_is_cpu_without_cuda() -> None:
     if torch.cuda.is_available():
         pytest.skip("CUDA present: auto picks it")
-    assert engine.resolve_device("auto") == CPU
-    assert engine.resolve_device("cpu") == CPU
+    assert devices.resolve_device("auto") == CPU
+    assert devices.resolve_device("cpu") == CPU
 
 
 @pytest.mark.parametrize("name", ["cuda", "cuda:0"])
@@ -83,12 +89,12 @@ def test_cuda_without_cuda_is_a_pipeline_error(name: str) -> None:
     if torch.cuda.is_available():
         pytest.skip("CUDA present")
     with pytest.raises(PipelineError, match="CUDA is not available"):
-        engine.resolve_device(name)
+        devices.resolve_device(name)
 
 
 def test_unknown_device_is_a_pipeline_error() -> None:
     with pytest.raises(PipelineError, match="unknown device 'nonsense'"):
-        engine.resolve_device("nonsense")
+        devices.resolve_device("nonsense")
 
 
 # -------------------------------------------------------------------------------- Batches
@@ -101,7 +107,7 @@ def numbered_split(n: int) -> Split:
     return Split(images=images, labels=np.arange(n, dtype=np.int64))
 
 
-def epoch_order(batches: engine.Batches) -> list[int]:
+def epoch_order(batches: loader.Batches) -> list[int]:
     order: list[int] = []
     for x, y in batches:
         assert x.dtype == torch.uint8 and y.dtype == torch.int64
@@ -111,7 +117,7 @@ def epoch_order(batches: engine.Batches) -> list[int]:
 
 
 def test_batches_cover_every_index_once_per_epoch() -> None:
-    batches = engine.Batches(numbered_split(10), 3, shuffle=True, seed=0)
+    batches = loader.Batches(numbered_split(10), 3, shuffle=True, seed=0)
     assert len(batches) == 4
     assert [len(y) for _, y in batches] == [3, 3, 3, 1]
     for _ in range(3):
@@ -119,15 +125,15 @@ def test_batches_cover_every_index_once_per_epoch() -> None:
 
 
 def test_unshuffled_batches_keep_the_order() -> None:
-    batches = engine.Batches(numbered_split(7), 4, shuffle=False)
+    batches = loader.Batches(numbered_split(7), 4, shuffle=False)
     assert epoch_order(batches) == list(range(7))
     assert epoch_order(batches) == list(range(7))
 
 
 def test_shuffle_differs_between_epochs_and_is_reproducible() -> None:
-    a = engine.Batches(numbered_split(50), 8, shuffle=True, seed=1)
-    b = engine.Batches(numbered_split(50), 8, shuffle=True, seed=1)
-    c = engine.Batches(numbered_split(50), 8, shuffle=True, seed=2)
+    a = loader.Batches(numbered_split(50), 8, shuffle=True, seed=1)
+    b = loader.Batches(numbered_split(50), 8, shuffle=True, seed=1)
+    c = loader.Batches(numbered_split(50), 8, shuffle=True, seed=2)
     orders_a = [epoch_order(a) for _ in range(3)]
     orders_b = [epoch_order(b) for _ in range(3)]
     orders_c = [epoch_order(c) for _ in range(3)]
@@ -139,9 +145,9 @@ def test_shuffle_differs_between_epochs_and_is_reproducible() -> None:
 
 def test_batches_do_not_depend_on_the_global_torch_rng() -> None:
     torch.manual_seed(0)
-    a = epoch_order(engine.Batches(numbered_split(30), 8, shuffle=True, seed=4))
+    a = epoch_order(loader.Batches(numbered_split(30), 8, shuffle=True, seed=4))
     torch.manual_seed(99)
-    b = epoch_order(engine.Batches(numbered_split(30), 8, shuffle=True, seed=4))
+    b = epoch_order(loader.Batches(numbered_split(30), 8, shuffle=True, seed=4))
     assert a == b
 
 
@@ -149,11 +155,11 @@ def test_batches_do_not_depend_on_the_global_torch_rng() -> None:
 
 
 def test_fit_learns_an_easy_task() -> None:
-    engine.seed_everything(0)
+    seeding.seed_everything(0)
     train, val = dark_vs_bright(64, seed=1), dark_vs_bright(32, seed=2)
     model = new_model()
     seen: list[tuple[int, dict[str, float]]] = []
-    result = engine.fit(model, train, val, make_cfg(epochs=3, monitor="val_accuracy"), CPU,
+    result = loop.fit(model, train, val, make_cfg(epochs=3, monitor="val_accuracy"), CPU,
                         on_epoch=lambda e, m: seen.append((e, m)))
     assert [e for e, _ in seen] == [1, 2, 3]
     assert len(result.history) == 3
@@ -165,7 +171,7 @@ def test_fit_learns_an_easy_task() -> None:
     assert result.best == {k: v for k, v in result.history[result.best_epoch - 1].items()
                            if k.startswith("val_")}
     # The returned model reproduces the best epoch's validation figures.
-    again = engine.evaluate(model, engine.Batches(val, 32, shuffle=False), CPU)
+    again = loop.evaluate(model, loader.Batches(val, 32, shuffle=False), CPU)
     assert again["accuracy"] == result.best["val_accuracy"]
     assert again["loss"] == pytest.approx(result.best["val_loss"], rel=1e-6, abs=1e-9)
     assert result.seconds > 0 and result.images_per_second > 0
@@ -177,13 +183,13 @@ def test_weight_average_is_what_is_validated_and_kept() -> None:
     train, val = dark_vs_bright(64, seed=1), dark_vs_bright(32, seed=2)
     runs = {}
     for ema in (0.0, 0.8):
-        engine.seed_everything(0)
+        seeding.seed_everything(0)
         model = new_model()
-        runs[ema] = (model, engine.fit(model, train, val, make_cfg(epochs=3, ema=ema), CPU))
+        runs[ema] = (model, loop.fit(model, train, val, make_cfg(epochs=3, ema=ema), CPU))
     (plain, r0), (averaged, r1) = runs[0.0], runs[0.8]
     assert [h["train_loss"] for h in r1.history] == [h["train_loss"] for h in r0.history]
     assert [h["val_loss"] for h in r1.history] != [h["val_loss"] for h in r0.history]
-    again = engine.evaluate(averaged, engine.Batches(val, 32, shuffle=False), CPU)
+    again = loop.evaluate(averaged, loader.Batches(val, 32, shuffle=False), CPU)
     assert again["loss"] == pytest.approx(r1.best["val_loss"], rel=1e-6, abs=1e-9)
     assert not all(torch.equal(a, b) for a, b in
                    zip(plain.state_dict().values(), averaged.state_dict().values(), strict=True))
@@ -195,7 +201,7 @@ def test_weight_average_is_the_normalised_exponential_average() -> None:
     hold 0.99^2 = 98% after 3 steps). Batch-norm's integer batch count is the latest."""
     decay = 0.99
     model = nn.Sequential(nn.Linear(2, 1), nn.BatchNorm1d(1))
-    ema = engine.make_ema(model, decay)
+    ema = optim.make_ema(model, decay)
     steps = [1.0, 2.0, 4.0, 8.0]
     for n, value in enumerate(steps, start=1):
         with torch.no_grad():
@@ -216,16 +222,16 @@ def test_weight_average_is_the_normalised_exponential_average() -> None:
 def test_fit_restores_the_best_epoch_not_the_last(monkeypatch: pytest.MonkeyPatch) -> None:
     """Validation scores are scripted so epoch 2 of 4 is the best by val_auc."""
     scripted = iter([0.60, 0.90, 0.70, 0.80])
-    real_evaluate = engine.evaluate
+    real_evaluate = loop.evaluate
 
     def evaluate(model: Any, batches: Any, device: Any, speed: Any = None) -> dict[str, float]:
         return {**real_evaluate(model, batches, device), "auc": next(scripted)}
 
-    monkeypatch.setattr(engine, "evaluate", evaluate)
+    monkeypatch.setattr(loop, "evaluate", evaluate)
     snapshots: dict[int, dict[str, torch.Tensor]] = {}
     model = new_model()
-    engine.seed_everything(0)
-    result = engine.fit(
+    seeding.seed_everything(0)
+    result = loop.fit(
         model, dark_vs_bright(32, 1), dark_vs_bright(16, 2),
         make_cfg(epochs=4, monitor="val_auc", lr=0.05), CPU,
         on_epoch=lambda e, m: snapshots.__setitem__(e, copy.deepcopy(model.state_dict())),
@@ -245,7 +251,7 @@ def test_fit_restores_the_best_epoch_not_the_last(monkeypatch: pytest.MonkeyPatc
 def test_is_better_picks_the_first_best(monitor: str, values: list[float], best: int) -> None:
     best_value, best_epoch = None, 0
     for epoch, value in enumerate(values, start=1):
-        if engine.is_better(monitor, value, best_value):
+        if loop.is_better(monitor, value, best_value):
             best_value, best_epoch = value, epoch
     assert best_epoch == best
 
@@ -254,26 +260,26 @@ def test_same_seed_gives_bit_identical_weights() -> None:
     train, val = dark_vs_bright(48, seed=1), dark_vs_bright(16, seed=2)
     states = []
     for _ in range(2):
-        engine.seed_everything(7)
+        seeding.seed_everything(7)
         model = new_model()
         cfg = make_cfg(epochs=2, seed=7, dropout=0.0)
-        engine.fit(model, train, val, cfg, CPU)
+        loop.fit(model, train, val, cfg, CPU)
         states.append(model.state_dict())
     assert states[0].keys() == states[1].keys()
     for k in states[0]:
         assert torch.equal(states[0][k], states[1][k]), k
     # And a different seed really gives different weights.
-    engine.seed_everything(8)
+    seeding.seed_everything(8)
     other = new_model()
-    engine.fit(other, train, val, make_cfg(epochs=2, seed=8), CPU)
+    loop.fit(other, train, val, make_cfg(epochs=2, seed=8), CPU)
     assert not torch.equal(other.state_dict()["net.features.0.weight"],
                            states[0]["net.features.0.weight"])
 
 
 def test_huge_learning_rate_diverges_with_a_pipeline_error() -> None:
-    engine.seed_everything(0)
+    seeding.seed_everything(0)
     with pytest.raises(PipelineError, match=r"diverged: .* loss is (nan|inf)"):
-        engine.fit(new_model(), dark_vs_bright(64, 1), dark_vs_bright(16, 2),
+        loop.fit(new_model(), dark_vs_bright(64, 1), dark_vs_bright(16, 2),
                    make_cfg(optimizer="sgd", lr=1e12, epochs=3), CPU)
 
 
@@ -282,16 +288,16 @@ def test_nan_inputs_fail_with_a_pipeline_error_about_the_loss() -> None:
     images = good.images.astype(np.float32)  # Batches takes any numeric array
     images[5, 0, 3, 3] = np.nan
     poisoned = Split(images=images, labels=good.labels)
-    engine.seed_everything(0)
+    seeding.seed_everything(0)
     with pytest.raises(PipelineError) as info:
-        engine.fit(new_model(), poisoned, dark_vs_bright(16, 2), make_cfg(epochs=1), CPU)
+        loop.fit(new_model(), poisoned, dark_vs_bright(16, 2), make_cfg(epochs=1), CPU)
     assert "loss" in str(info.value) and "lr" in str(info.value)
 
 
 def test_predict_returns_probabilities_in_batch_order() -> None:
     val = dark_vs_bright(20, 3)
     model = new_model()
-    probs = engine.predict(model, engine.Batches(val, 7, shuffle=False), CPU)
+    probs = predictor.predict(model, loader.Batches(val, 7, shuffle=False), CPU)
     assert probs.shape == (20, 2) and probs.dtype == np.float64
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-6)
     with torch.no_grad():
@@ -301,8 +307,8 @@ def test_predict_returns_probabilities_in_batch_order() -> None:
 
 def test_make_optimizer_honours_the_choice() -> None:
     params = [torch.nn.Parameter(torch.zeros(2))]
-    sgd = engine.make_optimizer(make_cfg(optimizer="sgd", lr=0.1, momentum=0.5), params)
-    adam = engine.make_optimizer(make_cfg(optimizer="adam", lr=0.2, weight_decay=0.01), params)
+    sgd = optim.make_optimizer(make_cfg(optimizer="sgd", lr=0.1, momentum=0.5), params)
+    adam = optim.make_optimizer(make_cfg(optimizer="adam", lr=0.2, weight_decay=0.01), params)
     assert isinstance(sgd, torch.optim.SGD)
     assert sgd.defaults["lr"] == 0.1 and sgd.defaults["momentum"] == 0.5
     assert isinstance(adam, torch.optim.Adam)
@@ -311,8 +317,8 @@ def test_make_optimizer_honours_the_choice() -> None:
 
 def lr_trace(cfg: TrainParams, steps_per_epoch: int = 4) -> list[float]:
     model = torch.nn.Linear(2, 2)
-    optimizer = engine.make_optimizer(cfg, model.parameters())
-    scheduler = engine.make_scheduler(cfg, optimizer, steps_per_epoch)
+    optimizer = optim.make_optimizer(cfg, model.parameters())
+    scheduler = optim.make_scheduler(cfg, optimizer, steps_per_epoch)
     trace = []
     for _ in range(cfg.epochs * steps_per_epoch):
         trace.append(optimizer.param_groups[0]["lr"])
@@ -359,7 +365,7 @@ def test_onecycle_with_a_one_step_rise_is_refused_not_a_division_by_zero() -> No
 
 def write_store(root: Path, train: Split, val: Split) -> Path:
     """A two-class array store at ``root``, as the prepare stage writes it."""
-    from medpipe import store
+    from medpipe.data import store
 
     root.mkdir(parents=True)
     for name, split in (("train", train), ("val", val)):
@@ -419,7 +425,7 @@ def test_store_larger_than_the_available_memory_is_refused_before_training(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Training holds the train and val images in memory: 56 + 16 images of 16 x 16 px
     are 18,432 bytes, here with 10,000 available."""
-    from medpipe import store
+    from medpipe.data import store
     from stages import train as train_stage
 
     data = write_store(tmp_path / "prepared", dark_vs_bright(56, seed=0),
@@ -437,7 +443,7 @@ def test_store_larger_than_the_available_memory_is_refused_before_training(
 
 def test_class_weighted_loss_balances_the_classes() -> None:
     labels = torch.tensor([0] * 90 + [1] * 10)
-    loss = engine.make_loss(make_cfg(balance="loss"), labels, 2, torch.device("cpu"))
+    loss = optim.make_loss(make_cfg(balance="loss"), labels, 2, torch.device("cpu"))
     logits = torch.zeros(2, 2)  # same loss per sample; only the weights differ
     per0 = loss(logits[:1], torch.tensor([0]))
     per1 = loss(logits[:1], torch.tensor([1]))
@@ -451,7 +457,7 @@ def test_class_weighted_loss_balances_the_classes() -> None:
 def test_balanced_sampler_draws_classes_equally() -> None:
     labels = np.array([0] * 900 + [1] * 100)
     split = Split(images=np.zeros((1000, 1, 2, 2), np.uint8), labels=labels)
-    batches = engine.Batches(split, 100, shuffle=True, seed=0, balanced=True)
+    batches = loader.Batches(split, 100, shuffle=True, seed=0, balanced=True)
     drawn = torch.cat([y for _, y in batches])
     assert len(drawn) == 1000
     assert 0.45 < drawn.float().mean().item() < 0.55
@@ -459,10 +465,10 @@ def test_balanced_sampler_draws_classes_equally() -> None:
 
 def test_early_stopping_stops_after_patience() -> None:
     train, val = dark_vs_bright(64, seed=0), dark_vs_bright(32, seed=1)
-    engine.seed_everything(0)
+    seeding.seed_everything(0)
     model = new_model()
     # lr 0: the model never changes, so no epoch after the first one improves.
-    result = engine.fit(model, train, val, make_cfg(epochs=20, patience=2, lr=1e-12,
+    result = loop.fit(model, train, val, make_cfg(epochs=20, patience=2, lr=1e-12,
                                                     monitor="val_loss"),
                         torch.device("cpu"))
     assert result.epochs_run == 3 and result.best_epoch == 1
@@ -475,9 +481,9 @@ def test_augmentation_changes_training_and_stays_deterministic() -> None:
     aug = aug_cfg(affine_p=1.0, rotation=20.0, intensity_p=1.0)
 
     def run(augment) -> dict[str, torch.Tensor]:
-        engine.seed_everything(0)
+        seeding.seed_everything(0)
         model = new_model()
-        engine.fit(model, train, val, make_cfg(epochs=2), torch.device("cpu"), augment=augment)
+        loop.fit(model, train, val, make_cfg(epochs=2), torch.device("cpu"), augment=augment)
         return model.state_dict()
 
     plain, aug_a, aug_b = run(None), run(aug), run(aug)
@@ -502,27 +508,26 @@ def test_resume_after_a_crash_ends_with_the_uninterrupted_model(tmp_path: Path,
     aug = aug_cfg(affine_p=1.0, rotation=20.0, noise_p=0.5)
     state = tmp_path / "state.pt"
 
-    engine.seed_everything(0)
+    seeding.seed_everything(0)
     straight = new_model()
-    expected = engine.fit(straight, train, val, cfg, torch.device("cpu"), augment=aug)
+    expected = loop.fit(straight, train, val, cfg, torch.device("cpu"), augment=aug)
 
     def crash_after_two(epoch: int, metrics: dict[str, float]) -> None:
         if epoch == 2:
             raise Crash
 
-    engine.seed_everything(0)
+    seeding.seed_everything(0)
     with pytest.raises(Crash):
-        engine.fit(new_model(), train, val, cfg, torch.device("cpu"), augment=aug,
-                   on_epoch=crash_after_two, state_path=state, fingerprint="run")
+        loop.fit(new_model(), train, val, cfg, torch.device("cpu"), augment=aug,
+                   on_epoch=crash_after_two, resume=Resume(state, "run"))
     # The crash hit before epoch 2's state was saved: the state holds epoch 1.
     assert torch.load(state, weights_only=True)["epoch"] == 1
 
     seen: list[int] = []
-    engine.seed_everything(123)  # a resumed process starts from other RNG states
+    seeding.seed_everything(123)  # a resumed process starts from other RNG states
     resumed = new_model()
-    result = engine.fit(resumed, train, val, cfg, torch.device("cpu"), augment=aug,
-                        on_epoch=lambda e, m: seen.append(e), state_path=state,
-                        fingerprint="run")
+    result = loop.fit(resumed, train, val, cfg, torch.device("cpu"), augment=aug,
+                        on_epoch=lambda e, m: seen.append(e), resume=Resume(state, "run"))
     assert seen == [1, 2, 3, 4]  # epoch 1 replayed for the logger, then 2-4 trained
     assert result.history == expected.history
     assert result.best_epoch == expected.best_epoch
@@ -533,12 +538,12 @@ def test_resume_after_a_crash_ends_with_the_uninterrupted_model(tmp_path: Path,
 def test_state_from_other_params_is_discarded(tmp_path: Path) -> None:
     train, val = dark_vs_bright(32, seed=0), dark_vs_bright(16, seed=1)
     state = tmp_path / "state.pt"
-    engine.seed_everything(0)
-    engine.fit(new_model(), train, val, make_cfg(epochs=1), torch.device("cpu"),
-               state_path=state, fingerprint="old")
-    engine.seed_everything(0)
-    result = engine.fit(new_model(), train, val, make_cfg(epochs=2), torch.device("cpu"),
-                        state_path=state, fingerprint="new")
+    seeding.seed_everything(0)
+    loop.fit(new_model(), train, val, make_cfg(epochs=1), torch.device("cpu"),
+               resume=Resume(state, "old"))
+    seeding.seed_everything(0)
+    result = loop.fit(new_model(), train, val, make_cfg(epochs=2), torch.device("cpu"),
+                        resume=Resume(state, "new"))
     assert result.epochs_run == 2 and len(result.history) == 2
     assert torch.load(state, weights_only=True)["fingerprint"] == "new"
 
@@ -555,12 +560,12 @@ def test_unloadable_state_is_reported_in_one_line_and_training_starts_afresh(
     path.rename(state)
     train, val = dark_vs_bright(32, seed=0), dark_vs_bright(16, seed=1)
     seen: list[int] = []
-    with caplog.at_level("WARNING", logger="medpipe.engine"):
-        engine.fit(new_model(), train, val, make_cfg(epochs=1), torch.device("cpu"),
-                   on_epoch=lambda e, m: seen.append(e), state_path=state, fingerprint="run")
+    with caplog.at_level("WARNING", logger="medpipe.training.state"):
+        loop.fit(new_model(), train, val, make_cfg(epochs=1), torch.device("cpu"),
+                   on_epoch=lambda e, m: seen.append(e), resume=Resume(state, "run"))
     assert seen == [1]
     assert torch.load(state, weights_only=True)["epoch"] == 1  # replaced by this run's
-    warnings = [r.getMessage() for r in caplog.records if r.name == "medpipe.engine"]
+    warnings = [r.getMessage() for r in caplog.records if r.name == "medpipe.training.state"]
     assert len(warnings) == 1, warnings
     refusal, _, rest = warnings[0].partition("; ")
     check_refusal(refusal, state, reason)
@@ -574,14 +579,14 @@ def test_half_saved_state_left_by_a_kill_is_removed_by_the_next_run(tmp_path: Pa
     resumes from the last whole state and removes the temporary on its first save."""
     train, val = dark_vs_bright(32, seed=0), dark_vs_bright(16, seed=1)
     state = tmp_path / "state.pt"
-    engine.seed_everything(0)
-    engine.fit(new_model(), train, val, make_cfg(epochs=1), torch.device("cpu"),
-               state_path=state, fingerprint="run")
+    seeding.seed_everything(0)
+    loop.fit(new_model(), train, val, make_cfg(epochs=1), torch.device("cpu"),
+               resume=Resume(state, "run"))
     half = tmp_path / ".tmp-state.pt.k1ll3d"
     half.write_bytes(state.read_bytes()[:100])  # a save cut short
     seen: list[int] = []
-    engine.fit(new_model(), train, val, make_cfg(epochs=2), torch.device("cpu"),
-               on_epoch=lambda e, m: seen.append(e), state_path=state, fingerprint="run")
+    loop.fit(new_model(), train, val, make_cfg(epochs=2), torch.device("cpu"),
+               on_epoch=lambda e, m: seen.append(e), resume=Resume(state, "run"))
     assert not half.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["state.pt"]
     assert torch.load(state, weights_only=True)["epoch"] == 2
@@ -591,18 +596,18 @@ def test_bf16_and_channels_last_train_on_cpu() -> None:
     """The CUDA speed path (bf16 autocast, NHWC) runs and learns; here on the CPU."""
     train, val = dark_vs_bright(64, seed=0), dark_vs_bright(32, seed=1)
     cfg = make_cfg(epochs=3, precision="bf16", channels_last=True)
-    assert engine.Speed.resolve(cfg, torch.device("cpu")) == engine.Speed(True, True, False,
+    assert devices.Speed.resolve(cfg, torch.device("cpu")) == devices.Speed(True, True, False,
                                                                            unfold_grad=False)
-    engine.seed_everything(0)
-    result = engine.fit(new_model(), train, val, cfg, torch.device("cpu"))
+    seeding.seed_everything(0)
+    result = loop.fit(new_model(), train, val, cfg, torch.device("cpu"))
     assert result.best["val_accuracy"] >= 0.9
 
 
 def test_auto_speed_on_cpu_is_fp32_with_channels_last_and_unfolded_weight_grads() -> None:
     cpu = torch.device("cpu")
-    assert engine.Speed.resolve(make_cfg(), cpu) == engine.Speed(channels_last=True,
+    assert devices.Speed.resolve(make_cfg(), cpu) == devices.Speed(channels_last=True,
                                                                  unfold_grad=True)
-    assert engine.Speed.resolve(make_cfg(channels_last=False), cpu) == engine.Speed(
+    assert devices.Speed.resolve(make_cfg(channels_last=False), cpu) == devices.Speed(
         unfold_grad=True)
     # torch.compile traces the model itself: the unfolding is left out of it.
-    assert not engine.Speed.resolve(make_cfg(compile=True), cpu).unfold_grad
+    assert not devices.Speed.resolve(make_cfg(compile=True), cpu).unfold_grad

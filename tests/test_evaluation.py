@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
-from medpipe import PipelineError, bootstrap, calibration, evaluation, metrics, report
-from medpipe.params import EvaluateParams, parse_section
+from medpipe import PipelineError
+from medpipe.evaluation import bootstrap, calibration, metrics, report, scoring
+from medpipe.params import EvaluateParams, parse_section, validate
 
 CFG = EvaluateParams(split="test", batch_size=8, device="cpu", threshold="youden",
                      target_sensitivity=0.9, bootstrap=200, seed=0, calibration_bins=10,
@@ -158,7 +159,7 @@ def test_threshold_is_chosen_on_val_and_applied_unchanged_to_test() -> None:
     # Test: a threshold chosen on test itself would differ (its positives are at 0.6+).
     labels = np.array([1, 1, 0, 0, 0])
     p = np.array([0.6, 0.9, 0.35, 0.2, 0.1])
-    summary, _ = evaluation.summarise(labels, binary_probs(p), ["normal", "opacity"], CFG,
+    summary, _ = scoring.summarise(labels, binary_probs(p), ["normal", "opacity"], CFG,
                                       val_labels, binary_probs(val_p))
     thr = summary["threshold"]
     assert thr["value"] == pytest.approx(0.305) and thr["chosen_on"] == "val"
@@ -169,13 +170,13 @@ def test_threshold_is_chosen_on_val_and_applied_unchanged_to_test() -> None:
     assert summary["specificity"] == 1.0
     expected = metrics.classification_report(labels, binary_probs(p), ["normal", "opacity"],
                                              threshold=0.305)
-    for key in evaluation.FIGURES:
+    for key in scoring.FIGURES:
         assert summary["at_threshold"][key] == pytest.approx(expected[key])
 
 
 def test_fixed_threshold_needs_no_validation_data() -> None:
     cfg = dataclasses.replace(CFG, threshold=0.7)
-    summary, _ = evaluation.summarise(np.array([1, 0, 1, 0]),
+    summary, _ = scoring.summarise(np.array([1, 0, 1, 0]),
                                       binary_probs([0.8, 0.6, 0.65, 0.1]),
                                       ["normal", "opacity"], cfg)
     assert summary["threshold"]["value"] == 0.7 and summary["threshold"]["chosen_on"] == "params"
@@ -186,7 +187,7 @@ def test_fixed_threshold_needs_no_validation_data() -> None:
 def test_multiclass_uses_argmax_and_no_threshold() -> None:
     labels = np.array([0, 1, 2, 0, 1, 2])
     probs = np.eye(3)[[0, 1, 2, 0, 2, 2]] * 0.7 + 0.1
-    summary, rows = evaluation.summarise(labels, probs, ["a", "b", "c"], CFG)
+    summary, rows = scoring.summarise(labels, probs, ["a", "b", "c"], CFG)
     assert summary["threshold"] == {"rule": "argmax", "value": None, "chosen_on": None}
     assert "at_threshold" not in summary and "positive_class" not in summary
     assert set(summary["ci95"]) == {"roc_auc", "accuracy", "sensitivity", "specificity"}
@@ -205,7 +206,7 @@ def test_multiclass_uses_argmax_and_no_threshold() -> None:
 ])
 def test_bad_evaluate_values_are_one_line_errors(key: str, value: float, needle: str) -> None:
     with pytest.raises(PipelineError) as info:
-        evaluation.check(dataclasses.replace(CFG, **{key: value}))
+        validate(dataclasses.replace(CFG, **{key: value}), stage="evaluate")
     assert needle in str(info.value) and "(stage evaluate)" in str(info.value)
 
 
@@ -315,7 +316,7 @@ def test_bootstrap_of_a_single_class_drops_every_resample_for_auc() -> None:
 
 def test_no_resamples_no_intervals() -> None:
     cfg = dataclasses.replace(CFG, bootstrap=0, threshold=0.5)
-    summary, _ = evaluation.summarise(np.array([0, 1]), binary_probs([0.2, 0.8]),
+    summary, _ = scoring.summarise(np.array([0, 1]), binary_probs([0.2, 0.8]),
                                       ["normal", "opacity"], cfg)
     assert summary["ci95"] is None
 
@@ -366,7 +367,7 @@ def test_summary_layout_and_report() -> None:
     val_labels, val_p = binormal(40, 1.5, seed=6)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a healthy case warns about nothing
-        summary, rows = evaluation.summarise(labels, binary_probs(p), ["normal", "opacity"],
+        summary, rows = scoring.summarise(labels, binary_probs(p), ["normal", "opacity"],
                                              CFG, val_labels, binary_probs(val_p))
     for key in ["accuracy", "balanced_accuracy", "roc_auc", "sensitivity", "specificity",
                 "ppv", "npv", "f1"]:

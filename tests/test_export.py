@@ -11,20 +11,23 @@ import pytest
 import torch
 from conftest import run_stage_cli
 
-from medpipe import PipelineError, export, models
+from medpipe import PipelineError
+from medpipe.commands import export as export_command
+from medpipe.inference import export
+from medpipe.models import architectures, checkpoint
 
 # Loading TorchScript warns that it is deprecated (recent torch); the export hides it.
 pytestmark = pytest.mark.filterwarnings(r"ignore:`torch\.jit.*:FutureWarning")
 
 
 def save_model(path: Path, name: str, channels: int, size: int, task: str = "multiclass"
-               ) -> models.Classifier:
+               ) -> architectures.Classifier:
     arch = {"name": name, "in_channels": channels, "num_classes": 3, "image_size": size,
             "width_mult": 0.5, "dropout": 0.3, "mean": [0.4] * channels,
             "std": [0.2] * channels}
     torch.manual_seed(0)
-    model = models.build_model(arch).eval()
-    models.save_checkpoint(path, model, arch=arch, classes=["a", "b", "c"], params={},
+    model = architectures.build_model(arch).eval()
+    checkpoint.save_checkpoint(path, model, arch=arch, classes=["a", "b", "c"], params={},
                            info={}, task=task)
     return model
 
@@ -94,7 +97,7 @@ def test_export_refuses_a_model_it_cannot_reproduce(tmp_path: Path,
 
 
 def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
-    return run_stage_cli("export", export, argv, capsys)
+    return run_stage_cli("export", export_command, argv, capsys)
 
 
 def test_cli_exports(tmp_path: Path, capsys: pytest.CaptureFixture[str],
@@ -127,7 +130,7 @@ def test_model_file_with_pickled_code_is_refused_not_run(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], restore_logging: None
 ) -> None:
     marker, evil = tmp_path / "pwned", tmp_path / "evil.pt"
-    torch.save({"format": models.CHECKPOINT_FORMAT, "state_dict": Payload(marker)}, evil)
+    torch.save({"format": checkpoint.CHECKPOINT_FORMAT, "state_dict": Payload(marker)}, evil)
     with pytest.raises(PipelineError, match="refused: not a model file this pipeline wrote"):
         export.export_torchscript(evil, tmp_path / "m.ts")
     code, err = run_cli(["--model", str(evil), "--out", str(tmp_path / "m.ts")], capsys)
@@ -142,7 +145,7 @@ def test_truncated_model_file_is_a_one_line_refusal(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], restore_logging: None
 ) -> None:
     whole, cut = tmp_path / "whole.pt", tmp_path / "cut.pt"
-    torch.save({"format": models.CHECKPOINT_FORMAT, "weight": torch.zeros(4096)}, whole)
+    torch.save({"format": checkpoint.CHECKPOINT_FORMAT, "weight": torch.zeros(4096)}, whole)
     cut.write_bytes(whole.read_bytes()[:3000])  # a download or copy cut short
     code, err = run_cli(["--model", str(cut), "--out", str(tmp_path / "m.ts")], capsys)
     assert code == 1 and err.strip().splitlines()[-1] == (

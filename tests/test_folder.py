@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 from imagefiles import data_cfg, dicom_bytes, make_folder, pixels, prepare_cfg, save
 
-from medpipe import PipelineError, preprocess
-from medpipe.sources import read
+from medpipe import PipelineError
+from medpipe.data import prepare
+from medpipe.data.sources.registry import read
 from stages.download import download
 
 
@@ -46,7 +47,7 @@ def test_official_split_is_kept_and_val_carved_from_train(tmp_path) -> None:
     download(data_cfg(path=str(folder)), tmp_path / "raw")
     data = read(tmp_path / "raw")
     assert sorted(set(data.splits)) == ["test", "train"]
-    stats = preprocess.prepare(data, tmp_path / "store", prepare_cfg(val_fraction=0.25))
+    stats = prepare.prepare(data, tmp_path / "store", prepare_cfg(val_fraction=0.25))
     assert stats["images"] == {"train": 12, "val": 4, "test": 6}
     assert stats["counts"]["val"] == {"a": 2, "b": 2}
     test_ids = [i for i, s in zip(data.ids, data.splits, strict=True) if s == "test"]
@@ -68,7 +69,7 @@ def test_dicom_files_in_a_folder(tmp_path) -> None:
             path.write_bytes(dicom_bytes(arr, WindowCenter=100, WindowWidth=200))
     download(data_cfg(path=str(tmp_path / "d")), tmp_path / "raw")
     data = read(tmp_path / "raw")
-    stats = preprocess.prepare(data, tmp_path / "store", prepare_cfg())
+    stats = prepare.prepare(data, tmp_path / "store", prepare_cfg())
     assert stats["images"] == {"train": 4, "val": 2, "test": 2}
 
 

@@ -14,14 +14,15 @@ from pathlib import Path
 import pytest
 from conftest import ROOT
 
-from medpipe import PipelineError, gpus
+from medpipe import PipelineError
+from medpipe.utils import gpus
 
 # A process that pins itself like a stage does, prints what it sees, then holds its GPUs
 # until the file named by its second argument appears (or until it is killed).
 HOLDER = """
 import logging, os, sys, time
 from pathlib import Path
-from medpipe import gpus
+from medpipe.utils import gpus
 logging.basicConfig(level=logging.INFO, stream=sys.stderr)
 gpus.pin("auto", count=int(sys.argv[1]))
 print(os.environ.get("CUDA_VISIBLE_DEVICES"), flush=True)

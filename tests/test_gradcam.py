@@ -12,7 +12,8 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from medpipe import gradcam, models
+from medpipe.evaluation import gradcam
+from medpipe.models import architectures
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -20,22 +21,22 @@ SIZE = 64  # the default image size: stride-32 networks give 2x2 maps
 
 
 def test_every_model_has_a_target_layer() -> None:
-    assert set(models.TARGET_LAYERS) == set(models.MODELS)
+    assert set(architectures.TARGET_LAYERS) == set(architectures.MODELS)
 
 
-@pytest.mark.parametrize("name", list(models.MODELS))
+@pytest.mark.parametrize("name", list(architectures.MODELS))
 def test_every_architecture_gives_a_finite_varying_map_of_the_input_size(name: str) -> None:
     arch = {"name": name, "in_channels": 1, "num_classes": 3, "image_size": SIZE,
             "width_mult": 1.0, "dropout": 0.2, "mean": [0.4], "std": [0.2]}
     torch.manual_seed(0)
-    model = models.build_model(arch, freeze_backbone=True).eval()  # frozen: no param grads
+    model = architectures.build_model(arch, freeze_backbone=True).eval()  # frozen: no param grads
     x = torch.rand(2, 1, SIZE, SIZE, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         before = model(x)
     # Every class of both images: an untrained net may have no positive evidence for one
     # class anywhere (an all-zero map is then the right answer), but not for all three.
     maps = gradcam.grad_cam(model, x.repeat(3, 1, 1, 1), torch.arange(3).repeat_interleave(2),
-                            models.target_layer(model, name))
+                            architectures.target_layer(model, name))
     assert maps.shape == (6, SIZE, SIZE)
     assert torch.isfinite(maps).all() and maps.min() >= 0
     assert all(m.max() in (0.0, 1.0) for m in maps)  # scaled to its peak
@@ -127,7 +128,7 @@ def test_write_maps_writes_titled_overlays(tmp_path: Path) -> None:
     arch = {"name": "cnn", "in_channels": 1, "num_classes": 2, "image_size": 32,
             "width_mult": 1.0, "dropout": 0.0, "mean": [0.5], "std": [0.25]}
     torch.manual_seed(0)
-    model = models.build_model(arch).eval()
+    model = architectures.build_model(arch).eval()
     images = np.random.default_rng(0).integers(0, 255, (5, 1, 32, 32)).astype(np.uint8)
     cases = [gradcam.Case(4, 1, False, "img 4_true-a_pred-b_p0.600", "img 4"),
              gradcam.Case(1, 0, True, "img-1_true-a_pred-a_p0.900", "img-1")]

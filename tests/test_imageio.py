@@ -8,7 +8,7 @@ import pytest
 from imagefiles import dicom_bytes, pixels, png_header_only, save
 from PIL import Image
 
-from medpipe.imageio import MAX_PIXELS, ImageError, decode, read_image, window
+from medpipe.data.imageio import MAX_PIXELS, ImageError, decode, read_image, window
 
 
 @pytest.mark.parametrize("suffix", [".png", ".bmp", ".tif", ".tiff"])

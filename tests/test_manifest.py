@@ -11,8 +11,9 @@ import pandas as pd
 import pytest
 from imagefiles import data_cfg, pixels, prepare_cfg, save
 
-from medpipe import PipelineError, preprocess, store
-from medpipe.sources import read
+from medpipe import PipelineError
+from medpipe.data import prepare, store
+from medpipe.data.sources.registry import read
 from stages.download import download
 
 
@@ -45,7 +46,7 @@ def test_manifest_with_patients_gives_a_grouped_split(tmp_path) -> None:
     assert meta["classes"] == ["normal", "pneumonia"]
     data = read(tmp_path / "raw")
     assert data.groups is not None and len(data.ids) == len(rows)
-    preprocess.prepare(data, tmp_path / "store", prepare_cfg(val_fraction=0.2,
+    prepare.prepare(data, tmp_path / "store", prepare_cfg(val_fraction=0.2,
                                                               test_fraction=0.2))
     manifest = pd.read_csv(tmp_path / "store" / store.MANIFEST)
     patient = dict(zip(data.ids, data.groups, strict=True))
@@ -65,7 +66,7 @@ def test_without_patient_ids_images_are_split_freely(tmp_path) -> None:
     (root / "nopatient.csv").write_text(pd.DataFrame(rows).drop(columns="patient_id")
                                         .to_csv(index=False))
     download(csv_cfg(root, name="nopatient.csv"), tmp_path / "raw")
-    preprocess.prepare(read(tmp_path / "raw"), tmp_path / "store", prepare_cfg())
+    prepare.prepare(read(tmp_path / "raw"), tmp_path / "store", prepare_cfg())
     manifest = pd.read_csv(tmp_path / "store" / store.MANIFEST)
     manifest["patient"] = manifest["source_id"].str[7:9].astype(int) // 2
     assert manifest.groupby("patient")["split"].nunique().max() == 2

@@ -15,9 +15,11 @@ import yaml
 from conftest import edit_params, make_project, sh, stages_run
 from localhttp import local_server
 
-from medpipe import PipelineError, cli
+from medpipe import PipelineError
+from medpipe.data.sources import medmnist
+from medpipe.data.sources.registry import read
 from medpipe.params import parse_section
-from medpipe.sources import medmnist, read
+from medpipe.utils import cli
 from stages.download import download, get_args_parser, main
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "medmnist"

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from medpipe import metrics
+from medpipe.evaluation import metrics
 
 
 def random_probs(n: int, k: int, seed: int) -> np.ndarray:

@@ -11,7 +11,8 @@ import pytest
 import torch
 from torch import nn
 
-from medpipe import PipelineError, models
+from medpipe import PipelineError
+from medpipe.models import architectures, checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -42,7 +43,8 @@ def bn_stats(module: nn.Module) -> list[torch.Tensor]:
 @pytest.mark.parametrize("size", [16, 28, 40, 64])
 @pytest.mark.parametrize("channels", [1, 3])
 def test_small_cnn_any_size_and_channels(size: int, channels: int) -> None:
-    model = models.build_model(make_arch(in_channels=channels, num_classes=3, image_size=size))
+    arch = make_arch(in_channels=channels, num_classes=3, image_size=size)
+    model = architectures.build_model(arch)
     out = model.eval()(torch.rand(2, channels, size, size))
     assert out.shape == (2, 3)
     assert torch.isfinite(out).all()
@@ -50,7 +52,7 @@ def test_small_cnn_any_size_and_channels(size: int, channels: int) -> None:
 
 def test_small_cnn_rejects_the_wrong_image_size() -> None:
     """The flattened size is tied to image_size: a mismatch is not silently accepted."""
-    model = models.build_model(make_arch(image_size=16))
+    model = architectures.build_model(make_arch(image_size=16))
     with pytest.raises(RuntimeError):
         model(torch.rand(1, 1, 32, 32))
 
@@ -58,7 +60,7 @@ def test_small_cnn_rejects_the_wrong_image_size() -> None:
 def test_mobilenet_v2_half_width_one_channel() -> None:
     arch = make_arch("mobilenet_v2", in_channels=1, num_classes=3, image_size=32,
                      width_mult=0.5)
-    model = models.build_model(arch)
+    model = architectures.build_model(arch)
     assert model.net.features[0][0].in_channels == 1
     out = model.eval()(torch.rand(2, 1, 32, 32))
     assert out.shape == (2, 3)
@@ -73,7 +75,7 @@ def test_classifier_normalises_with_its_buffers() -> None:
             seen.append(x)
             return x.flatten(1)[:, :2]
 
-    model = models.Classifier(Spy(), mean=[0.5], std=[0.25])
+    model = architectures.Classifier(Spy(), mean=[0.5], std=[0.25])
     model(torch.full((1, 1, 2, 2), 0.75))
     assert torch.allclose(seen[0], torch.ones(1, 1, 2, 2))
     assert set(dict(model.named_buffers())) == {"mean", "std"}
@@ -81,7 +83,7 @@ def test_classifier_normalises_with_its_buffers() -> None:
 
 def test_unknown_model_lists_valid_names() -> None:
     with pytest.raises(PipelineError) as info:
-        models.build_model(make_arch("resnet9000"))
+        architectures.build_model(make_arch("resnet9000"))
     message = str(info.value)
     assert "resnet9000" in message
     assert "cnn" in message and "mobilenet_v2" in message
@@ -89,13 +91,13 @@ def test_unknown_model_lists_valid_names() -> None:
 
 def test_cnn_has_no_pretrained_weights() -> None:
     with pytest.raises(PipelineError, match="pretrained"):
-        models.build_model(make_arch(), weights={})
+        architectures.build_model(make_arch(), weights={})
 
 
 def test_pretrained_needs_width_one() -> None:
     arch = make_arch("mobilenet_v2", image_size=32, width_mult=0.5)
     with pytest.raises(PipelineError, match="width_mult"):
-        models.build_model(arch, weights=random_mobilenet_state())
+        architectures.build_model(arch, weights=random_mobilenet_state())
 
 
 # -------------------------------------------------------------------------------- freezing
@@ -104,18 +106,18 @@ def test_pretrained_needs_width_one() -> None:
 @pytest.mark.parametrize("name", ["cnn", "mobilenet_v2"])
 def test_freeze_backbone_trains_only_the_head(name: str) -> None:
     arch = make_arch(name, image_size=32, width_mult=0.5)
-    model = models.build_model(arch, freeze_backbone=True)
+    model = architectures.build_model(arch, freeze_backbone=True)
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     head = {f"net.classifier.{n}" for n, _ in model.net.classifier.named_parameters()}
     assert trainable == head
     assert trainable  # the head does train
-    unfrozen = models.build_model(arch)
+    unfrozen = architectures.build_model(arch)
     assert all(p.requires_grad for p in unfrozen.parameters())
 
 
 def test_frozen_backbone_batchnorm_stays_in_eval_mode() -> None:
     arch = make_arch("mobilenet_v2", image_size=32, width_mult=0.5, dropout=0.2)
-    model = models.build_model(arch, freeze_backbone=True)
+    model = architectures.build_model(arch, freeze_backbone=True)
     model.train()
     bns = [m for m in model.net.features.modules() if isinstance(m, nn.BatchNorm2d)]
     assert bns and not any(m.training for m in bns)
@@ -128,7 +130,7 @@ def test_frozen_backbone_batchnorm_stays_in_eval_mode() -> None:
 
 def test_unfrozen_batchnorm_does_update_in_train_mode() -> None:
     """Control for the test above: without freezing, a train-mode forward moves the stats."""
-    model = models.build_model(make_arch("mobilenet_v2", image_size=32, width_mult=0.5))
+    model = architectures.build_model(make_arch("mobilenet_v2", image_size=32, width_mult=0.5))
     model.train()
     before = bn_stats(model.net.features)
     model(torch.rand(4, 1, 32, 32))
@@ -139,8 +141,8 @@ def test_unfrozen_batchnorm_does_update_in_train_mode() -> None:
 # ------------------------------------------------------------------------------ checkpoints
 
 
-def save(path: Path, model: models.Classifier, arch: dict[str, Any]) -> None:
-    models.save_checkpoint(path, model, arch=arch, classes=["normal", "opacity"],
+def save(path: Path, model: architectures.Classifier, arch: dict[str, Any]) -> None:
+    checkpoint.save_checkpoint(path, model, arch=arch, classes=["normal", "opacity"],
                            params={"lr": 0.1}, info={"best_epoch": 3})
 
 
@@ -148,18 +150,18 @@ def save(path: Path, model: models.Classifier, arch: dict[str, Any]) -> None:
 def test_checkpoint_round_trip(tmp_path: Path, name: str) -> None:
     arch = make_arch(name, image_size=32, width_mult=0.5)
     torch.manual_seed(0)
-    model = models.build_model(arch).eval()
+    model = architectures.build_model(arch).eval()
     path = tmp_path / "model.pt"
     save(path, model, arch)
 
     raw = torch.load(path, weights_only=True)  # plain data: no code needs unpickling
-    assert raw["format"] == models.CHECKPOINT_FORMAT
+    assert raw["format"] == checkpoint.CHECKPOINT_FORMAT
     assert raw["arch"] == arch
     assert raw["classes"] == ["normal", "opacity"]
     assert raw["preprocess"]["image_size"] == 32 and raw["preprocess"]["channels"] == 1
     assert raw["info"] == {"best_epoch": 3}
 
-    loaded, ckpt = models.load_checkpoint(path)
+    loaded, ckpt = checkpoint.load_checkpoint(path)
     assert not loaded.training
     assert ckpt["params"] == {"lr": 0.1}
     x = torch.rand(3, 1, 32, 32)
@@ -170,10 +172,10 @@ def test_checkpoint_round_trip(tmp_path: Path, name: str) -> None:
 
 def test_checkpoint_round_trip_with_frozen_backbone(tmp_path: Path) -> None:
     arch = make_arch("cnn")
-    model = models.build_model(arch, freeze_backbone=True).eval()
+    model = architectures.build_model(arch, freeze_backbone=True).eval()
     path = tmp_path / "model.pt"
     save(path, model, arch)
-    loaded, _ = models.load_checkpoint(path)
+    loaded, _ = checkpoint.load_checkpoint(path)
     x = torch.rand(2, 1, 16, 16)
     with torch.no_grad():
         assert torch.equal(model(x), loaded(x))
@@ -192,9 +194,9 @@ class Payload:
 def test_checkpoint_with_pickled_code_is_refused_not_executed(tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
     path = tmp_path / "evil.pt"
-    torch.save({"format": models.CHECKPOINT_FORMAT, "state_dict": Payload(marker)}, path)
+    torch.save({"format": checkpoint.CHECKPOINT_FORMAT, "state_dict": Payload(marker)}, path)
     with pytest.raises(PipelineError, match="refused: not a model file this pipeline wrote"):
-        models.load_checkpoint(path)
+        checkpoint.load_checkpoint(path)
     assert not marker.exists()
     # The payload is real: a full unpickle does run it.
     torch.load(path, weights_only=False)
@@ -203,15 +205,15 @@ def test_checkpoint_with_pickled_code_is_refused_not_executed(tmp_path: Path) ->
 
 def test_missing_and_foreign_checkpoints_are_pipeline_errors(tmp_path: Path) -> None:
     with pytest.raises(PipelineError, match="model file not found"):
-        models.load_checkpoint(tmp_path / "none.pt")
+        checkpoint.load_checkpoint(tmp_path / "none.pt")
     garbage = tmp_path / "garbage.pt"
     garbage.write_bytes(b"not a zip file at all")
     with pytest.raises(PipelineError, match="refused: not a PyTorch file"):
-        models.load_checkpoint(garbage)
+        checkpoint.load_checkpoint(garbage)
     foreign = tmp_path / "foreign.pt"
     torch.save({"weights": torch.zeros(2)}, foreign)
     with pytest.raises(PipelineError, match="not a medpipe model file"):
-        models.load_checkpoint(foreign)
+        checkpoint.load_checkpoint(foreign)
 
 
 class SystemCall:
@@ -242,7 +244,7 @@ def unloadable_files(tmp_path: Path) -> dict[str, tuple[Path, str]]:
     empty.write_bytes(b"")
     files["empty"] = empty, CORRUPT
     code = tmp_path / "code.pt"
-    torch.save({"format": models.CHECKPOINT_FORMAT, "state_dict": SystemCall()}, code)
+    torch.save({"format": checkpoint.CHECKPOINT_FORMAT, "state_dict": SystemCall()}, code)
     files["pickled code"] = code, CODE
     legacy = tmp_path / "legacy.pt"  # torch's pre-zip format carries pickles too
     torch.save({"state_dict": SystemCall()}, legacy, _use_new_zipfile_serialization=False)
@@ -265,7 +267,7 @@ def test_unloadable_checkpoint_is_refused_in_one_line_without_unsafe_advice(
         tmp_path: Path, kind: str) -> None:
     path, reason = unloadable_files(tmp_path)[kind]
     with pytest.raises(PipelineError) as caught:
-        models.load_checkpoint(path)
+        checkpoint.load_checkpoint(path)
     check_refusal(str(caught.value), path, reason)
     if reason == CODE:
         assert "not a model file this pipeline wrote" in str(caught.value)
@@ -287,7 +289,7 @@ def random_mobilenet_state() -> dict[str, torch.Tensor]:
 
 def test_pretrained_one_channel_sums_the_rgb_kernels() -> None:
     saved = random_mobilenet_state()
-    model = models.build_model(make_arch("mobilenet_v2", in_channels=1, image_size=32),
+    model = architectures.build_model(make_arch("mobilenet_v2", in_channels=1, image_size=32),
                                weights=saved)
     first = model.net.features[0][0]
     assert first.weight.shape == (32, 1, 3, 3)
@@ -307,7 +309,7 @@ def test_pretrained_one_channel_sums_the_rgb_kernels() -> None:
 
 def test_pretrained_three_channels_keep_the_kernel() -> None:
     saved = random_mobilenet_state()
-    model = models.build_model(make_arch("mobilenet_v2", in_channels=3, image_size=32),
+    model = architectures.build_model(make_arch("mobilenet_v2", in_channels=3, image_size=32),
                                weights=saved, freeze_backbone=True)
     assert torch.equal(model.net.features[0][0].weight, saved["features.0.0.weight"])
     assert model.net.classifier[1].out_features == 2
@@ -315,19 +317,19 @@ def test_pretrained_three_channels_keep_the_kernel() -> None:
 
 def test_weights_of_another_architecture_are_a_pipeline_error() -> None:
     with pytest.raises(PipelineError, match="do not fit resnet18"):
-        models.build_model(make_arch("resnet18", image_size=32),
+        architectures.build_model(make_arch("resnet18", image_size=32),
                            weights=random_mobilenet_state())
 
 
-@pytest.mark.parametrize("name", [n for n in models.MODELS if n != "cnn"])
+@pytest.mark.parametrize("name", [n for n in architectures.MODELS if n != "cnn"])
 def test_every_torchvision_model_adapts_channels_classes_and_small_stem(name: str) -> None:
     """1-channel 28 px input, 3 classes, small stem, frozen backbone: the head alone trains."""
     arch = {"name": name, "in_channels": 1, "num_classes": 3, "image_size": 28,
             "width_mult": 1.0, "small_input": True, "dropout": 0.1, "mean": [0.5],
             "std": [0.25]}
-    model = models.build_model(arch, freeze_backbone=True).train()
+    model = architectures.build_model(arch, freeze_backbone=True).train()
     assert model(torch.rand(2, 1, 28, 28)).shape == (2, 3)
-    spec = models.TORCHVISION[name]
+    spec = architectures.TORCHVISION[name]
     stem = model.net.get_submodule(spec.stem)
     assert stem.in_channels == 1 and stem.stride == (1, 1) and stem.kernel_size == (3, 3)
     if spec.pool is not None:
@@ -339,6 +341,18 @@ def test_every_torchvision_model_adapts_channels_classes_and_small_stem(name: st
 
 def test_small_stem_keeps_the_centre_of_a_pretrained_kernel() -> None:
     conv = torch.nn.Conv2d(3, 8, 7, 2, 3, bias=False)
-    small = models._small_stem(models.adapt_first_conv(conv, 3, pretrained=True))
+    small = architectures._small_stem(architectures.adapt_first_conv(conv, 3, pretrained=True))
     assert small.stride == (1, 1) and small.kernel_size == (3, 3)
     torch.testing.assert_close(small.weight, conv.weight[:, :, 2:5, 2:5])
+
+
+def test_every_model_the_params_allow_is_built() -> None:
+    """train.model's choices (medpipe.params) are exactly the architectures' builders."""
+    import typing
+
+    from medpipe.params import TrainParams
+
+    allowed = typing.get_args(typing.get_type_hints(TrainParams)["model"])
+    assert sorted(allowed) == sorted(architectures.MODELS)
+    assert sorted(architectures.TARGET_LAYERS) == sorted(architectures.MODELS)
+

@@ -18,8 +18,14 @@ import yaml
 from PIL import Image
 from sklearn.metrics import roc_auc_score
 
-from medpipe import PipelineError, engine, evaluation, predict, store
+from medpipe import PipelineError
+from medpipe.commands import predict
+from medpipe.data import loader, store
+from medpipe.evaluation import scoring
+from medpipe.inference import imagefiles
+from medpipe.models import checkpoint
 from medpipe.params import AugmentParams, EvaluateParams, TrainParams, parse_section
+from medpipe.training import loop, optim
 from stages import evaluate as evaluate_stage
 from stages import train as train_stage
 
@@ -144,13 +150,13 @@ def test_predicting_the_test_pngs_gives_evaluate_probabilities_and_calls(
         Image.fromarray(np.asarray(image[0]), mode="L").save(tmp_path / f"test-{i:03d}.png")
     thresholds = predict.threshold_from_metrics(trained.metrics / "evaluate.json", trained.model)
     assert isinstance(thresholds, list) and len(thresholds) == len(FINDINGS)
-    table = predict.predict_files(trained.model, predict.find_images(tmp_path), thresholds)
+    table = imagefiles.predict_files(trained.model, imagefiles.find_images(tmp_path), thresholds)
     evaluated = pd.read_csv(trained.metrics / "evaluate" / "predictions.csv")
     for name in FINDINGS:
         assert np.allclose(table[f"p_{name}"], evaluated[f"p_{name}"], atol=1e-6)
         assert (table[f"pred_{name}"] == evaluated[f"pred_{name}"]).all()
     assert (table["predicted"] == evaluated["predicted_at_threshold"]).all()
-    at_half = predict.predict_files(trained.model, predict.find_images(tmp_path), 0.5)
+    at_half = imagefiles.predict_files(trained.model, imagefiles.find_images(tmp_path), 0.5)
     assert (at_half["predicted"] == evaluated["predicted"]).all()
 
 
@@ -165,12 +171,12 @@ def test_balanced_sampler_is_refused_for_multilabel(tmp_path: Path) -> None:
 def test_loss_balance_weighs_each_findings_positives() -> None:
     labels = torch.tensor([[1, 0], [0, 0], [0, 1], [0, 1]], dtype=torch.float32)
     cfg = train_cfg(balance="loss", label_smoothing=0.0)
-    loss = engine.make_loss(cfg, labels, 2, torch.device("cpu"))
+    loss = optim.make_loss(cfg, labels, 2, torch.device("cpu"))
     logits = torch.randn(4, 2, generator=torch.Generator().manual_seed(0))
     expected = F.binary_cross_entropy_with_logits(logits, labels,
                                                   pos_weight=torch.tensor([3.0, 1.0]))
     assert loss(logits, labels) == pytest.approx(float(expected))
-    plain = engine.make_loss(train_cfg(balance="none"), labels, 2, torch.device("cpu"))
+    plain = optim.make_loss(train_cfg(balance="none"), labels, 2, torch.device("cpu"))
     assert plain(logits, labels) == pytest.approx(
         float(F.binary_cross_entropy_with_logits(logits, labels)))
 
@@ -183,8 +189,8 @@ def test_engine_validation_figures_for_multilabel() -> None:
 
     images = np.stack([np.full((1, 4, 4), v, dtype=np.uint8) for v in (20, 60, 200, 240)])
     labels = np.array([[0, 1], [0, 1], [1, 0], [1, 1]], dtype=np.uint8)
-    batches = engine.Batches(store.Split(images, labels), 2, shuffle=False)
-    got = engine.evaluate(Fixed(), batches, torch.device("cpu"))
+    batches = loader.Batches(store.Split(images, labels), 2, shuffle=False)
+    got = loop.evaluate(Fixed(), batches, torch.device("cpu"))
     x = torch.from_numpy(images).float() / 255
     logits = Fixed()(x)
     target = torch.from_numpy(labels).float()
@@ -201,7 +207,7 @@ def test_a_finding_absent_from_the_split_is_nan_with_a_warning() -> None:
     probs = np.clip(labels * 0.6 + rng.random((60, 3)) * 0.4, 0, 1)
     cfg = dataclasses.replace(CFG, threshold=0.5)
     with pytest.warns(UserWarning, match="finding 'effusion' has no positive image"):
-        s, _ = evaluation.summarise_multilabel(labels, probs, FINDINGS, cfg)
+        s, _ = scoring.summarise_multilabel(labels, probs, FINDINGS, cfg)
     assert np.isnan(s["per_label"]["effusion"]["auc"])
     assert np.isnan(s["per_label"]["effusion"]["sensitivity"])
     assert s["roc_auc"] == pytest.approx(np.mean([s["per_label"][f]["auc"]
@@ -212,20 +218,20 @@ def test_a_finding_absent_from_the_split_is_nan_with_a_warning() -> None:
 
 def test_labels_must_fit_the_task() -> None:
     with pytest.raises(PipelineError, match=r"x_labels.npy: a multi-label store needs 0/1"):
-        engine.check_labels(np.array([0, 1, 2]), "multilabel", 3, "x_labels.npy")
+        loader.check_labels(np.array([0, 1, 2]), "multilabel", 3, "x_labels.npy")
     with pytest.raises(PipelineError, match=r"needs 0/1 labels of shape \(N, 3\)"):
-        engine.check_labels(np.array([[0, 2, 1]]), "multilabel", 3, "x_labels.npy")
+        loader.check_labels(np.array([[0, 2, 1]]), "multilabel", 3, "x_labels.npy")
     with pytest.raises(PipelineError, match='"task": "multilabel" in stats.json'):
-        engine.check_labels(np.zeros((4, 3), np.uint8), "multiclass", 3, "x_labels.npy")
-    engine.check_labels(np.array([[0, 1, 1]], np.uint8), "multilabel", 3, "x")
-    engine.check_labels(np.array([0, 2]), "multiclass", 3, "x")
+        loader.check_labels(np.zeros((4, 3), np.uint8), "multiclass", 3, "x_labels.npy")
+    loader.check_labels(np.array([[0, 1, 1]], np.uint8), "multilabel", 3, "x")
+    loader.check_labels(np.array([0, 2]), "multiclass", 3, "x")
 
 
 def test_a_model_of_the_other_task_is_refused(tmp_path: Path) -> None:
     stats = {"classes": FINDINGS, "image_size": SIZE, "channels": 1}
     ckpt = {"task": "multilabel", "classes": FINDINGS}
     with pytest.raises(PipelineError, match="a multilabel model, but .* a multiclass task"):
-        evaluate_stage.check_match(tmp_path / "m.pt", ckpt, tmp_path, stats)
+        checkpoint.check_matches_store(tmp_path / "m.pt", ckpt, tmp_path, stats)
     with pytest.raises(PipelineError, match="a multiclass model, but .* a multilabel task"):
-        evaluate_stage.check_match(tmp_path / "m.pt", {"classes": FINDINGS}, tmp_path,
+        checkpoint.check_matches_store(tmp_path / "m.pt", {"classes": FINDINGS}, tmp_path,
                                    {**stats, "task": "multilabel"})

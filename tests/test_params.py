@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from medpipe import PipelineError, cli
+from medpipe import PipelineError
 from medpipe.params import (
     DVC_RESERVED_KEYS,
     SECTIONS,
@@ -25,6 +25,7 @@ from medpipe.params import (
     load_section,
     parse_section,
 )
+from medpipe.utils import cli
 
 REPO = Path(__file__).resolve().parents[1]
 

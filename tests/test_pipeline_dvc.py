@@ -131,7 +131,8 @@ def test_exp_run_and_metrics_diff(reproduced: Path) -> None:
         ("train", {"modle": "cnn"}, "unknown key 'train.modle' (did you mean 'model'?)",
          "models/model.pt"),
         ("train", {"lr": "fast"}, "'train.lr' must be a number, got 'fast'", "models/model.pt"),
-        ("train", {"model": "resnet9000"}, "valid: cnn, mobilenet_v2", "models/model.pt"),
+        ("train", {"model": "resnet9000"}, "'train.model' must be one of 'cnn', 'mobilenet_v2'",
+         "models/model.pt"),
         ("prepare", {"channels": 2}, "'prepare.channels' must be one of 1, 3", "data/prepared"),
     ],
 )

@@ -20,9 +20,15 @@ import yaml
 from conftest import run_stage_cli
 from PIL import Image
 
-from medpipe import PipelineError, engine, models, predict, preprocess, store
+from medpipe import PipelineError
+from medpipe.commands import predict
+from medpipe.data import prepare, store
+from medpipe.data.raw import RawDataset
+from medpipe.inference import imagefiles
+from medpipe.models import architectures, checkpoint
 from medpipe.params import EvaluateParams, PrepareParams, parse_section
-from medpipe.sources import RawDataset
+from medpipe.training import loop
+from medpipe.utils import seeding
 from stages import evaluate as evaluate_stage
 
 REPO = Path(__file__).resolve().parents[1]
@@ -49,12 +55,12 @@ def make_model(path: Path, store_dir: Path, seed: int = 0) -> None:
                                   "batch_size": 8, "seed": seed, "lr": 0.01, "epochs": 8,
                                   "monitor": "val_loss", "device": "cpu",
                                   "schedule": "constant", "warmup_epochs": 0}, stage="train")
-    arch = models.make_arch(cfg, store.read_stats(store_dir))
-    engine.seed_everything(seed)
-    model = models.build_model(arch)
-    engine.fit(model, store.load_split(store_dir, "train"), store.load_split(store_dir, "val"),
+    arch = architectures.make_arch(cfg, store.read_stats(store_dir))
+    seeding.seed_everything(seed)
+    model = architectures.build_model(arch)
+    loop.fit(model, store.load_split(store_dir, "train"), store.load_split(store_dir, "val"),
                cfg, torch.device("cpu"))
-    models.save_checkpoint(path, model.eval(), arch=arch, classes=CLASSES, params={}, info={})
+    checkpoint.save_checkpoint(path, model.eval(), arch=arch, classes=CLASSES, params={}, info={})
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +70,7 @@ def evaluated(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
     raw = make_raw()
     prep = PrepareParams(seed=0, val_fraction=0.25, test_fraction=0.25, image_size=16,
                          channels=1, on_error="fail", workers=1)
-    preprocess.prepare(raw, root / "prepared", prep)
+    prepare.prepare(raw, root / "prepared", prep)
     make_model(root / "model.pt", root / "prepared")
     summary = evaluate_stage.evaluate(CFG, root / "model.pt", root / "prepared",
                                       root / "metrics" / "evaluate.json",
@@ -136,11 +142,11 @@ def test_evaluate_is_byte_identical_when_rerun(evaluated: SimpleNamespace,
 def test_predicting_the_test_pngs_gives_evaluate_probabilities(evaluated: SimpleNamespace,
                                                                tmp_path: Path) -> None:
     ids = export_split_as_png(evaluated.store, "test", tmp_path / "png")
-    paths = predict.find_images(tmp_path / "png")
+    paths = imagefiles.find_images(tmp_path / "png")
     assert [p.stem for p in paths] == sorted(ids)
     threshold = predict.threshold_from_metrics(evaluated.metrics / "evaluate.json",
                                                evaluated.model)
-    table = predict.predict_files(evaluated.model, paths, threshold)
+    table = imagefiles.predict_files(evaluated.model, paths, threshold)
     table["id"] = [Path(p).stem for p in table["path"]]
     expected = pd.read_csv(evaluated.metrics / "evaluate" / "predictions.csv")
     merged = expected.merge(table, on="id", suffixes=("_eval", "_pred"))
@@ -161,7 +167,7 @@ def test_prediction_preprocessing_equals_the_prepare_stage(evaluated: SimpleName
         raw_index = evaluated.raw.ids.index(row["source_id"])
         path = tmp_path / f"{row['source_id']}.png"
         Image.fromarray(evaluated.raw.images[raw_index], mode="L").save(path)
-        x = predict.prepare_image(predict.read_image(path), channels=1, image_size=16)
+        x = imagefiles.prepare_image(imagefiles.read_image(path), channels=1, image_size=16)
         # What the model sees in training: the stored bytes, divided by 255 (engine).
         seen = torch.from_numpy(np.array(stored[row["index"]])).float().div_(255.0)
         assert torch.equal(x, seen)
@@ -182,8 +188,8 @@ def test_rgb_16_bit_tiff_and_palette_images_are_converted(evaluated: SimpleNames
     }
     for name, img in files.items():
         img.save(tmp_path / name)
-    assert predict.read_image(tmp_path / "sixteen.tif").dtype == np.uint16
-    table = predict.predict_files(evaluated.model, predict.find_images(tmp_path))
+    assert imagefiles.read_image(tmp_path / "sixteen.tif").dtype == np.uint16
+    table = imagefiles.predict_files(evaluated.model, imagefiles.find_images(tmp_path))
     assert len(table) == len(files)
     p = table["p_opacity"].to_numpy()
     assert np.abs(p - p[0]).max() < 1e-5, table
@@ -193,9 +199,9 @@ def test_jpeg_grey_and_colour_are_read(evaluated: SimpleNamespace, tmp_path: Pat
     grey = evaluated.raw.images[3]
     Image.fromarray(grey, mode="L").save(tmp_path / "grey.jpg", quality=95)
     Image.fromarray(np.stack([grey] * 3, axis=-1), mode="RGB").save(tmp_path / "rgb.jpeg")
-    assert predict.read_image(tmp_path / "grey.jpg").shape == grey.shape
-    assert predict.read_image(tmp_path / "rgb.jpeg").shape == (*grey.shape, 3)
-    table = predict.predict_files(evaluated.model, predict.find_images(tmp_path))
+    assert imagefiles.read_image(tmp_path / "grey.jpg").shape == grey.shape
+    assert imagefiles.read_image(tmp_path / "rgb.jpeg").shape == (*grey.shape, 3)
+    table = imagefiles.predict_files(evaluated.model, imagefiles.find_images(tmp_path))
     assert len(table) == 2 and table["p_opacity"].between(0, 1).all()
 
 
@@ -205,11 +211,11 @@ def test_csv_input_with_relative_paths(evaluated: SimpleNamespace, tmp_path: Pat
     # One path relative to the CSV's folder, one absolute.
     pd.DataFrame({"path": [f"png/{names[0]}", str(tmp_path / "png" / names[1])]}).to_csv(
         tmp_path / "list.csv", index=False)
-    paths = predict.find_images(tmp_path / "list.csv")
+    paths = imagefiles.find_images(tmp_path / "list.csv")
     assert paths == [tmp_path / "png" / names[0], tmp_path / "png" / names[1]]
     (tmp_path / "bad.csv").write_text("file\nx.png\n")
     with pytest.raises(PipelineError, match=r"bad\.csv: no 'path' column"):
-        predict.find_images(tmp_path / "bad.csv")
+        imagefiles.find_images(tmp_path / "bad.csv")
 
 
 @pytest.mark.parametrize("tta", ["hflip", "flips"])
@@ -225,7 +231,7 @@ def test_test_time_flips_average_the_views_and_predict_follows_evaluate(
                                       metrics / "evaluate.json", metrics / "evaluate",
                                       metrics / "report.md")
     assert summary["tta"] == tta and "test-time" in (metrics / "report.md").read_text()
-    model, _ = models.load_checkpoint(evaluated.model, torch.device("cpu"))
+    model, _ = checkpoint.load_checkpoint(evaluated.model, torch.device("cpu"))
     images = np.asarray(store.load_split(evaluated.store, "test").images) / np.float32(255)
     dims = {"hflip": [(), (3,)], "flips": [(), (3,), (2,), (2, 3)]}[tta]
     with torch.no_grad():
@@ -264,7 +270,7 @@ def test_cli_writes_csv_with_the_evaluate_threshold(evaluated: SimpleNamespace,
     export_split_as_png(evaluated.store, "test", tmp_path / "png")
     out = tmp_path / "predictions.csv"
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    proc = subprocess.run([sys.executable, "-m", "medpipe.predict", "--model",
+    proc = subprocess.run([sys.executable, "-m", "medpipe", "predict", "--model",
                            str(evaluated.model), "--metrics",
                            str(evaluated.metrics / "evaluate.json"), "--out", str(out),
                            str(tmp_path / "png")], cwd=REPO, env=env, capture_output=True,
@@ -349,12 +355,12 @@ class Payload:
 def test_model_file_with_pickled_code_is_refused_not_run(evaluated: SimpleNamespace,
                                                         tmp_path: Path) -> None:
     marker, evil = tmp_path / "pwned", tmp_path / "evil.pt"
-    torch.save({"format": models.CHECKPOINT_FORMAT, "state_dict": Payload(marker)}, evil)
+    torch.save({"format": checkpoint.CHECKPOINT_FORMAT, "state_dict": Payload(marker)}, evil)
     image = tmp_path / "a.png"
     Image.fromarray(evaluated.raw.images[0], mode="L").save(image)
     with pytest.raises(PipelineError, match="refused: not a model file this pipeline wrote"
                        ) as caught:
-        predict.predict_files(evil, [image])
+        imagefiles.predict_files(evil, [image])
     assert not marker.exists()
     assert "weights_only" not in str(caught.value)
 

@@ -11,8 +11,10 @@ import pandas as pd
 import pytest
 from imagefiles import data_cfg, make_folder, pixels, png_header_only, prepare_cfg, save
 
-from medpipe import PipelineError, preprocess, store
-from medpipe.sources import RawDataset, read
+from medpipe import PipelineError
+from medpipe.data import prepare, store
+from medpipe.data.raw import RawDataset
+from medpipe.data.sources.registry import read
 from stages.download import download
 from stages.prepare import prepare as prepare_stage
 
@@ -47,7 +49,7 @@ def test_workers_give_the_same_store(tmp_path, raw_dir, channels) -> None:
     stats = {}
     for workers in (1, 2):
         cfg = prepare_cfg(workers=workers, channels=channels, image_size=16)
-        stats[workers] = preprocess.prepare(read(raw_dir), tmp_path / f"w{workers}", cfg)
+        stats[workers] = prepare.prepare(read(raw_dir), tmp_path / f"w{workers}", cfg)
     assert stats[1] == stats[2]
     for name in sorted(p.name for p in (tmp_path / "w1").iterdir()):
         assert (tmp_path / "w1" / name).read_bytes() == (tmp_path / "w2" / name).read_bytes()
@@ -66,8 +68,8 @@ def test_file_images_are_prepared_like_arrays(tmp_path) -> None:
     as_arrays = RawDataset(classes=files.classes, images=arrays[order], labels=files.labels,
                            ids=files.ids)
     cfg = prepare_cfg(image_size=8)
-    a = preprocess.prepare(files, tmp_path / "from-files", cfg)
-    b = preprocess.prepare(as_arrays, tmp_path / "from-arrays", cfg)
+    a = prepare.prepare(files, tmp_path / "from-files", cfg)
+    b = prepare.prepare(as_arrays, tmp_path / "from-arrays", cfg)
     assert a == b
     for split in store.SPLITS:
         assert np.array_equal(store.load_split(tmp_path / "from-files", split).images,
@@ -126,7 +128,7 @@ def test_bomb_is_refused_even_when_skipping(tmp_path) -> None:
     (root / "b" / "003.png").write_bytes(png_header_only(12000, 12000))
     download(data_cfg(path=str(root)), tmp_path / "raw")
     with pytest.raises(PipelineError) as info:
-        preprocess.prepare(read(tmp_path / "raw"), tmp_path / "store",
+        prepare.prepare(read(tmp_path / "raw"), tmp_path / "store",
                            prepare_cfg(on_error="skip"))
     assert str(info.value).startswith("b/003.png: image 12000 x 12000 of 144,000,000 pixels "
                                       "is over the limit")
@@ -147,7 +149,7 @@ def multilabel_raw(n: int = 120, groups: bool = False) -> RawDataset:
 
 def test_multilabel_store_contract(tmp_path) -> None:
     raw = multilabel_raw()
-    stats = preprocess.prepare(raw, tmp_path / "store", prepare_cfg(val_fraction=0.2,
+    stats = prepare.prepare(raw, tmp_path / "store", prepare_cfg(val_fraction=0.2,
                                                                      test_fraction=0.2))
     assert stats["task"] == "multilabel" and stats["classes"] == ["effusion", "mass", "hernia"]
     manifest = pd.read_csv(tmp_path / "store" / store.MANIFEST, keep_default_na=False)
@@ -169,7 +171,7 @@ def test_multilabel_store_contract(tmp_path) -> None:
 
 def test_multilabel_split_grouped_by_patient(tmp_path) -> None:
     raw = multilabel_raw(180, groups=True)
-    preprocess.prepare(raw, tmp_path / "store", prepare_cfg(val_fraction=0.2,
+    prepare.prepare(raw, tmp_path / "store", prepare_cfg(val_fraction=0.2,
                                                              test_fraction=0.2))
     manifest = pd.read_csv(tmp_path / "store" / store.MANIFEST, keep_default_na=False)
     manifest["patient"] = [raw.groups[int(i[3:])] for i in manifest["source_id"]]
@@ -181,16 +183,16 @@ def test_multilabel_finding_absent_from_a_split_is_an_error(tmp_path) -> None:
     raw.splits = np.array(["train"] * 80 + ["val"] * 20 + ["test"] * 20)
     raw.labels[80:, 2] = 0  # hernia in the official train split only
     with pytest.raises(PipelineError, match="class 'hernia' has no images in split 'val'"):
-        preprocess.prepare(raw, tmp_path / "store", prepare_cfg())
+        prepare.prepare(raw, tmp_path / "store", prepare_cfg())
     raw.labels[:, 2] = 0
     raw.labels[:2, 2] = 1  # without an official split: too few to spread over three
     raw.splits = None
     with pytest.raises(PipelineError, match="cannot split the data by class"):
-        preprocess.prepare(raw, tmp_path / "store", prepare_cfg())
+        prepare.prepare(raw, tmp_path / "store", prepare_cfg())
 
 
 def test_negative_workers_are_refused(tmp_path, raw_dir) -> None:
     with pytest.raises(PipelineError, match=r"'prepare.workers' must be 0 \(all cores\) or "
                                             r"more, got -1 \(stage prepare\)"):
-        preprocess.prepare(read(raw_dir), tmp_path / "store", prepare_cfg(workers=-1))
+        prepare.prepare(read(raw_dir), tmp_path / "store", prepare_cfg(workers=-1))
     assert not (tmp_path / "store").exists()

@@ -13,9 +13,10 @@ import pandas as pd
 import pytest
 import torch
 
-from medpipe import PipelineError, preprocess, store
-from medpipe.params import PrepareParams
-from medpipe.sources import RawDataset
+from medpipe import PipelineError
+from medpipe.data import pixels, prepare, splitting, store
+from medpipe.data.raw import RawDataset
+from medpipe.params import PrepareParams, validate
 
 
 def make_cfg(**changes: object) -> PrepareParams:
@@ -48,7 +49,7 @@ def test_split_is_stratified_disjoint_and_complete(counts: list[int], val: float
                                                     test: float) -> None:
     labels = np.repeat(np.arange(len(counts)), counts)
     np.random.default_rng(1).shuffle(labels)
-    parts = preprocess.split_indices(labels, val, test, seed=0)
+    parts = splitting.split_indices(labels, val, test, seed=0)
     assert set(parts) == {"train", "val", "test"}
     every = np.concatenate(list(parts.values()))
     assert len(every) == len(labels)
@@ -64,9 +65,9 @@ def test_split_is_stratified_disjoint_and_complete(counts: list[int], val: float
 
 def test_split_is_deterministic_per_seed_and_varies_with_seed() -> None:
     labels = np.arange(200) % 2
-    a = preprocess.split_indices(labels, 0.2, 0.2, seed=5)
-    b = preprocess.split_indices(labels, 0.2, 0.2, seed=5)
-    c = preprocess.split_indices(labels, 0.2, 0.2, seed=6)
+    a = splitting.split_indices(labels, 0.2, 0.2, seed=5)
+    b = splitting.split_indices(labels, 0.2, 0.2, seed=5)
+    c = splitting.split_indices(labels, 0.2, 0.2, seed=6)
     for name in ("train", "val", "test"):
         assert np.array_equal(a[name], b[name])
     assert any(not np.array_equal(a[name], c[name]) for name in ("train", "val", "test"))
@@ -77,14 +78,14 @@ def test_split_is_deterministic_per_seed_and_varies_with_seed() -> None:
     [(0.0, 0.2), (0.2, 0.0), (1.0, 0.1), (-0.1, 0.2), (0.2, 1.5), (0.5, 0.5), (0.6, 0.45)],
 )
 def test_bad_fractions_are_refused(val: float, test: float) -> None:
-    with pytest.raises(PipelineError, match="prepare.val_fraction"):
-        preprocess.split_indices(np.arange(100) % 2, val, test, seed=0)
+    with pytest.raises(PipelineError, match=r"prepare\.(val|test)_fraction"):
+        validate(make_cfg(val_fraction=val, test_fraction=test), stage="prepare")
 
 
 def test_too_few_images_to_stratify_is_a_pipeline_error() -> None:
     labels = np.array([0] * 20 + [1])  # one image of class 1 cannot go to three splits
     with pytest.raises(PipelineError, match="cannot split the data by class"):
-        preprocess.split_indices(labels, 0.2, 0.2, seed=0)
+        splitting.split_indices(labels, 0.2, 0.2, seed=0)
 
 
 # --------------------------------------------------------------------------- to_tensor_batch
@@ -92,7 +93,7 @@ def test_too_few_images_to_stratify_is_a_pipeline_error() -> None:
 
 def test_grey_to_three_channels_replicates() -> None:
     images = np.random.default_rng(0).integers(0, 256, (2, 5, 6), dtype=np.uint8)
-    x = preprocess.to_tensor_batch(images, 3)
+    x = pixels.to_tensor_batch(images, 3)
     assert x.shape == (2, 3, 5, 6) and x.dtype == torch.float32
     expected = torch.from_numpy(images.astype(np.float32) / 255.0)
     for c in range(3):
@@ -101,14 +102,14 @@ def test_grey_to_three_channels_replicates() -> None:
 
 def test_grey_to_one_channel_keeps_values() -> None:
     images = np.array([[[0, 255], [51, 102]]], dtype=np.uint8)
-    x = preprocess.to_tensor_batch(images, 1)
+    x = pixels.to_tensor_batch(images, 1)
     assert x.shape == (1, 1, 2, 2)
     assert torch.allclose(x[0, 0], torch.tensor([[0.0, 1.0], [0.2, 0.4]]))
 
 
 def test_rgb_to_one_channel_uses_bt601_luma() -> None:
     rgb = np.random.default_rng(1).integers(0, 256, (3, 4, 5, 3), dtype=np.uint8)
-    x = preprocess.to_tensor_batch(rgb, 1)
+    x = pixels.to_tensor_batch(rgb, 1)
     assert x.shape == (3, 1, 4, 5)
     f = rgb.astype(np.float64) / 255.0
     luma = 0.299 * f[..., 0] + 0.587 * f[..., 1] + 0.114 * f[..., 2]
@@ -117,20 +118,20 @@ def test_rgb_to_one_channel_uses_bt601_luma() -> None:
     primaries = np.zeros((3, 1, 1, 3), dtype=np.uint8)
     for i in range(3):
         primaries[i, 0, 0, i] = 255
-    y = preprocess.to_tensor_batch(primaries, 1).flatten()
+    y = pixels.to_tensor_batch(primaries, 1).flatten()
     assert torch.allclose(y, torch.tensor([0.299, 0.587, 0.114]))
 
 
 def test_rgb_stays_rgb_and_rgba_drops_alpha() -> None:
     rgba = np.random.default_rng(2).integers(0, 256, (2, 3, 3, 4), dtype=np.uint8)
-    x = preprocess.to_tensor_batch(rgba, 3)
+    x = pixels.to_tensor_batch(rgba, 3)
     assert x.shape == (2, 3, 3, 3)
     np.testing.assert_allclose(x.permute(0, 2, 3, 1).numpy(), rgba[..., :3] / 255.0, atol=1e-7)
 
 
 def test_uint16_is_scaled_by_65535() -> None:
     images = np.array([[[0, 65535], [32768, 255]]], dtype=np.uint16)
-    x = preprocess.to_tensor_batch(images, 1)
+    x = pixels.to_tensor_batch(images, 1)
     expected = torch.tensor([[0.0, 1.0], [32768 / 65535, 255 / 65535]])
     assert torch.allclose(x[0, 0], expected)
     assert float(x.max()) == 1.0
@@ -138,7 +139,7 @@ def test_uint16_is_scaled_by_65535() -> None:
 
 def test_bad_image_rank_is_a_pipeline_error() -> None:
     with pytest.raises(PipelineError, match="2-D"):
-        preprocess.to_tensor_batch(np.zeros((4, 4), dtype=np.uint8), 1)
+        pixels.to_tensor_batch(np.zeros((4, 4), dtype=np.uint8), 1)
 
 
 # ------------------------------------------------------------------------------------ resize
@@ -146,16 +147,16 @@ def test_bad_image_rank_is_a_pipeline_error() -> None:
 
 def test_resize_gives_requested_shape() -> None:
     x = torch.rand(2, 3, 16, 12)
-    y = preprocess.resize(x, 8)
+    y = pixels.resize(x, 8)
     assert y.shape == (2, 3, 8, 8)
     # Antialiased bilinear keeps a constant image constant.
-    flat = preprocess.resize(torch.full((1, 1, 16, 16), 0.3), 5)
+    flat = pixels.resize(torch.full((1, 1, 16, 16), 0.3), 5)
     assert torch.allclose(flat, torch.full((1, 1, 5, 5), 0.3))
 
 
 def test_resize_to_same_size_is_a_no_op() -> None:
     x = torch.rand(2, 1, 10, 10)
-    y = preprocess.resize(x, 10)
+    y = pixels.resize(x, 10)
     assert torch.equal(x, y)
 
 
@@ -166,7 +167,7 @@ def test_prepare_writes_the_store(tmp_path: Path) -> None:
     raw = make_raw(n=40, size=16)
     out = tmp_path / "prepared"
     cfg = make_cfg(image_size=8, channels=3)
-    stats = preprocess.prepare(raw, out, cfg)
+    stats = prepare.prepare(raw, out, cfg)
 
     names = sorted(p.name for p in out.iterdir())
     assert names == sorted([f"{s}_{k}.npy" for s in store.SPLITS for k in ("images", "labels")]
@@ -209,7 +210,7 @@ def test_prepare_writes_the_store(tmp_path: Path) -> None:
 def test_prepare_pixels_are_the_resized_quantised_raw_images(tmp_path: Path) -> None:
     raw = make_raw(n=20, size=16)
     out = tmp_path / "prepared"
-    preprocess.prepare(raw, out, make_cfg(image_size=16, val_fraction=0.2, test_fraction=0.2))
+    prepare.prepare(raw, out, make_cfg(image_size=16, val_fraction=0.2, test_fraction=0.2))
     manifest = pd.read_csv(out / store.MANIFEST)
     for split in store.SPLITS:
         ids = manifest.loc[manifest["split"] == split, "source_id"]
@@ -222,13 +223,13 @@ def test_prepare_pixels_are_the_resized_quantised_raw_images(tmp_path: Path) -> 
 def test_prepare_stats_come_from_the_train_split_only(tmp_path: Path) -> None:
     cfg = make_cfg(image_size=8, val_fraction=0.25, test_fraction=0.25, seed=3)
     raw = make_raw(n=48, size=16, seed=4)
-    parts = preprocess.split_indices(raw.labels, cfg.val_fraction, cfg.test_fraction, cfg.seed)
+    parts = splitting.split_indices(raw.labels, cfg.val_fraction, cfg.test_fraction, cfg.seed)
     images = raw.images.copy()
     images[parts["val"]] = 255
     images[parts["test"]] = 255
     raw.images = images
     out = tmp_path / "prepared"
-    stats = preprocess.prepare(raw, out, cfg)
+    stats = prepare.prepare(raw, out, cfg)
 
     train = np.load(store.images_path(out, "train")).astype(np.float64) / 255.0
     assert train.shape[0] == len(parts["train"])
@@ -249,7 +250,7 @@ def test_class_missing_from_a_split_is_named(tmp_path: Path) -> None:
     raw.splits = splits
     out = tmp_path / "prepared"
     with pytest.raises(PipelineError) as info:
-        preprocess.prepare(raw, out, make_cfg())
+        prepare.prepare(raw, out, make_cfg())
     assert "class 'opacity'" in str(info.value)
     assert "split 'val'" in str(info.value)
     assert not out.exists()
@@ -260,14 +261,14 @@ def test_official_splits_are_used_when_given(tmp_path: Path) -> None:
     splits = np.array(["train"] * 6 + ["val"] * 2 + ["test"] * 4, dtype=object)
     raw.splits = splits
     out = tmp_path / "prepared"
-    stats = preprocess.prepare(raw, out, make_cfg())
+    stats = prepare.prepare(raw, out, make_cfg())
     assert stats["counts"] == {"train": {"a": 3, "b": 3}, "val": {"a": 1, "b": 1},
                                "test": {"a": 2, "b": 2}}
 
 
 def _failing_resize(monkeypatch: pytest.MonkeyPatch, fail_on_call: int) -> list[int]:
-    """Make ``preprocess.resize`` raise on its ``fail_on_call``-th call; return the counter."""
-    real: Callable[[torch.Tensor, int], torch.Tensor] = preprocess.resize
+    """Make ``pixels.resize`` raise on its ``fail_on_call``-th call; return the counter."""
+    real: Callable[[torch.Tensor, int], torch.Tensor] = pixels.resize
     calls = [0]
 
     def resize(x: torch.Tensor, size: int) -> torch.Tensor:
@@ -276,7 +277,7 @@ def _failing_resize(monkeypatch: pytest.MonkeyPatch, fail_on_call: int) -> list[
             raise RuntimeError("disk on fire")
         return real(x, size)
 
-    monkeypatch.setattr(preprocess, "resize", resize)
+    monkeypatch.setattr(pixels, "resize", resize)
     return calls
 
 
@@ -286,7 +287,7 @@ def test_failure_midway_leaves_no_output_and_no_temporaries(
     calls = _failing_resize(monkeypatch, fail_on_call=2)  # train written, val fails
     out = tmp_path / "prepared"
     with pytest.raises(RuntimeError, match="disk on fire"):
-        preprocess.prepare(make_raw(), out, make_cfg())
+        prepare.prepare(make_raw(), out, make_cfg())
     assert calls[0] == 2
     assert not out.exists()
     assert list(tmp_path.iterdir()) == []
@@ -296,11 +297,11 @@ def test_failure_midway_keeps_an_existing_output_untouched(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     out = tmp_path / "prepared"
-    preprocess.prepare(make_raw(seed=1), out, make_cfg())
+    prepare.prepare(make_raw(seed=1), out, make_cfg())
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     _failing_resize(monkeypatch, fail_on_call=3)
     with pytest.raises(RuntimeError, match="disk on fire"):
-        preprocess.prepare(make_raw(seed=2), out, make_cfg())
+        prepare.prepare(make_raw(seed=2), out, make_cfg())
     after = {p.name: p.read_bytes() for p in out.iterdir()}
     assert after == before
     assert [p.name for p in tmp_path.iterdir()] == ["prepared"]
@@ -310,7 +311,7 @@ def test_constant_train_images_are_refused(tmp_path: Path) -> None:
     raw = make_raw()
     raw.images = np.full_like(raw.images, 128)
     with pytest.raises(PipelineError, match="constant intensity"):
-        preprocess.prepare(raw, tmp_path / "prepared", make_cfg())
+        prepare.prepare(raw, tmp_path / "prepared", make_cfg())
     assert list(tmp_path.iterdir()) == []
 
 
@@ -319,7 +320,7 @@ def test_labels_out_of_range_are_refused(tmp_path: Path) -> None:
     raw.labels = raw.labels.copy()
     raw.labels[0] = 2
     with pytest.raises(PipelineError, match=r"labels must lie in 0\.\.1"):
-        preprocess.prepare(raw, tmp_path / "prepared", make_cfg())
+        prepare.prepare(raw, tmp_path / "prepared", make_cfg())
 
 
 # ------------------------------------------------------------------ image size and room
@@ -345,7 +346,7 @@ def no_conversion(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(*args: object, **kwargs: object) -> None:
         raise AssertionError("conversion started")
 
-    monkeypatch.setattr(preprocess, "resize", refuse)
+    monkeypatch.setattr(pixels, "resize", refuse)
     monkeypatch.setattr(np.lib.format, "open_memmap", refuse)
 
 
@@ -353,7 +354,7 @@ def no_conversion(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_image_size_out_of_bounds_is_refused_before_any_work(
         tmp_path: Path, no_conversion: None, size: int) -> None:
     with pytest.raises(PipelineError) as caught:
-        preprocess.prepare(make_raw(), tmp_path / "prepared", make_cfg(image_size=size))
+        prepare.prepare(make_raw(), tmp_path / "prepared", make_cfg(image_size=size))
     assert str(caught.value) == ("params.yaml: 'prepare.image_size' must be between 8 and "
                                  f"4096 px, got {size} (stage prepare)")
     assert list(tmp_path.iterdir()) == []
@@ -376,7 +377,7 @@ def test_store_larger_than_the_free_disk_is_refused_before_it_is_allocated(
     monkeypatch.setattr(shutil, "disk_usage", disk_with(10**9, asked))
     out = tmp_path / "data" / "prepared"  # neither exists yet
     with pytest.raises(PipelineError) as caught:
-        preprocess.prepare(make_raw(n=40), out, make_cfg(image_size=4096, channels=3))
+        prepare.prepare(make_raw(n=40), out, make_cfg(image_size=4096, channels=3))
     assert str(caught.value) == (
         f"{out}: the store (40 images of 3 x 4096 x 4096 px) needs 2.0 GB of disk, but only "
         "1.0 GB is free there; lower 'prepare.image_size' or free disk space (stage prepare)")
@@ -388,13 +389,13 @@ def test_store_that_fits_the_free_disk_is_written(tmp_path: Path,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     need = 40 * 3 * 8 * 8  # images x channels x size x size, one byte each
     monkeypatch.setattr(shutil, "disk_usage", disk_with(need))
-    stats = preprocess.prepare(make_raw(n=40), tmp_path / "prepared",
+    stats = prepare.prepare(make_raw(n=40), tmp_path / "prepared",
                                make_cfg(image_size=8, channels=3))
     assert sum(stats["images"].values()) == 40
 
 
 def test_large_images_are_converted_in_smaller_steps() -> None:
-    assert preprocess.chunk_rows(1, 64) == preprocess.CHUNK  # the usual sizes: unchanged
-    assert preprocess.chunk_rows(3, 224) == preprocess.CHUNK
-    assert preprocess.chunk_rows(3, 4096) == 5  # 5 x 192 MiB of float32 <= 1 GiB
-    assert preprocess.chunk_rows(3, 4096) * 3 * 4096**2 * 4 <= preprocess.CHUNK_BYTES
+    assert prepare.chunk_rows(1, 64) == prepare.CHUNK  # the usual sizes: unchanged
+    assert prepare.chunk_rows(3, 224) == prepare.CHUNK
+    assert prepare.chunk_rows(3, 4096) == 5  # 5 x 192 MiB of float32 <= 1 GiB
+    assert prepare.chunk_rows(3, 4096) * 3 * 4096**2 * 4 <= prepare.CHUNK_BYTES

@@ -1,46 +1,93 @@
-"""The MedMNIST quality recipes (bench/quality.py) are what the README shows, and every
-`-S key=value` in them is a valid parameter that passes the stages' own checks."""
+"""Named recipes (recipes/*.yaml) and `medpipe recipe`, which writes one into params.yaml
+from any params state, keeping the file's comments."""
 
 from __future__ import annotations
 
-import shlex
-import sys
+import shutil
 from pathlib import Path
 
 import pytest
 import yaml
 
+from medpipe import PipelineError
+from medpipe.commands import recipe
+from medpipe.params import STAGE_SECTIONS, defaults, parse_section
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "bench"))
-
-from quality import RECIPES  # noqa: E402
-
-from medpipe.params import parse_section  # noqa: E402
-
-STAGE_OF = {"data": "download", "prepare": "prepare", "train": "train", "augment": "train",
-            "evaluate": "evaluate"}
+RECIPES = ROOT / "recipes"
 
 
-@pytest.mark.parametrize("name", sorted(RECIPES))
-def test_readme_quotes_the_recipe(name: str) -> None:
-    assert RECIPES[name] in (ROOT / "README.md").read_text(encoding="utf-8")
+def stage_sections(path: Path) -> dict:
+    doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    return {s: doc[s] for s in STAGE_SECTIONS}
 
 
-@pytest.mark.parametrize("name", sorted(RECIPES))
-def test_recipe_sets_valid_params(name: str) -> None:
-    from stages.train import check, check_augment
+@pytest.fixture
+def params(tmp_path: Path) -> Path:
+    path = tmp_path / "params.yaml"
+    shutil.copy(ROOT / "params.yaml", path)
+    return path
 
-    words = shlex.split(RECIPES[name])
-    assert words[:3] == ["dvc", "exp", "run"]
-    doc = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
-    pairs = words[3:]
-    assert pairs[::2] == ["-S"] * (len(pairs) // 2)
-    for setting in pairs[1::2]:
-        key, value = setting.split("=", 1)
-        section, field = key.split(".")
-        assert field in doc[section], key
-        doc[section][field] = yaml.safe_load(value)  # how DVC reads a -S value
-    assert doc["data"]["name"] == name
-    parsed = {s: parse_section(s, doc[s], stage=STAGE_OF[s]) for s in STAGE_OF}
-    check(parsed["train"])
-    check_augment(parsed["augment"])
+
+def test_the_committed_params_are_the_defaults() -> None:
+    """`medpipe recipe default` gives back the committed params.yaml's values."""
+    assert stage_sections(ROOT / "params.yaml") == {s: defaults(s) for s in STAGE_SECTIONS}
+
+
+@pytest.mark.parametrize("name", recipe.available(RECIPES))
+def test_each_recipe_sets_valid_params(name: str, params: Path) -> None:
+    written = recipe.apply(params, recipe.read_recipe(RECIPES, name))
+    on_disk = stage_sections(params)
+    assert on_disk == written
+    for section, stage in recipe.STAGE_OF.items():
+        parse_section(section, on_disk[section], stage=stage)
+
+
+def test_a_recipe_gives_the_same_file_from_any_params_state(params: Path) -> None:
+    pneumonia = recipe.read_recipe(RECIPES, "pneumoniamnist")
+    recipe.apply(params, pneumonia)
+    clean = stage_sections(params)
+    recipe.apply(params, recipe.read_recipe(RECIPES, "breastmnist"))  # another state first:
+    text = params.read_text(encoding="utf-8")  # breast sets small_input, warm-up 6, ...
+    params.write_text(text.replace("lr: 0.003", "lr: 0.1"), encoding="utf-8")
+    recipe.apply(params, pneumonia)
+    assert stage_sections(params) == clean
+    assert clean["train"]["small_input"] is False and clean["train"]["lr"] == 0.003
+
+
+def test_default_recipe_restores_the_committed_file_byte_for_byte(params: Path) -> None:
+    recipe.apply(params, recipe.read_recipe(RECIPES, "breastmnist"))
+    recipe.apply(params, recipe.read_recipe(RECIPES, "default"))
+    assert params.read_text(encoding="utf-8") == (ROOT / "params.yaml").read_text("utf-8")
+
+
+def test_comments_and_own_sections_are_kept(params: Path) -> None:
+    text = params.read_text(encoding="utf-8") + "\nnotes:  # mine\n  author: me\n"
+    params.write_text(text, encoding="utf-8")
+    recipe.apply(params, recipe.read_recipe(RECIPES, "pneumoniamnist"))
+    out = params.read_text(encoding="utf-8")
+    assert "# sgd (with momentum) | adam | adamw" in out and "notes:  # mine" in out
+    assert yaml.safe_load(out)["notes"] == {"author": "me"}
+    assert "  name: pneumoniamnist  " in out and "  url: null  " in out
+
+
+@pytest.mark.parametrize(("content", "error"), [
+    ("train:\n  modle: resnet18\n", "unknown key 'train.modle'"),
+    ("trian:\n  model: resnet18\n", "'trian' is not a params section"),
+    ("train: [1, 2]\n", "'train' is not a params section with keys"),
+    ("train:\n  lr: -1\n", "'train.lr' must be positive, got -1"),
+])
+def test_bad_recipe_is_one_line_and_leaves_params_alone(tmp_path: Path, params: Path,
+                                                        content: str, error: str) -> None:
+    (tmp_path / "bad.yaml").write_text(content, encoding="utf-8")
+    before = params.read_bytes()
+    with pytest.raises(PipelineError) as info:
+        recipe.apply(params, recipe.read_recipe(tmp_path, "bad"))
+    assert error in str(info.value) and "\n" not in str(info.value)
+    assert params.read_bytes() == before
+
+
+def test_unknown_recipe_lists_the_known_ones() -> None:
+    with pytest.raises(PipelineError, match="no such recipe .*breastmnist, default, "
+                                            "pneumoniamnist"):
+        recipe.read_recipe(RECIPES, "dermamnist")

@@ -92,8 +92,8 @@ def origin(baseline: Baseline, tmp_path_factory: pytest.TempPathFactory) -> Orig
     exp = re.search(r"Ran experiment\(s\): (\S+)", out).group(1)
     sh("dvc", "exp", "push", "--run-cache", "origin", exp, cwd=a)
     # ...plus the objects its run-cache entry names that DVC leaves behind (the metrics and
-    # plots kept in git): see medpipe.share.push_run_cache_objects.
-    sh("python", "-m", "medpipe.share", "push", "--run-cache", cwd=a)
+    # plots kept in git): see medpipe.commands.share.push_run_cache_objects.
+    sh("python", "-m", "medpipe", "share", "push", "--run-cache", cwd=a)
     refs = sh("git", "for-each-ref", "--format=%(refname)", "refs/exps", cwd=a).stdout.split()
     ref = next(r for r in refs if r.endswith(f"/{exp}"))
     return Origin(a, git, storage, exp, ref)
@@ -115,7 +115,7 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SSHServer]:
 
 
 def share(repo: Path, *args: str) -> tuple[int, str]:
-    proc = sh("python", "-m", "medpipe.share", *args, cwd=repo, check=False)
+    proc = sh("python", "-m", "medpipe", "share", *args, cwd=repo, check=False)
     return proc.returncode, proc.stderr
 
 
@@ -193,13 +193,13 @@ def test_no_remote_configured(clone: Path) -> None:
 
 
 def test_cloud_remote_without_its_plugin(clone: Path) -> None:
-    """S3, GCS and Azure need DVC's extras (dvc[s3], ...), which this project does not
-    install: the message names the one to install instead of a traceback."""
+    """S3, GCS and Azure need DVC's plugins (dvc-s3, ...), which the project installs only
+    with its extras: the message names the extra instead of a traceback."""
     sh("dvc", "remote", "add", "--local", "s3store", "s3://bucket/medpipe", cwd=clone)
     rc, err = share(clone, "check", "-r", "s3store")
     assert rc == 1
-    assert "requires 'dvc-s3' to be installed; install DVC's extra: pip install 'dvc[s3]'" \
-        in only_error(err)
+    assert "requires 'dvc-s3' to be installed; it comes with the project's extra: uv run " \
+        "--extra s3 ... (or uv sync --extra s3)" in only_error(err)
 
 
 def test_unmounted_directory_remote(clone: Path, tmp_path: Path) -> None:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from medpipe import PipelineError
-from medpipe.splitting import official_splits, split_indices
+from medpipe.data.splitting import official_splits, split_indices
 
 CLASSES = ["effusion", "normal"]
 

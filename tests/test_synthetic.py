@@ -5,21 +5,21 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from medpipe import synthetic
+from medpipe.data import phantoms
 
 SIZE = 32
 
 
 def test_same_arguments_give_identical_bytes() -> None:
-    a, la = synthetic.generate(3, ["normal", "opacity"], SIZE, seed=7)
-    b, lb = synthetic.generate(3, ["normal", "opacity"], SIZE, seed=7)
+    a, la = phantoms.generate(3, ["normal", "opacity"], SIZE, seed=7)
+    b, lb = phantoms.generate(3, ["normal", "opacity"], SIZE, seed=7)
     assert a.tobytes() == b.tobytes()
     assert np.array_equal(la, lb)
 
 
 def test_different_seed_gives_different_images() -> None:
-    a, _ = synthetic.generate(3, ["normal", "opacity"], SIZE, seed=0)
-    b, _ = synthetic.generate(3, ["normal", "opacity"], SIZE, seed=1)
+    a, _ = phantoms.generate(3, ["normal", "opacity"], SIZE, seed=0)
+    b, _ = phantoms.generate(3, ["normal", "opacity"], SIZE, seed=1)
     assert a.shape == b.shape
     # Every image differs, not just one of them.
     for i in range(len(a)):
@@ -28,8 +28,8 @@ def test_different_seed_gives_different_images() -> None:
 
 def test_image_i_does_not_depend_on_n_per_class() -> None:
     classes = ["normal", "opacity", "effusion"]
-    small, small_labels = synthetic.generate(3, classes, SIZE, seed=3)
-    large, large_labels = synthetic.generate(5, classes, SIZE, seed=3)
+    small, small_labels = phantoms.generate(3, classes, SIZE, seed=3)
+    large, large_labels = phantoms.generate(5, classes, SIZE, seed=3)
     k = len(small)
     assert k == 9
     assert np.array_equal(small, large[:k])
@@ -37,7 +37,7 @@ def test_image_i_does_not_depend_on_n_per_class() -> None:
 
 
 def test_shapes_dtypes_and_interleaved_labels() -> None:
-    images, labels = synthetic.generate(4, ["normal", "effusion", "opacity"], SIZE, seed=0)
+    images, labels = phantoms.generate(4, ["normal", "effusion", "opacity"], SIZE, seed=0)
     assert images.shape == (12, SIZE, SIZE)
     assert images.dtype == np.uint8
     assert labels.shape == (12,)
@@ -49,7 +49,7 @@ def test_shapes_dtypes_and_interleaved_labels() -> None:
 
 def test_unknown_class_raises() -> None:
     with pytest.raises(ValueError, match="tumour"):
-        synthetic.generate(2, ["normal", "tumour"], SIZE, seed=0)
+        phantoms.generate(2, ["normal", "tumour"], SIZE, seed=0)
 
 
 def _inner_lung_window(size: int) -> np.ndarray:
@@ -73,7 +73,7 @@ def test_opacity_images_are_brighter_inside_the_lungs() -> None:
     clearly significant (Welch t above 4; it is 6.8 to 8.8 over seeds 0-7 here).
     """
     n = 100
-    images, labels = synthetic.generate(n, ["normal", "opacity"], SIZE, seed=0)
+    images, labels = phantoms.generate(n, ["normal", "opacity"], SIZE, seed=0)
     window = _inner_lung_window(SIZE)
     assert window.sum() > 0.05 * SIZE * SIZE
     f = images.astype(np.float64)
@@ -90,8 +90,8 @@ def test_opacity_images_are_brighter_inside_the_lungs() -> None:
 
 def test_normal_class_has_no_opacity_signal_between_seeds() -> None:
     """Control for the test above: two sets of *normal* images show no such difference."""
-    a, _ = synthetic.generate(100, ["normal"], SIZE, seed=0)
-    b, _ = synthetic.generate(100, ["normal"], SIZE, seed=1)
+    a, _ = phantoms.generate(100, ["normal"], SIZE, seed=0)
+    b, _ = phantoms.generate(100, ["normal"], SIZE, seed=1)
     window = _inner_lung_window(SIZE)
 
     def z(images: np.ndarray) -> np.ndarray:
@@ -107,6 +107,6 @@ def test_normal_class_has_no_opacity_signal_between_seeds() -> None:
 def test_small_opacity_images_render(size: int) -> None:
     """Regression: below ~40 px no lung pixel reached 0.9 and ``_opacities`` drew from an
     empty set (``rng.integers(0)`` -> ValueError), though ``data.resolution >= 16`` is allowed."""
-    images, labels = synthetic.generate(3, ["normal", "opacity"], size, seed=0)
+    images, labels = phantoms.generate(3, ["normal", "opacity"], size, seed=0)
     assert images.shape == (6, size, size)
     assert labels.tolist() == [0, 1] * 3

@@ -14,8 +14,9 @@ import torch
 from localhttp import local_server
 from test_models import Payload, check_refusal, unloadable_files
 
-from medpipe import PipelineError, weights
-from medpipe.weights import WeightsFile
+from medpipe import PipelineError
+from medpipe.models import imagenet
+from medpipe.models.imagenet import WeightsFile
 
 
 def state_bytes(seed: int = 0) -> tuple[dict[str, torch.Tensor], bytes]:
@@ -38,7 +39,7 @@ def offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home = tmp_path / "torch_home"
     home.mkdir()
     monkeypatch.setenv("TORCH_HOME", str(home))
-    monkeypatch.delenv(weights.MIRROR_ENV, raising=False)
+    monkeypatch.delenv(imagenet.MIRROR_ENV, raising=False)
     monkeypatch.setenv("MEDPIPE_DOWNLOAD_CACHE", str(tmp_path / "partial"))
     for var in ("https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY", "all_proxy",
                 "ALL_PROXY"):
@@ -52,22 +53,22 @@ def offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_every_torchvision_model_has_a_hash_named_weights_file() -> None:
-    from medpipe.models import TORCHVISION
+    from medpipe.models.architectures import TORCHVISION
 
     for name in TORCHVISION:
-        wf = weights.weights_file(name)
+        wf = imagenet.weights_file(name)
         assert wf.url.startswith("https://download.pytorch.org/models/"), name
         assert wf.sha256_prefix and len(wf.sha256_prefix) >= 8, wf.filename
-    assert weights.weights_file("resnet18").filename == "resnet18-f37072fd.pth"
+    assert imagenet.weights_file("resnet18").filename == "resnet18-f37072fd.pth"
     with pytest.raises(PipelineError, match="not available for model 'cnn'"):
-        weights.weights_file("cnn")
+        imagenet.weights_file("cnn")
 
 
 def test_not_pretrained_writes_only_the_record(tmp_path: Path) -> None:
     out = tmp_path / "pretrained"
-    assert weights.fetch(None, out) == {"pretrained": False}
-    assert [p.name for p in out.iterdir()] == [weights.INFO]
-    assert weights.load(out) is None
+    assert imagenet.fetch(None, out) == {"pretrained": False}
+    assert [p.name for p in out.iterdir()] == [imagenet.INFO]
+    assert imagenet.load(out) is None
 
 
 def test_weights_from_the_hub_cache_are_copied_and_load(offline: Path, tmp_path: Path) -> None:
@@ -76,11 +77,11 @@ def test_weights_from_the_hub_cache_are_copied_and_load(offline: Path, tmp_path:
     offline.mkdir(parents=True)
     (offline / wf.filename).write_bytes(body)
     out = tmp_path / "pretrained"
-    info = weights.fetch(wf, out)
+    info = imagenet.fetch(wf, out)
     assert (out / wf.filename).read_bytes() == body
     assert info["sha256"] == hashlib.sha256(body).hexdigest()
-    assert json.loads((out / weights.INFO).read_text())["file"] == wf.filename
-    loaded = weights.load(out)
+    assert json.loads((out / imagenet.INFO).read_text())["file"] == wf.filename
+    loaded = imagenet.load(out)
     assert set(loaded) == set(state)
     assert all(torch.equal(loaded[k], state[k]) for k in state)
 
@@ -95,11 +96,11 @@ def test_offline_error_names_the_file_the_url_and_what_to_run(offline: Path,
     (offline / wf.filename).write_bytes(body[:-10])  # truncated copy
     out = tmp_path / "pretrained"
     with pytest.raises(PipelineError) as info:
-        weights.fetch(wf, out)
+        imagenet.fetch(wf, out)
     message = str(info.value)
     assert "\n" not in message
     for part in (wf.url, wf.filename, str(offline), "dvc pull models/pretrained",
-                 weights.MIRROR_ENV, "pretrained: false"):
+                 imagenet.MIRROR_ENV, "pretrained: false"):
         assert part in message, part
     assert not out.exists()
 
@@ -111,9 +112,9 @@ def test_download_from_a_mirror_is_verified_against_the_name(
     monkeypatch.setenv("no_proxy", "127.0.0.1")
     with local_server() as server:
         server.serve(f"/mirror/{wf.filename}", body)
-        monkeypatch.setenv(weights.MIRROR_ENV, server.url("/mirror/"))
+        monkeypatch.setenv(imagenet.MIRROR_ENV, server.url("/mirror/"))
         out = tmp_path / "pretrained"
-        weights.fetch(wf, out)
+        imagenet.fetch(wf, out)
         assert (out / wf.filename).read_bytes() == body
         assert [r.path for r in server.requests] == [f"/mirror/{wf.filename}"]
 
@@ -122,7 +123,7 @@ def test_download_from_a_mirror_is_verified_against_the_name(
         server.serve(f"/mirror/{wf.filename}", other)
         out2 = tmp_path / "pretrained2"
         with pytest.raises(PipelineError, match="SHA256 mismatch"):
-            weights.fetch(wf, out2)
+            imagenet.fetch(wf, out2)
         assert not out2.exists()
 
 
@@ -131,9 +132,9 @@ def test_weights_file_with_pickled_code_is_refused(tmp_path: Path) -> None:
     out = tmp_path / "pretrained"
     out.mkdir()
     torch.save({"conv.weight": Payload(marker)}, out / "evil.pth")
-    (out / weights.INFO).write_text(json.dumps({"pretrained": True, "file": "evil.pth"}))
+    (out / imagenet.INFO).write_text(json.dumps({"pretrained": True, "file": "evil.pth"}))
     with pytest.raises(PipelineError, match="refused: not a torchvision weights file"):
-        weights.load(out)
+        imagenet.load(out)
     assert not marker.exists()
 
 
@@ -142,26 +143,21 @@ def test_weights_file_with_pickled_code_is_refused(tmp_path: Path) -> None:
 def test_unloadable_weights_file_is_refused_in_one_line_without_unsafe_advice(
         tmp_path: Path, kind: str) -> None:
     path, reason = unloadable_files(tmp_path)[kind]
-    (tmp_path / weights.INFO).write_text(json.dumps({"pretrained": True, "file": path.name}))
+    (tmp_path / imagenet.INFO).write_text(json.dumps({"pretrained": True, "file": path.name}))
     with pytest.raises(PipelineError) as caught:
-        weights.load(tmp_path)
+        imagenet.load(tmp_path)
     check_refusal(str(caught.value), path, reason)
 
 
 def test_missing_weights_directory_says_what_to_run(tmp_path: Path) -> None:
     with pytest.raises(PipelineError, match="dvc repro pretrained"):
-        weights.load(tmp_path / "nowhere")
+        imagenet.load(tmp_path / "nowhere")
 
 
 def test_train_refuses_pretrained_without_weights(tmp_path: Path) -> None:
     """train.pretrained: true with a weights directory that holds none (a stale output)."""
-    from medpipe.params import TrainParams
-    from stages.train import _imagenet
-
     out = tmp_path / "pretrained"
-    weights.fetch(None, out)
-    fields = {f: None for f in TrainParams.__dataclass_fields__}
-    cfg = TrainParams(**{**fields, "pretrained": True})
+    imagenet.fetch(None, out)
     with pytest.raises(PipelineError, match="holds no ImageNet weights"):
-        _imagenet(cfg, out)
-    assert _imagenet(TrainParams(**{**fields, "pretrained": False}), out) is None
+        imagenet.for_training(True, out)
+    assert imagenet.for_training(False, out) is None

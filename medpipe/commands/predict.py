@@ -1,0 +1,136 @@
+"""Predict image files with a trained model.
+
+    medpipe predict --model models/model.pt --out predictions.csv IMAGES
+    medpipe predict --model models/model.pt --metrics metrics/evaluate.json \
+        --out predictions.csv IMAGES
+
+``IMAGES`` is an image file, a folder (every PNG/JPEG/BMP/TIFF in it and its subfolders,
+sorted) or a CSV with a ``path`` column (relative paths are relative to the CSV). 8- or
+16-bit grey, RGB, RGBA and palette images are read with Pillow and prepared exactly as the
+prepare stage prepared the training images (the preprocessing recorded in the model
+file): channel conversion, antialiased resize, quantisation to 8 bits.
+
+The CSV holds one row per image: ``path``, ``p_<class>`` for each class and
+``predicted``. Two classes: the positive class (the second) is predicted when its
+probability is ``>=`` the threshold: ``--threshold``, else the threshold the evaluate
+stage chose (``threshold.value`` in ``--metrics``, refused if that file was written for
+another model), else 0.5. More classes: argmax.
+
+A multi-label model gives each finding its own sigmoid probability ``p_<finding>`` and
+call ``pred_<finding>`` (1 when the probability is ``>=`` that finding's threshold:
+``--threshold`` for all, else the per-finding thresholds the evaluate stage chose, else
+0.5); ``predicted`` lists the called findings joined by ``|`` (``none`` if none).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+from pathlib import Path
+
+from medpipe import PipelineError
+from medpipe.inference import predictor
+from medpipe.inference.imagefiles import find_images, predict_files
+from medpipe.utils.files import atomic_path, file_digest
+
+log = logging.getLogger(__name__)
+
+
+def read_metrics(path: Path) -> dict:
+    """The evaluate stage's summary (metrics/evaluate.json), or one clear error."""
+    try:
+        summary = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise PipelineError(f"{path}: not found; run the evaluate stage first") from None
+    except json.JSONDecodeError:
+        summary = None
+    if not isinstance(summary, dict):
+        raise PipelineError(f"{path}: not an evaluate metrics file")
+    return summary
+
+
+def threshold_from_metrics(path: Path, model_path: Path, summary: dict | None = None
+                           ) -> float | list[float] | None:
+    """The threshold the evaluate stage chose for this very model (None: argmax), or for
+    a multi-label model the list of per-finding thresholds, in finding order.
+    ``summary``: ``path`` already read."""
+    summary = read_metrics(path) if summary is None else summary
+    try:
+        digest = summary["model_sha256"]
+        if summary.get("task") == "multilabel":
+            per_label = summary["threshold"]["per_label"]
+            value = [float(per_label[name]["value"]) for name in summary["findings"]]
+        else:
+            value = summary["threshold"]["value"]
+    except (KeyError, TypeError):
+        raise PipelineError(f"{path}: not an evaluate metrics file (no threshold.value "
+                            "or model_sha256)") from None
+    if digest != file_digest(model_path):
+        raise PipelineError(f"{path}: its threshold was chosen for another model than "
+                            f"{model_path}; rerun the evaluate stage or pass --threshold")
+    return value
+
+
+def tta_from_metrics(path: Path, summary: dict) -> str:
+    """The test-time augmentation the evaluate stage used (``none`` in files made before
+    it had one), so predictions here match the reported figures."""
+    tta = summary.get("tta", "none")
+    if tta not in predictor.TTA_VIEWS:
+        raise PipelineError(f"{path}: unknown tta {tta!r}; expected one of "
+                            f"{', '.join(predictor.TTA_VIEWS)}")
+    return tta
+
+
+def main(args: argparse.Namespace) -> None:
+    model_path = Path(args.model)
+    if args.threshold is not None and not 0.0 < args.threshold < 1.0:
+        raise PipelineError(f"--threshold must be a probability in (0, 1), got {args.threshold}")
+    threshold, tta = args.threshold, args.tta or "none"
+    if args.metrics:
+        metrics = Path(args.metrics)
+        if threshold is None and not model_path.exists():
+            raise PipelineError(f"{model_path}: model file not found")
+        summary = read_metrics(metrics)
+        if threshold is None:
+            threshold = threshold_from_metrics(metrics, model_path, summary)
+        tta = args.tta or tta_from_metrics(metrics, summary)
+    paths = find_images(Path(args.images))
+    table = predict_files(model_path, paths, threshold, args.device, tta)
+    with atomic_path(args.out) as tmp:
+        table.to_csv(tmp, index=False, quoting=csv.QUOTE_MINIMAL)
+    n_classes = sum(c.startswith("p_") for c in table.columns)
+    multilabel = any(c.startswith("pred_") for c in table.columns)
+    if isinstance(threshold, list):
+        rule = f"per-finding thresholds from {args.metrics}"
+    elif n_classes > 2 and not multilabel:
+        rule = "argmax"
+    elif args.threshold is not None:
+        rule = f"threshold {threshold:.6g}"
+    elif threshold is not None:
+        rule = f"threshold {threshold:.6g} from {args.metrics}"
+    else:
+        rule = "threshold 0.5"
+    if tta != "none":
+        rule += f", test-time augmentation {tta}"
+    log.info("%d images -> %s (%s)", len(table), args.out, rule)
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="medpipe predict", description=__doc__.splitlines()[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("images", help="an image file, a folder of images, or a CSV with a "
+                                  "'path' column")
+    p.add_argument("--model", default="models/model.pt", help="model file (train stage)")
+    p.add_argument("--out", required=True, help="CSV to write")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="two classes: positive when p >= this; multi-label: each finding "
+                        "called when p >= this (default: from --metrics, else 0.5)")
+    p.add_argument("--metrics", default=None,
+                   help="evaluate stage metrics (metrics/evaluate.json) to take the chosen "
+                        "threshold from")
+    p.add_argument("--device", default="cpu", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--tta", choices=list(predictor.TTA_VIEWS), default=None,
+                   help="flipped views to average (default: as --metrics records, else none)")
+    return p

@@ -1,0 +1,3 @@
+"""The download and prepare steps: data sources, image decoding, splitting, the array
+store and the batches read from it.
+"""

@@ -1,0 +1,162 @@
+"""Deterministic preprocessing: split, channel handling, resize, intensity statistics.
+
+Arrays (synthetic, MedMNIST) are converted here in batches; image files (folder, csv)
+by :mod:`medpipe.data.convert` in worker processes. Splits come from :mod:`medpipe.data.splitting`.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from medpipe import PipelineError
+from medpipe.data import store
+from medpipe.data.convert import convert_files
+from medpipe.data.pixels import to_store_pixels
+from medpipe.data.raw import RawDataset
+from medpipe.data.sources.pack import PackedImages
+from medpipe.data.splitting import check_split_classes, official_splits, split_indices
+from medpipe.params import validate
+from medpipe.utils.files import atomic_path, write_json
+
+log = logging.getLogger(__name__)
+
+CHUNK = 512  # images converted per step; bounds memory however large the dataset
+CHUNK_BYTES = 1 << 30  # and at most ~1 GiB of float32 resized pixels per step, for large sizes
+
+
+def store_bytes(parts: dict[str, np.ndarray], channels: int, size: int) -> int:
+    """Bytes of the store's image arrays (uint8, one byte per pixel and channel)."""
+    return sum(len(idx) for idx in parts.values()) * channels * size * size
+
+
+def prepare(raw: RawDataset, out_dir: Path | str, cfg) -> dict:
+    """Split, convert and resize ``raw`` into the array store at ``out_dir``.
+
+    Returns the summary for the prepare metrics: the store's ``stats.json`` (task,
+    classes, counts, image size, statistics) plus the unreadable files skipped under
+    ``on_error: skip``. The store appears at ``out_dir`` only when complete.
+    """
+    validate(cfg, stage="prepare")
+    multilabel = raw.multilabel
+    labels = np.asarray(raw.labels, dtype=np.uint8 if multilabel else np.int64)
+    classes = list(raw.classes)
+    _check_labels(labels, classes, multilabel)
+    groups = None if raw.groups is None else np.asarray(raw.groups)
+    if raw.splits is not None:
+        parts = official_splits(np.asarray(raw.splits), labels, cfg.val_fraction, cfg.seed,
+                                groups, classes)
+    else:
+        parts = split_indices(labels, cfg.val_fraction, cfg.test_fraction, cfg.seed, groups,
+                              classes)
+    check_split_classes(labels, parts, classes)
+
+    c, s = cfg.channels, cfg.image_size
+    n_images = sum(len(idx) for idx in parts.values())
+    # Checked before the arrays are created: they are written in place through memory
+    # maps, so a store too large for its disk would fail only when the disk fills up.
+    store.require_disk(store_bytes(parts, c, s), Path(out_dir),
+                       f"the store ({n_images:,} images of {c} x {s} x {s} px)",
+                       "lower 'prepare.image_size' or free disk space (stage prepare)")
+    with atomic_path(out_dir) as tmp:
+        tmp.mkdir(parents=True)
+        if isinstance(raw.images, PackedImages):
+            done = convert_files(raw.images.path, raw.images.files, parts, tmp, c, s,
+                                 cfg.on_error, cfg.workers)
+            parts = {name: idx[done.kept[name]] for name, idx in parts.items()}
+            if done.skipped:  # a class may have lost its last image in a split
+                check_split_classes(labels, parts, classes)
+            sums, squares, skipped = done.sums["train"], done.squares["train"], done.skipped
+        else:
+            sums, squares = _convert_arrays(raw.images, parts, tmp, c, s)
+            skipped = []
+        rows = []
+        for name, idx in parts.items():
+            np.save(store.labels_path(tmp, name), labels[idx])
+            rows += [{"split": name, "index": i, **_label_columns(labels[j], classes),
+                      "source_id": raw.ids[j]} for i, j in enumerate(idx)]
+        n_pix = len(parts["train"]) * s * s
+        mean = np.array(sums, dtype=np.float64) / (255.0 * n_pix)
+        mean_sq = np.array(squares, dtype=np.float64) / (255.0**2 * n_pix)
+        std = np.sqrt(np.maximum(mean_sq - mean**2, 0.0))
+        if np.any(std < 1e-6):
+            raise PipelineError(
+                "train images have constant intensity; nothing to learn (stage prepare)"
+            )
+        stats = {
+            "task": "multilabel" if multilabel else "multiclass",
+            "classes": classes,
+            "image_size": s,
+            "channels": c,
+            "mean": [round(float(v), 6) for v in mean],
+            "std": [round(float(v), 6) for v in std],
+            "images": {name: int(len(idx)) for name, idx in parts.items()},
+            "counts": {name: _counts(labels[idx], classes) for name, idx in parts.items()},
+        }
+        pd.DataFrame(rows).to_csv(tmp / store.MANIFEST, index=False)
+        write_json(tmp / store.STATS, stats)
+    log.info("prepared %s images into %s", sum(len(i) for i in parts.values()), out_dir)
+    return {**stats, "skipped": {"count": len(skipped), "files": skipped}}
+
+
+def _check_labels(labels: np.ndarray, classes: list[str], multilabel: bool) -> None:
+    if multilabel:
+        if labels.shape[1] != len(classes) or labels.max(initial=0) > 1:
+            raise PipelineError(f"multi-label labels must be 0/1 with {len(classes)} columns "
+                                f"(stage prepare)")
+        present = labels.sum(axis=0)
+    else:
+        if labels.min(initial=0) < 0 or labels.max(initial=0) >= len(classes):
+            raise PipelineError(f"labels must lie in 0..{len(classes) - 1} (stage prepare)")
+        present = np.bincount(labels, minlength=len(classes))
+    for k, count in enumerate(present):
+        if count == 0:
+            raise PipelineError(f"class '{classes[k]}' has no images (stage prepare)")
+
+
+def _counts(labels: np.ndarray, classes: list[str]) -> dict[str, int]:
+    """Images per class; for multi-label, images with each finding."""
+    n = labels.sum(axis=0) if labels.ndim == 2 else np.bincount(labels, minlength=len(classes))
+    return {name: int(v) for name, v in zip(classes, n, strict=True)}
+
+
+def _label_columns(label: np.ndarray, classes: list[str]) -> dict[str, object]:
+    """The manifest's label and class: for multi-label, indices and names joined by '|'."""
+    if np.ndim(label) == 0:
+        return {"label": int(label), "class": classes[int(label)]}
+    on = np.flatnonzero(label)
+    return {"label": "|".join(map(str, on)), "class": "|".join(classes[k] for k in on)}
+
+
+def chunk_rows(channels: int, size: int) -> int:
+    """Images converted per step: ``CHUNK``, fewer for large images, so that a step's
+    float32 pixels stay within ``CHUNK_BYTES``."""
+    return max(1, min(CHUNK, CHUNK_BYTES // (channels * size * size * 4)))
+
+
+def _convert_arrays(images, parts: dict[str, np.ndarray], out_dir: Path, c: int, s: int
+                    ) -> tuple[list[int], list[int]]:
+    """Arrays (synthetic, MedMNIST): convert in batches; return the train split's integer
+    pixel sums and sums of squares per channel."""
+    sums, squares = [0] * c, [0] * c
+    rows = chunk_rows(c, s)
+    for name, idx in parts.items():
+        out = np.lib.format.open_memmap(
+            store.images_path(out_dir, name), mode="w+", dtype=np.uint8,
+            shape=(len(idx), c, s, s))
+        for start in range(0, len(idx), rows):
+            batch = idx[start : start + rows]
+            q = to_store_pixels(images[batch], c, s)
+            out[start : start + len(batch)] = q.numpy()
+            if name == "train":
+                qi = q.to(torch.int64)
+                sums = [a + int(b) for a, b in zip(sums, qi.sum(dim=(0, 2, 3)), strict=True)]
+                squares = [a + int(b) for a, b in
+                           zip(squares, (qi * qi).sum(dim=(0, 2, 3)), strict=True)]
+        out.flush()
+        del out
+    return sums, squares

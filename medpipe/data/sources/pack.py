@@ -1,0 +1,196 @@
+"""The raw layout shared by the file-based sources (``folder``, ``csv``): images packed.
+
+The download stage copies the dataset's image files, byte for byte, into one uncompressed
+zip, so ``data/raw`` is three files however many images there are (``dvc status``,
+``push`` and ``pull`` handle three files, not 100,000), and the prepare stage reads only
+its own dependency, ``data/raw``, by random access into the zip::
+
+    images.zip    the image files, stored (not compressed), named by their path in the
+                  dataset folder; fixed timestamps, so the same images give the same bytes
+    index.csv     one row per image: file, label (a class, or findings joined by '|'),
+                  and split and patient_id where the dataset gives them
+    dataset.json  source, task (multiclass | multilabel), classes, counts
+
+A dataset folder comes from ``data.path``, or from ``data.url``: an archive downloaded,
+verified against ``data.sha256`` and extracted (safely) into a scratch folder first.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from medpipe import PipelineError
+from medpipe.data.imageio import decode
+from medpipe.data.sources.archive import extract
+from medpipe.utils import downloads
+
+log = logging.getLogger(__name__)
+
+PACK, INDEX = "images.zip", "index.csv"
+SCRATCH = "_scratch"  # inside the download stage's temporary output; removed when done
+STAGE = "(stage download)"
+SPLITS = ("train", "val", "test")
+NO_FINDING = ("", "no finding")  # multi-label rows with no finding (ChestX-ray14 style)
+FIXED_TIME = (1980, 1, 1, 0, 0, 0)  # the zip format's earliest date
+
+
+def check_params(cfg, source: str) -> None:
+    """Refuse keys that ``source`` would not read, and a malformed checksum."""
+    if cfg.url is None:
+        for key in ("sha256", "md5"):
+            if getattr(cfg, key) is not None:
+                raise PipelineError(f"params.yaml: 'data.{key}' is read only with 'data.url' "
+                                    f"for source {source}; set it to null {STAGE}")
+        return
+    if cfg.sha256 is None:
+        raise PipelineError(f"params.yaml: 'data.sha256' must be set with 'data.url' for "
+                            f"source {source}: it is what pins the archive's contents {STAGE}")
+    digest = cfg.sha256.lower()
+    if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+        raise PipelineError(
+            f"params.yaml: 'data.sha256' must be 64 hex digits, got '{cfg.sha256}' {STAGE}")
+    downloads.check_url(cfg.url, what="params.yaml: 'data.url'")
+
+
+def dataset_root(cfg, out_dir: Path) -> Path:
+    """The dataset folder: ``data.path``, or the archive at ``data.url`` extracted into a
+    scratch folder of ``out_dir`` (its SHA-256 checked before anything is extracted)."""
+    if cfg.url is None:
+        root = Path(cfg.path)
+        if not root.is_dir():
+            what = "is not a folder" if root.exists() else "does not exist"
+            raise PipelineError(f"params.yaml: 'data.path' {cfg.path} {what} {STAGE}")
+        return root
+    scratch = out_dir / SCRATCH
+    scratch.mkdir(parents=True)
+    try:
+        archive = downloads.fetch(cfg.url, scratch / "archive", sha256=cfg.sha256,
+                                 md5=cfg.md5)
+    except PipelineError as e:
+        raise PipelineError(f"{e} {STAGE}") from None
+    try:
+        extract(archive, scratch / "dataset", cfg.url)
+    except PipelineError as e:
+        raise PipelineError(f"{e} {STAGE}") from None
+    archive.unlink()
+    return scratch / "dataset"
+
+
+def inside(path: Path, top: Path, what: str | None = None) -> Path:
+    """``path`` resolved; refused when a symbolic link takes it out of ``top`` (the resolved
+    dataset folder), as the bytes it points at would be packed into data/raw and pushed."""
+    what = what or str(path)
+    try:
+        resolved = path.resolve()
+    except (OSError, RuntimeError):  # a loop of links
+        raise PipelineError(f"{what}: a symbolic link that loops; refused {STAGE}") from None
+    if not resolved.is_relative_to(top):
+        raise PipelineError(f"{what}: a symbolic link to {resolved}, outside the dataset "
+                            f"folder {top}; refused {STAGE}")
+    return resolved
+
+
+def parse_labels(values: list[str]) -> tuple[str, list[str]]:
+    """(task, classes) of a label column: multi-label when a label lists several findings
+    joined by '|'; then an empty label or 'No Finding' means none."""
+    if any("|" in v for v in values):
+        findings = {t.strip() for v in values for t in v.split("|")}
+        return "multilabel", sorted(f for f in findings if f.lower() not in NO_FINDING)
+    return "multiclass", sorted(set(values))
+
+
+def encode_labels(values: list[str], task: str, classes: list[str]) -> np.ndarray:
+    """int64 ``(N,)`` class indices, or uint8 ``(N, K)`` multi-hot for multi-label."""
+    index = {c: k for k, c in enumerate(classes)}
+    if task == "multiclass":
+        return np.array([index[v] for v in values], dtype=np.int64)
+    out = np.zeros((len(values), len(classes)), dtype=np.uint8)
+    for i, v in enumerate(values):
+        for t in v.split("|"):
+            t = t.strip()
+            if t.lower() not in NO_FINDING:
+                out[i, index[t]] = 1
+    return out
+
+
+def write(out_dir: Path, root: Path, table: pd.DataFrame, meta: dict) -> None:
+    """Pack ``table.file`` (paths relative to ``root``) into ``out_dir``, with the index
+    and ``dataset.json`` (``meta`` plus task, classes and counts)."""
+    labels = table["label"].tolist()
+    task, classes = parse_labels(labels)
+    if len(classes) < 2:
+        raise PipelineError(f"{root}: {len(classes)} class(es) found ({', '.join(classes)}); "
+                            f"at least 2 are needed {STAGE}")
+    encoded = encode_labels(labels, task, classes)
+    counts = (encoded.sum(axis=0) if task == "multilabel"
+              else np.bincount(encoded, minlength=len(classes)))
+    with zipfile.ZipFile(out_dir / PACK, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
+        for name in tqdm(table["file"], desc="packing images", unit="img", disable=None):
+            info = zipfile.ZipInfo(name, date_time=FIXED_TIME)
+            info.external_attr = 0o644 << 16
+            path = root / name
+            info.file_size = path.stat().st_size
+            with open(path, "rb") as src, zf.open(info, "w",
+                                                  force_zip64=info.file_size > 2**31) as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+    table.to_csv(out_dir / INDEX, index=False)
+    meta = {**meta, "task": task, "classes": classes, "count": len(table),
+            "counts": {c: int(n) for c, n in zip(classes, counts, strict=True)},
+            "splits": ({s: int((table["split"] == s).sum()) for s in SPLITS}
+                       if "split" in table else None),
+            "patients": int(table["patient_id"].nunique()) if "patient_id" in table else None}
+    (out_dir / "dataset.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    log.info("packed %d images (%s, %d classes) into %s", len(table), task, len(classes),
+             out_dir / PACK)
+
+
+def finish(out_dir: Path) -> None:
+    """Remove the scratch folder (downloaded archive, extracted files) if there is one."""
+    shutil.rmtree(out_dir / SCRATCH, ignore_errors=True)
+
+
+def read(raw_dir: Path, meta: dict):
+    """The packed dataset as a RawDataset whose ``images`` decode on demand."""
+    from medpipe.data.raw import RawDataset
+
+    index = pd.read_csv(raw_dir / INDEX, dtype=str, keep_default_na=False)
+    files = index["file"].tolist()
+    labels = encode_labels(index["label"].tolist(), meta["task"], list(meta["classes"]))
+    return RawDataset(
+        classes=list(meta["classes"]), images=PackedImages(raw_dir / PACK, files),
+        labels=labels, ids=files,
+        splits=index["split"].to_numpy() if "split" in index else None,
+        groups=index["patient_id"].to_numpy() if "patient_id" in index else None)
+
+
+class PackedImages:
+    """The image files in a pack, decoded one at a time (they may differ in size).
+
+    The prepare stage hands ``path`` and ``files`` to :mod:`medpipe.data.convert`, whose
+    worker processes open the zip themselves.
+    """
+
+    def __init__(self, path: Path, files: list[str]):
+        self.path = Path(path)
+        self.files = files
+        self._zip: zipfile.ZipFile | None = None
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def read_bytes(self, i: int) -> bytes:
+        if self._zip is None:
+            self._zip = zipfile.ZipFile(self.path)
+        return self._zip.read(self.files[i])
+
+    def decode(self, i: int) -> np.ndarray:
+        """Pixels of image ``i``; an unreadable file raises :class:`ImageError`."""
+        return decode(self.read_bytes(i), self.files[i])

@@ -1,0 +1,3 @@
+"""The evaluate step: clinician metrics, bootstrap intervals, calibration, Grad-CAM and the
+report.
+"""

@@ -1,0 +1,1 @@
+"""Model architectures, the model file, and ImageNet weights as a versioned input."""

@@ -1,0 +1,1 @@
+"""Shared leaves: files written atomically, downloads, devices, seeding, the command shell."""

@@ -1,0 +1,90 @@
+"""The package layout: no import cycles (lazy imports included), and each step imports only
+what lies below it, so that inference never pulls in the training loop and prediction
+never pulls in the dataset sources."""
+
+from __future__ import annotations
+
+import pytest
+from imports import ROOT, imported_files, imports_of, package_files
+
+# A package may import from the packages listed for it (and from itself).
+ALLOWED = {
+    "medpipe/utils": set(),
+    "medpipe/data": {"medpipe/utils"},
+    "medpipe/models": {"medpipe/utils"},
+    "medpipe/evaluation": {"medpipe/utils", "medpipe/data", "medpipe/models"},
+    "medpipe/inference": {"medpipe/utils", "medpipe/data", "medpipe/models",
+                          "medpipe/evaluation"},
+    "medpipe/training": {"medpipe/utils", "medpipe/data", "medpipe/models",
+                         "medpipe/inference", "medpipe/evaluation"},
+    "medpipe/commands": {"medpipe/utils", "medpipe/data", "medpipe/models",
+                         "medpipe/inference", "medpipe/evaluation"},
+}
+BOTTOM = {"medpipe/__init__.py", "medpipe/params.py"}  # every package may import these
+
+
+def package_of(path: str) -> str | None:
+    parts = path.split("/")
+    return "/".join(parts[:2]) if len(parts) > 2 else None
+
+
+def cycles(files: list[str]) -> list[list[str]]:
+    """Every import cycle among ``files`` (one path per strongly connected component)."""
+    graph = {f: sorted(imports_of(f)) for f in files}
+    found, state = [], {}
+
+    def visit(node: str, trail: list[str]) -> None:
+        state[node] = "open"
+        for nxt in graph.get(node, []):
+            if state.get(nxt) == "open":
+                found.append(trail[trail.index(nxt):] + [nxt])
+            elif nxt not in state:
+                visit(nxt, [*trail, nxt])
+        state[node] = "done"
+
+    for f in files:
+        if f not in state:
+            visit(f, [f])
+    return found
+
+
+def test_no_import_cycles() -> None:
+    files = package_files() + sorted(p.relative_to(ROOT).as_posix()
+                                     for p in (ROOT / "stages").glob("*.py"))
+    assert cycles(files) == []
+
+
+def test_the_cycle_finder_finds_a_cycle(monkeypatch: pytest.MonkeyPatch) -> None:
+    import imports
+
+    edges = {"a.py": {"b.py"}, "b.py": {"c.py"}, "c.py": {"a.py"}, "d.py": set()}
+    monkeypatch.setattr(imports, "imports_of", lambda f: edges[f])
+    monkeypatch.setitem(globals(), "imports_of", lambda f: edges[f])
+    assert cycles(sorted(edges)) == [["a.py", "b.py", "c.py", "a.py"]]
+
+
+@pytest.mark.parametrize("package", sorted(ALLOWED))
+def test_packages_import_only_what_lies_below(package: str) -> None:
+    allowed = ALLOWED[package] | {package}
+    wrong = []
+    for f in package_files():
+        if package_of(f) != package:
+            continue
+        for target in imports_of(f):
+            if target in BOTTOM or target == "medpipe/__init__.py":
+                continue
+            if package_of(target) not in allowed:
+                wrong.append(f"{f} -> {target}")
+    assert wrong == []
+
+
+@pytest.mark.parametrize("start", ["stages/evaluate.py", "medpipe/commands/predict.py",
+                                   "medpipe/commands/export.py"])
+def test_inference_and_evaluation_never_import_the_training_loop(start: str) -> None:
+    assert sorted(f for f in imported_files(start) if f.startswith("medpipe/training")) == []
+
+
+def test_prediction_imports_no_dataset_source_code() -> None:
+    reached = imported_files("medpipe/commands/predict.py")
+    assert sorted(f for f in reached if f.startswith("medpipe/data/sources")
+                  or f in ("medpipe/data/prepare.py", "medpipe/data/raw.py")) == []
