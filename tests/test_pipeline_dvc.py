@@ -126,18 +126,21 @@ def test_exp_run_and_metrics_diff(reproduced: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("section", "values", "expected", "output"),
+    ("section", "values", "expected", "stage", "output"),
     [
         ("train", {"modle": "cnn"}, "unknown key 'train.modle' (did you mean 'model'?)",
+         "train", "models/model.pt"),
+        ("train", {"lr": "fast"}, "'train.lr' must be a number, got 'fast'", "train",
          "models/model.pt"),
-        ("train", {"lr": "fast"}, "'train.lr' must be a number, got 'fast'", "models/model.pt"),
+        # train.model is read first by the pretrained stage, which refuses it
         ("train", {"model": "resnet9000"}, "'train.model' must be one of 'cnn', 'mobilenet_v2'",
-         "models/model.pt"),
-        ("prepare", {"channels": 2}, "'prepare.channels' must be one of 1, 3", "data/prepared"),
+         "pretrained", "models/pretrained"),
+        ("prepare", {"channels": 2}, "'prepare.channels' must be one of 1, 3", "prepare",
+         "data/prepared"),
     ],
 )
 def test_bad_params_fail_in_one_line_without_outputs(reproduced: Path, section: str,
-                                                     values: dict, expected: str,
+                                                     values: dict, expected: str, stage: str,
                                                      output: str) -> None:
     project = reproduced
     edit_params(project, **{section: values})
@@ -145,7 +148,7 @@ def test_bad_params_fail_in_one_line_without_outputs(reproduced: Path, section: 
     assert proc.returncode != 0
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and expected in errors[0], proc.stderr
-    assert f"(stage {section})" in errors[0]
+    assert f"(stage {stage})" in errors[0]
     assert "Traceback" not in proc.stderr
     assert not (project / output).exists()  # the failed stage's output is gone, not stale
     assert not list(project.rglob(".tmp-*"))
