@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 from localhttp import local_server
-from test_models import Payload, check_refusal, unloadable_files
+from torchfiles import Payload, check_refusal, unloadable_files
 
 from medpipe import PipelineError
 from medpipe.models import imagenet

@@ -15,7 +15,7 @@ from medpipe.data import phantoms, prepare
 from medpipe.data.raw import RawDataset
 from medpipe.params import parse_section
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
 
 

@@ -13,7 +13,7 @@ from medpipe import PipelineError
 from medpipe.commands import recipe
 from medpipe.params import STAGE_SECTIONS, defaults, parse_section
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 RECIPES = ROOT / "recipes"
 
 

@@ -13,7 +13,7 @@ import yaml
 from medpipe.params import AugmentParams, parse_section
 from medpipe.training.augment import augment_batch, is_identity, preview
 
-PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
+PARAMS = Path(__file__).resolve().parents[2] / "params.yaml"
 OFF = dict(affine_p=0.0, hflip_p=0.0, vflip_p=0.0, intensity_p=0.0, noise_p=0.0)
 
 

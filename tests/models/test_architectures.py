@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import pathlib
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 from torch import nn
+from torchfiles import CODE, Payload, check_refusal, unloadable_files
 
 from medpipe import PipelineError
 from medpipe.models import architectures, checkpoint
@@ -181,16 +180,6 @@ def test_checkpoint_round_trip_with_frozen_backbone(tmp_path: Path) -> None:
         assert torch.equal(model(x), loaded(x))
 
 
-class Payload:
-    """Unpickling this runs ``Path.touch(marker)``: a stand-in for arbitrary code."""
-
-    def __init__(self, marker: Path):
-        self.marker = marker
-
-    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
-        return pathlib.Path.touch, (self.marker,)
-
-
 def test_checkpoint_with_pickled_code_is_refused_not_executed(tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
     path = tmp_path / "evil.pt"
@@ -216,51 +205,6 @@ def test_missing_and_foreign_checkpoints_are_pipeline_errors(tmp_path: Path) -> 
         checkpoint.load_checkpoint(foreign)
 
 
-class SystemCall:
-    """Unpickling this calls ``os.system("true")``: the shape of a real attack, harmless."""
-
-    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
-        return os.system, ("true",)
-
-
-CODE = "it holds pickled objects other than tensors and plain data"
-CORRUPT = "not a PyTorch file, or a corrupt or truncated one"
-
-
-def unloadable_files(tmp_path: Path) -> dict[str, tuple[Path, str]]:
-    """Files that ``weights_only`` loading must refuse, each with the reason to give."""
-    rng = torch.Generator().manual_seed(0)
-    files: dict[str, tuple[Path, str]] = {}
-    random_bytes = tmp_path / "random.pt"
-    random_bytes.write_bytes(torch.randint(0, 256, (4096,), generator=rng,
-                                           dtype=torch.uint8).numpy().tobytes())
-    files["random bytes"] = random_bytes, CORRUPT
-    whole = tmp_path / "whole.pt"
-    torch.save({"weight": torch.zeros(4096)}, whole)
-    truncated = tmp_path / "truncated.pt"
-    truncated.write_bytes(whole.read_bytes()[:3000])  # a copy cut short
-    files["truncated"] = truncated, CORRUPT
-    empty = tmp_path / "empty.pt"
-    empty.write_bytes(b"")
-    files["empty"] = empty, CORRUPT
-    code = tmp_path / "code.pt"
-    torch.save({"format": checkpoint.CHECKPOINT_FORMAT, "state_dict": SystemCall()}, code)
-    files["pickled code"] = code, CODE
-    legacy = tmp_path / "legacy.pt"  # torch's pre-zip format carries pickles too
-    torch.save({"state_dict": SystemCall()}, legacy, _use_new_zipfile_serialization=False)
-    files["pickled code, legacy format"] = legacy, CODE
-    return files
-
-
-def check_refusal(message: str, path: Path, reason: str) -> None:
-    """One line naming the file and why it was refused, never advising the unsafe loader."""
-    assert "\n" not in message
-    assert message.startswith(f"{path}: refused: "), message
-    assert reason in message, message
-    assert "weights_only=False" not in message and "will likely succeed" not in message
-    assert "weights_only" not in message  # no hint at the loader switch at all
-
-
 @pytest.mark.parametrize("kind", ["random bytes", "truncated", "empty", "pickled code",
                                   "pickled code, legacy format"])
 def test_unloadable_checkpoint_is_refused_in_one_line_without_unsafe_advice(
@@ -275,7 +219,7 @@ def test_unloadable_checkpoint_is_refused_in_one_line_without_unsafe_advice(
 
 
 # ------------------------------------------------------------------------ ImageNet weights
-# (where the file comes from: tests/test_weights.py)
+# (where the file comes from: tests/models/test_imagenet.py)
 
 
 def random_mobilenet_state() -> dict[str, torch.Tensor]:

@@ -22,7 +22,7 @@ from medpipe.params import parse_section
 from medpipe.utils import cli
 from stages.download import download, get_args_parser, main
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "medmnist"
+SHARED = Path(__file__).resolve().parents[4] / "shared" / "data" / "medmnist"
 PNEUMONIA = SHARED / "pneumoniamnist.npz"
 PNEUMONIA_MD5 = "28209eda62fecd6e6a2d98b1501bb15f"  # medmnist info.py and the shared README
 
@@ -239,7 +239,7 @@ def test_pipeline_on_pneumoniamnist_from_a_local_mirror(tmp_path) -> None:
 
 
 def test_stage_shell_prints_one_error_line_and_exits_1(tmp_path, cache, capsys) -> None:
-    params = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
+    params = yaml.safe_load((Path(__file__).resolve().parents[3] / "params.yaml").read_text())
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
     with local_server() as server:

@@ -31,7 +31,7 @@ from medpipe.training import loop
 from medpipe.utils import seeding
 from stages import evaluate as evaluate_stage
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CLASSES = ["normal", "opacity"]
 CFG = EvaluateParams(split="test", batch_size=7, device="cpu", threshold="youden",
                      target_sensitivity=0.9, bootstrap=100, seed=0, calibration_bins=5,
@@ -50,7 +50,7 @@ def make_raw(n_per_class: int = 16, size: int = 40, seed: int = 0) -> RawDataset
 
 def make_model(path: Path, store_dir: Path, seed: int = 0) -> None:
     """A CNN trained for a few epochs: probabilities spread over (0, 1), both classes."""
-    train = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
+    train = yaml.safe_load((Path(__file__).resolve().parents[2] / "params.yaml").read_text())
     cfg = parse_section("train", {**train["train"], "model": "cnn", "dropout": 0.0,
                                   "batch_size": 8, "seed": seed, "lr": 0.01, "epochs": 8,
                                   "monitor": "val_loss", "device": "cpu",

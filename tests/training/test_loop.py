@@ -27,7 +27,7 @@ from medpipe.utils import devices, seeding
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
+PARAMS = Path(__file__).resolve().parents[2] / "params.yaml"
 
 CPU = torch.device("cpu")
 SIZE = 16
@@ -553,7 +553,7 @@ def test_unloadable_state_is_reported_in_one_line_and_training_starts_afresh(
         tmp_path: Path, kind: str, caplog: pytest.LogCaptureFixture) -> None:
     """A torn or foreign state file is no reason to stop: like a stale one it is removed
     and training starts from epoch 1; the warning names it and says why it was refused."""
-    from test_models import CODE, check_refusal, unloadable_files
+    from torchfiles import CODE, check_refusal, unloadable_files
 
     path, reason = unloadable_files(tmp_path)[kind]
     state = tmp_path / "state.pt"

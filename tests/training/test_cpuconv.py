@@ -19,7 +19,7 @@ from medpipe.utils import seeding
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
+PARAMS = Path(__file__).resolve().parents[2] / "params.yaml"
 
 
 def conv_grads(fn, x, w, b, stride, padding, x_grad):

@@ -31,7 +31,7 @@ from stages import train as train_stage
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-PARAMS = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
+PARAMS = yaml.safe_load((Path(__file__).resolve().parents[2] / "params.yaml").read_text())
 FINDINGS = ["mass", "nodule", "effusion"]
 SIZE = 24
 CFG = EvaluateParams(split="test", batch_size=32, device="cpu", threshold="youden",

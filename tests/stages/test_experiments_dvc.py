@@ -24,7 +24,7 @@ pytestmark = pytest.mark.slow
 
 LRS = {"0.01": 0.01, "0.001": 0.001}  # the grid: train.lr=0.01,0.001
 # the committed train.lr, which neither grid value equals
-BASE_LR = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text(
+BASE_LR = yaml.safe_load((Path(__file__).resolve().parents[2] / "params.yaml").read_text(
     encoding="utf-8"))["train"]["lr"]
 
 
@@ -84,7 +84,7 @@ def test_queued_grid_ran_every_value(sweep: Sweep) -> None:
 
 def test_queued_runs_were_pinned_to_gpus(sweep: Sweep) -> None:
     """Each run's train and evaluate took a GPU of MEDPIPE_GPUS through the lock
-    directory shared by the runs (which GPUs overlapping runs get is tests/test_gpus.py)."""
+    directory shared by the runs (which GPUs overlapping runs get is tests/utils/test_gpus.py)."""
     for name in sweep.names:
         log = sh("dvc", "queue", "logs", name, cwd=sweep.path).stdout
         for stage in ("train", "evaluate"):
