@@ -32,7 +32,7 @@ from PIL import Image
 
 from medpipe.data import prepare  # noqa: E402
 from medpipe.data.sources.registry import read  # noqa: E402
-from medpipe.params import parse_section  # noqa: E402
+from medpipe.params.loading import parse_section
 from stages.download import download  # noqa: E402
 
 CLASSES = ("normal", "abnormal")

@@ -43,11 +43,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from medpipe import params
 from medpipe.data import loader, phantoms, prepare, store
 from medpipe.data.raw import RawDataset
 from medpipe.models import architectures
-from medpipe.params import PrepareParams
+from medpipe.params import loading
+from medpipe.params.sections import PrepareParams
 from medpipe.training import loop
 from medpipe.training.cpuconv import unfold_weight_grad
 from medpipe.utils import devices
@@ -104,7 +104,7 @@ def timed(run_epoch, n_images: int, epochs: int, device: torch.device) -> float:
 
 def pipeline_speed(device: torch.device) -> devices.Speed:
     """The speed settings the train stage uses on ``device`` with the committed params."""
-    cfg = params.load_section(ROOT / "params.yaml", "train", stage="train")
+    cfg = loading.load_section(ROOT / "params.yaml", "train", stage="train")
     return devices.Speed.resolve(cfg, device)
 
 

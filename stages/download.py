@@ -12,7 +12,8 @@ import logging
 from pathlib import Path
 
 from medpipe.data.sources import registry
-from medpipe.params import DataParams, load_section, validate
+from medpipe.params.loading import load_section, validate
+from medpipe.params.sections import DataParams
 from medpipe.utils import cli
 from medpipe.utils.files import atomic_path
 

@@ -27,7 +27,8 @@ from medpipe.data import store
 from medpipe.evaluation import gradcam, outputs, report, scoring
 from medpipe.inference.predictor import score_split
 from medpipe.models import checkpoint
-from medpipe.params import EvaluateParams, load_section, validate
+from medpipe.params.loading import load_section, validate
+from medpipe.params.sections import EvaluateParams
 from medpipe.utils import cli, devices, gpus
 from medpipe.utils.files import atomic_path, file_digest, write_json, write_text
 

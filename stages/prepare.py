@@ -14,7 +14,8 @@ from pathlib import Path
 
 from medpipe.data.prepare import prepare as prepare_store
 from medpipe.data.sources import registry
-from medpipe.params import PrepareParams, load_section, validate
+from medpipe.params.loading import load_section, validate
+from medpipe.params.sections import PrepareParams
 from medpipe.utils import cli
 from medpipe.utils.files import write_json
 

@@ -15,7 +15,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from medpipe.models import imagenet
-from medpipe.params import TrainParams, load_section
+from medpipe.params.loading import load_section
+from medpipe.params.sections import TrainParams
 from medpipe.utils import cli
 
 

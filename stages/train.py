@@ -31,7 +31,8 @@ from pathlib import Path
 
 from medpipe.data import store
 from medpipe.models import architectures, checkpoint, imagenet
-from medpipe.params import AugmentParams, TrainParams, load_section, validate
+from medpipe.params.loading import load_section, validate
+from medpipe.params.sections import AugmentParams, TrainParams
 from medpipe.training import distributed, loop, preflight, state
 from medpipe.training.augment import preview
 from medpipe.utils import cli, devices, gpus, seeding

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from medpipe.params import parse_section
+from medpipe.params.loading import parse_section
 
 
 def data_cfg(**changes):

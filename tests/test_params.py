@@ -15,15 +15,14 @@ import pytest
 import yaml
 
 from medpipe import PipelineError
-from medpipe.params import (
+from medpipe.params.loading import load_section, parse_section
+from medpipe.params.sections import (
     DVC_RESERVED_KEYS,
     SECTIONS,
     DataParams,
     EvaluateParams,
     PrepareParams,
     TrainParams,
-    load_section,
-    parse_section,
 )
 from medpipe.utils import cli
 

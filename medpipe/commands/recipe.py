@@ -23,7 +23,8 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedSeq
 
 from medpipe import PipelineError
-from medpipe.params import STAGE_SECTIONS, defaults, load_yaml, parse_section
+from medpipe.params.loading import defaults, load_yaml, parse_section
+from medpipe.params.sections import STAGE_SECTIONS
 from medpipe.utils.files import atomic_path
 
 log = logging.getLogger(__name__)

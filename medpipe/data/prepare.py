@@ -20,7 +20,7 @@ from medpipe.data.pixels import to_store_pixels
 from medpipe.data.raw import RawDataset
 from medpipe.data.sources.pack import PackedImages
 from medpipe.data.splitting import check_split_classes, official_splits, split_indices
-from medpipe.params import validate
+from medpipe.params.loading import validate
 from medpipe.utils.files import atomic_path, write_json
 
 log = logging.getLogger(__name__)

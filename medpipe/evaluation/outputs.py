@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from medpipe.evaluation import gradcam, metrics
-from medpipe.params import EvaluateParams
+from medpipe.params.sections import EvaluateParams
 from medpipe.utils.files import atomic_path
 
 PLOT_FILES = {  # title in the report -> file under the plots directory

@@ -37,7 +37,7 @@ import warnings
 import numpy as np
 
 from medpipe.evaluation import bootstrap, calibration, metrics
-from medpipe.params import EvaluateParams
+from medpipe.params.sections import EvaluateParams
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from medpipe.params import AugmentParams
+from medpipe.params.sections import AugmentParams
 
 
 def is_identity(cfg: AugmentParams) -> bool:

@@ -26,7 +26,7 @@ from medpipe.data.loader import Batches, to_device
 from medpipe.data.store import Split
 from medpipe.evaluation.metrics import mean_label_auc, roc_auc
 from medpipe.inference.predictor import predict
-from medpipe.params import AugmentParams, TrainParams
+from medpipe.params.sections import AugmentParams, TrainParams
 from medpipe.training import state
 from medpipe.training.cpuconv import MAX_PIXELS, unfold_weight_grad
 from medpipe.training.distributed import DistInfo, all_sum, barrier, gather

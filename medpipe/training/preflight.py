@@ -9,7 +9,8 @@ from medpipe import PipelineError
 from medpipe.data import store
 from medpipe.data.loader import check_labels
 from medpipe.models import checkpoint
-from medpipe.params import TrainParams, require
+from medpipe.params.loading import require
+from medpipe.params.sections import TrainParams
 
 
 def check_task(cfg: TrainParams, stats: dict, data_dir: Path) -> str:

@@ -14,7 +14,7 @@ from torch import nn
 from medpipe import PipelineError
 from medpipe.data.loader import Batches
 from medpipe.data.store import Split
-from medpipe.params import AugmentParams, TrainParams
+from medpipe.params.sections import AugmentParams, TrainParams
 from medpipe.training.distributed import DistInfo
 from medpipe.training.optim import make_ema, make_loss, make_optimizer, make_scheduler
 from medpipe.utils.devices import Speed

@@ -14,7 +14,7 @@ import torch
 from medpipe import PipelineError
 from medpipe.data import store
 from medpipe.models.checkpoint import safe_load
-from medpipe.params import AugmentParams, TrainParams
+from medpipe.params.sections import AugmentParams, TrainParams
 from medpipe.training.setup import Setup
 from medpipe.utils.files import atomic_path, file_digest
 

@@ -26,7 +26,8 @@ from medpipe.data import prepare, store
 from medpipe.data.raw import RawDataset
 from medpipe.inference import imagefiles
 from medpipe.models import architectures, checkpoint
-from medpipe.params import EvaluateParams, PrepareParams, parse_section
+from medpipe.params.loading import parse_section
+from medpipe.params.sections import EvaluateParams, PrepareParams
 from medpipe.training import loop
 from medpipe.utils import seeding
 from stages import evaluate as evaluate_stage

@@ -11,7 +11,8 @@ import yaml
 
 from medpipe import PipelineError
 from medpipe.commands import recipe
-from medpipe.params import STAGE_SECTIONS, defaults, parse_section
+from medpipe.params.loading import defaults, parse_section
+from medpipe.params.sections import STAGE_SECTIONS
 
 ROOT = Path(__file__).resolve().parents[2]
 RECIPES = ROOT / "recipes"

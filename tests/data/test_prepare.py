@@ -16,7 +16,8 @@ import torch
 from medpipe import PipelineError
 from medpipe.data import pixels, prepare, splitting, store
 from medpipe.data.raw import RawDataset
-from medpipe.params import PrepareParams, validate
+from medpipe.params.loading import validate
+from medpipe.params.sections import PrepareParams
 
 
 def make_cfg(**changes: object) -> PrepareParams:

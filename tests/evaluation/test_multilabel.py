@@ -24,7 +24,8 @@ from medpipe.data import loader, store
 from medpipe.evaluation import scoring
 from medpipe.inference import imagefiles
 from medpipe.models import checkpoint
-from medpipe.params import AugmentParams, EvaluateParams, TrainParams, parse_section
+from medpipe.params.loading import parse_section
+from medpipe.params.sections import AugmentParams, EvaluateParams, TrainParams
 from medpipe.training import loop, optim
 from stages import evaluate as evaluate_stage
 from stages import train as train_stage

@@ -15,7 +15,8 @@ from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 from medpipe import PipelineError
 from medpipe.evaluation import bootstrap, calibration, metrics, report, scoring
-from medpipe.params import EvaluateParams, parse_section, validate
+from medpipe.params.loading import parse_section, validate
+from medpipe.params.sections import EvaluateParams
 
 CFG = EvaluateParams(split="test", batch_size=8, device="cpu", threshold="youden",
                      target_sensitivity=0.9, bootstrap=200, seed=0, calibration_bins=10,

@@ -294,7 +294,7 @@ def test_every_model_the_params_allow_is_built() -> None:
     """train.model's choices (medpipe.params) are exactly the architectures' builders."""
     import typing
 
-    from medpipe.params import TrainParams
+    from medpipe.params.sections import TrainParams
 
     allowed = typing.get_args(typing.get_type_hints(TrainParams)["model"])
     assert sorted(allowed) == sorted(architectures.MODELS)

@@ -10,7 +10,8 @@ import pytest
 import torch
 import yaml
 
-from medpipe.params import AugmentParams, parse_section
+from medpipe.params.loading import parse_section
+from medpipe.params.sections import AugmentParams
 from medpipe.training.augment import augment_batch, is_identity, preview
 
 PARAMS = Path(__file__).resolve().parents[2] / "params.yaml"
@@ -113,7 +114,7 @@ def test_preview_grid_shape_and_first_row_is_the_input() -> None:
                                             ("scale", [1.2, 0.9]), ("rotation", -1.0)])
 def test_bad_augment_values_are_refused(key: str, value) -> None:
     from medpipe import PipelineError
-    from medpipe.params import validate
+    from medpipe.params.loading import validate
 
     with pytest.raises(PipelineError, match=f"augment.{key}"):
         validate(dataclasses.replace(cfg(), **{key: value}), stage="train")

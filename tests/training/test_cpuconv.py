@@ -13,7 +13,7 @@ from torch import nn
 
 from medpipe.data.store import Split
 from medpipe.models import architectures
-from medpipe.params import parse_section
+from medpipe.params.loading import parse_section
 from medpipe.training import cpuconv, loop
 from medpipe.utils import seeding
 

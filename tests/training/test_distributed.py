@@ -13,7 +13,7 @@ import yaml
 
 from medpipe.data import phantoms, prepare
 from medpipe.data.raw import RawDataset
-from medpipe.params import parse_section
+from medpipe.params.loading import parse_section
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow

@@ -20,7 +20,8 @@ from medpipe.data import loader
 from medpipe.data.store import Split
 from medpipe.inference import predictor
 from medpipe.models import architectures
-from medpipe.params import AugmentParams, TrainParams, parse_section
+from medpipe.params.loading import parse_section
+from medpipe.params.sections import AugmentParams, TrainParams
 from medpipe.training import loop, optim
 from medpipe.training.state import Resume
 from medpipe.utils import devices, seeding

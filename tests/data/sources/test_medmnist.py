@@ -18,7 +18,7 @@ from localhttp import local_server
 from medpipe import PipelineError
 from medpipe.data.sources import medmnist
 from medpipe.data.sources.registry import read
-from medpipe.params import parse_section
+from medpipe.params.loading import parse_section
 from medpipe.utils import cli
 from stages.download import download, get_args_parser, main
 

@@ -1,0 +1,76 @@
+"""The rules a param's value must pass after its type, declared beside each field of
+:mod:`medpipe.params.sections` with :func:`param`."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+Rule = Callable[[Any], "str | None"]
+
+
+def param(default: Any, rule: Rule | None = None) -> Any:
+    """A field of a params section: its default (the value of the committed params.yaml,
+    which ``medpipe recipe`` starts from; the stages themselves still need every key in
+    params.yaml) and the rule its value must pass after its type is checked: ``rule``
+    returns what is wrong ("must be at least 1") or None."""
+    if isinstance(default, list):
+        return dataclasses.field(default_factory=lambda: list(default),
+                                 metadata={"check": rule})
+    return dataclasses.field(default=default, metadata={"check": rule})
+
+
+def between(low: float, high: float, unit: str = "") -> Rule:
+    """``low <= value <= high`` (``unit``, e.g. " px", follows the bounds in the message)."""
+    return lambda v: None if low <= v <= high else f"must be between {low} and {high}{unit}"
+
+
+def at_least(low: float, what: str = "") -> Rule:
+    """``value >= low``; ``what`` names the smallest value's meaning, e.g. "no intervals"."""
+    text = f"must be {low} ({what}) or more" if what else f"must be at least {low}"
+    return lambda v: None if v >= low else text
+
+
+def positive(v: float) -> str | None:
+    return None if v > 0 else "must be positive"
+
+
+def non_negative(v: float) -> str | None:
+    return None if v >= 0 else "must be non-negative"
+
+
+def unit_interval(v: float) -> str | None:
+    """A fraction in [0, 1): a decay, a dropout rate, a smoothing."""
+    return None if 0.0 <= v < 1.0 else "must be in [0, 1)"
+
+
+def probability(v: float) -> str | None:
+    return None if 0.0 <= v <= 1.0 else "is a probability"
+
+
+def open_fraction(v: float) -> str | None:
+    return None if 0.0 < v < 1.0 else "must be between 0 and 1"
+
+
+# numpy, scikit-learn and torch all accept seeds in [0, 2**32 - 1].
+SEED = between(0, 2**32 - 1)
+# Classification models are trained at 28-1024 px; at 4096 px one image is already 16 MiB
+# in the store (48 MiB in colour) and four times that as float32 in a batch. A larger
+# value is a slip (an extra digit) that would fail only later, out of memory or disk. 8:
+# the small CNN's two 2x2 pools leave 2x2 features.
+IMAGE_SIZE = between(8, 4096, " px")
+
+
+def zoom_range(v: list[float]) -> str | None:
+    ok = len(v) == 2 and 0 < v[0] <= v[1]
+    return None if ok else "must be [min, max] with 0 < min <= max"
+
+
+def threshold_rule(v: Any) -> str | None:
+    ok = isinstance(v, str) or 0.0 < v < 1.0
+    return None if ok else "must be youden, target_sensitivity or a probability in (0, 1)"
+
+
+def sensitivity_target(v: float) -> str | None:
+    return None if 0.0 < v <= 1.0 else "must be in (0, 1]"
