@@ -96,7 +96,7 @@ class Baseline:
 
 @pytest.fixture(scope="session")
 def baseline(tmp_path_factory: pytest.TempPathFactory) -> Baseline:
-    """One project reproduced once and committed, shared by the session: read it only."""
+    """One project reproduced once and committed, shared by the whole test run: read it only."""
     repo = make_project(tmp_path_factory.mktemp("baseline") / "project")
     ran = stages_run(sh("dvc", "repro", cwd=repo).stdout)
     sh("git", "add", "-A", cwd=repo)

@@ -41,7 +41,7 @@ TASK_ROWS = 128  # images per task: small enough to balance the load, large enou
 class Task:
     pack: str  # the zip holding the image files
     out: str  # the split's .npy file, already created at full size
-    start: int  # first row of the split written by this task
+    start: int  # the split's row that receives the first of ``files``
     files: tuple[str, ...]  # members of the pack, in row order
     channels: int
     size: int
