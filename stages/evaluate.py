@@ -49,11 +49,11 @@ def evaluate(cfg: EvaluateParams, model_path: Path, data_dir: Path, metrics_path
 
     # Probabilities of the scored split, and of val where the threshold is chosen there.
     labels, probs, images = score_split(model, data_dir, cfg.split, cfg.batch_size, device,
-                                        task, cfg.tta)
+                                        task, len(classes), cfg.tta)
     val_labels = val_probs = None
     if scoring.needs_validation(cfg, len(classes), multilabel):
         val_labels, val_probs = (labels, probs) if cfg.split == "val" else score_split(
-            model, data_dir, "val", cfg.batch_size, device, task, cfg.tta)[:2]
+            model, data_dir, "val", cfg.batch_size, device, task, len(classes), cfg.tta)[:2]
     summarise = scoring.summarise_multilabel if multilabel else scoring.summarise
     summary, reliability = summarise(labels, probs, classes, cfg, val_labels, val_probs)
     summary["model_sha256"] = file_digest(model_path)

@@ -46,14 +46,7 @@ def prepare(raw: RawDataset, out_dir: Path | str, cfg) -> dict:
     labels = np.asarray(raw.labels, dtype=np.uint8 if multilabel else np.int64)
     classes = list(raw.classes)
     _check_labels(labels, classes, multilabel)
-    groups = None if raw.groups is None else np.asarray(raw.groups)
-    if raw.splits is not None:
-        parts = official_splits(np.asarray(raw.splits), labels, cfg.val_fraction, cfg.seed,
-                                groups, classes)
-    else:
-        parts = split_indices(labels, cfg.val_fraction, cfg.test_fraction, cfg.seed, groups,
-                              classes)
-    check_split_classes(labels, parts, classes)
+    parts = _split(raw, labels, classes, cfg)
 
     c, s = cfg.channels, cfg.image_size
     n_images = sum(len(idx) for idx in parts.values())
@@ -79,14 +72,7 @@ def prepare(raw: RawDataset, out_dir: Path | str, cfg) -> dict:
             np.save(store.labels_path(tmp, name), labels[idx])
             rows += [{"split": name, "index": i, **_label_columns(labels[j], classes),
                       "source_id": raw.ids[j]} for i, j in enumerate(idx)]
-        n_pix = len(parts["train"]) * s * s
-        mean = np.array(sums, dtype=np.float64) / (255.0 * n_pix)
-        mean_sq = np.array(squares, dtype=np.float64) / (255.0**2 * n_pix)
-        std = np.sqrt(np.maximum(mean_sq - mean**2, 0.0))
-        if np.any(std < 1e-6):
-            raise PipelineError(
-                "train images have constant intensity; nothing to learn (stage prepare)"
-            )
+        mean, std = _mean_std(sums, squares, len(parts["train"]) * s * s)
         stats = {
             "task": "multilabel" if multilabel else "multiclass",
             "classes": classes,
@@ -101,6 +87,34 @@ def prepare(raw: RawDataset, out_dir: Path | str, cfg) -> dict:
         write_json(tmp / store.STATS, stats)
     log.info("prepared %s images into %s", sum(len(i) for i in parts.values()), out_dir)
     return {**stats, "skipped": {"count": len(skipped), "files": skipped}}
+
+
+def _split(raw: RawDataset, labels: np.ndarray, classes: list[str], cfg
+           ) -> dict[str, np.ndarray]:
+    """Train/val/test indices: the source's own split if it has one, else stratified (and
+    grouped by patient where patients are known); every class in every split."""
+    groups = None if raw.groups is None else np.asarray(raw.groups)
+    if raw.splits is not None:
+        parts = official_splits(np.asarray(raw.splits), labels, cfg.val_fraction, cfg.seed,
+                                groups, classes)
+    else:
+        parts = split_indices(labels, cfg.val_fraction, cfg.test_fraction, cfg.seed, groups,
+                              classes)
+    check_split_classes(labels, parts, classes)
+    return parts
+
+
+def _mean_std(sums: list[int], squares: list[int], n_pix: int
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and standard deviation (intensities 0..1) from the train split's
+    integer pixel sums and sums of squares over ``n_pix`` pixels per channel."""
+    mean = np.array(sums, dtype=np.float64) / (255.0 * n_pix)
+    mean_sq = np.array(squares, dtype=np.float64) / (255.0**2 * n_pix)
+    std = np.sqrt(np.maximum(mean_sq - mean**2, 0.0))
+    if np.any(std < 1e-6):
+        raise PipelineError("train images have constant intensity; nothing to learn "
+                            "(stage prepare)")
+    return mean, std
 
 
 def _check_labels(labels: np.ndarray, classes: list[str], multilabel: bool) -> None:

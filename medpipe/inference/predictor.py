@@ -61,11 +61,12 @@ def predict(model: nn.Module, batches: Batches, device: torch.device,
 
 
 def score_split(model: nn.Module, data_dir: Path, split: str, batch_size: int,
-                device: torch.device, task: str, tta: str = "none"
+                device: torch.device, task: str, n_classes: int, tta: str = "none"
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Labels, probabilities and the (memory-mapped) images of one split of the store."""
+    """Labels, probabilities and the (memory-mapped) images of one split of the store
+    (``n_classes`` classes, or findings for a multi-label ``task``)."""
     part = store.load_split(data_dir, split)
-    check_labels(part.labels, task, len(store.read_stats(data_dir)["classes"]),
+    check_labels(part.labels, task, n_classes,
                         str(store.labels_path(data_dir, split)))
     probs = predict(model, Batches(part, batch_size, shuffle=False), device,
                     multilabel=task == "multilabel", tta=tta)

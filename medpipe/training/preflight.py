@@ -43,9 +43,8 @@ def check_batch_size(cfg: TrainParams, n_train: int, data_dir: Path) -> None:
         advice = f"use at most {largest} (a multiple of 'train.nproc' {cfg.nproc})"
     else:
         advice = f"use at most {largest}"
-    require(False, "train", "batch_size",
-            f"{cfg.batch_size} is larger than the {n_train} training images in {data_dir}; "
-            f"{advice}", "train")
+    raise PipelineError(f"params.yaml: 'train.batch_size' {cfg.batch_size} is larger than the "
+                        f"{n_train} training images in {data_dir}; {advice} (stage train)")
 
 
 def check_store(cfg: TrainParams, stats: dict, train: store.Split, val: store.Split,
