@@ -1,10 +1,11 @@
 """Stage 4, evaluate: score the model on a held-out split.
 
 Reads ``models/model.pt``, ``data/prepared`` and ``params.yaml`` section ``evaluate``;
-writes ``metrics/evaluate.json`` (see :mod:`medpipe.evaluation.scoring`: accuracy, balanced
+writes ``metrics/evaluate.json`` (see :mod:`medpipe.evaluation.multiclass`: accuracy, balanced
 accuracy, ROC AUC, sensitivity, specificity, PPV, NPV, F1 overall and per class, at 0.5
 and at the threshold chosen on the validation split; 95% bootstrap intervals;
-calibration error; for a multi-label store, the same per finding and the mean AUC),
+calibration error; for a multi-label store, :mod:`medpipe.evaluation.multilabel`: the
+same per finding and the mean AUC),
 ``metrics/report.md`` (the same as a Markdown page), under ``metrics/evaluate/`` the plot
 data: ROC (``roc.json``) and precision-recall (``pr.json``) curves, the reliability
 diagram (``reliability.json``) and per-image predictions (``predictions.csv``, the
@@ -24,7 +25,7 @@ from pathlib import Path
 import pandas as pd
 
 from medpipe.data import store
-from medpipe.evaluation import gradcam, outputs, report, scoring
+from medpipe.evaluation import gradcam, outputs, tasks
 from medpipe.inference.predictor import score_split
 from medpipe.models import checkpoint
 from medpipe.params.loading import load_section, validate
@@ -44,42 +45,42 @@ def evaluate(cfg: EvaluateParams, model_path: Path, data_dir: Path, metrics_path
     device = devices.resolve_device(cfg.device)
     model, ckpt = checkpoint.load_checkpoint(model_path, device)
     checkpoint.check_matches_store(model_path, ckpt, data_dir, store.read_stats(data_dir))
-    task, classes = checkpoint.task_of(ckpt), ckpt["classes"]
-    multilabel = task == "multilabel"
+    task = checkpoint.task_of(ckpt, str(model_path))
+    ev = tasks.evaluation_of(task)
 
     # Probabilities of the scored split, and of val where the threshold is chosen there.
     labels, probs, images = score_split(model, data_dir, cfg.split, cfg.batch_size, device,
-                                        task, len(classes), cfg.tta)
+                                        task, cfg.tta)
     val_labels = val_probs = None
-    if scoring.needs_validation(cfg, len(classes), multilabel):
+    if tasks.needs_validation(cfg, task):
         val_labels, val_probs = (labels, probs) if cfg.split == "val" else score_split(
-            model, data_dir, "val", cfg.batch_size, device, task, len(classes), cfg.tta)[:2]
-    summarise = scoring.summarise_multilabel if multilabel else scoring.summarise
-    summary, reliability = summarise(labels, probs, classes, cfg, val_labels, val_probs)
+            model, data_dir, "val", cfg.batch_size, device, task, cfg.tta)[:2]
+    summary, reliability = ev.summarise(labels, probs, task.classes, cfg, val_labels,
+                                        val_probs)
     summary["model_sha256"] = file_digest(model_path)
     summary["tta"] = cfg.tta  # `medpipe predict --metrics` averages the same views
 
     # Plot data, heat maps, report; the summary last: its presence means a complete run.
     manifest = pd.read_csv(data_dir / store.MANIFEST)
     ids = [str(i) for i in manifest.loc[manifest["split"] == cfg.split, "source_id"]]
-    roc, pr = outputs.curves(labels, probs, classes, multilabel)
-    table = outputs.predictions_table(ids, labels, probs, classes, summary)
+    roc, pr = ev.curves(labels, probs, task.classes)
+    table = ev.predictions_table(ids, labels, probs, task.classes, summary)
     outputs.write_plot_data(plots_dir, roc, pr, reliability, table)
     if gradcam_dir is not None:
         with atomic_path(gradcam_dir) as tmp:
             tmp.mkdir(parents=True)
             if cfg.gradcam > 0:
-                cases = outputs.gradcam_cases(labels, probs, classes, ids, summary, cfg)
+                cases = ev.gradcam_cases(labels, probs, task.classes, ids, summary, cfg)
                 gradcam.write_maps(model, ckpt["arch"]["name"], images, cases, tmp, device)
                 log.info("Grad-CAM: %d heat maps (%d wrong) -> %s", len(cases),
                          sum(not c.correct for c in cases), gradcam_dir)
     links = outputs.report_links(report_path, plots_dir,
                                  gradcam_dir if cfg.gradcam > 0 else None)
-    write_text(report_path, report.render(summary, model=str(model_path),
-                                          model_sha256=summary["model_sha256"], plots=links,
-                                          reliability=reliability))
+    write_text(report_path, ev.render(summary, model=str(model_path),
+                                      model_sha256=summary["model_sha256"], plots=links,
+                                      reliability=reliability))
     write_json(metrics_path, summary)
-    log.info("%s", report.headline(summary, cfg.split))
+    log.info("%s", ev.headline(summary))
     return summary
 
 

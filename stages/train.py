@@ -1,24 +1,15 @@
 """Stage 3, train: fit a model on the array store; keep the best epoch.
 
 Reads ``data/prepared``, ``models/pretrained`` (ImageNet weights, when
-``train.pretrained``) and ``params.yaml`` sections ``train`` and ``augment``; writes
-the model (``models/model.pt``: weights, task, classes, preprocessing and params, loadable
+``train.pretrained``) and ``params.yaml`` sections ``train`` and ``augment``; writes the
+model (``models/model.pt``: weights, task, classes, preprocessing and params, loadable
 with ``torch.load(weights_only=True)``), ``metrics/train.json`` (best epoch and its
 validation metrics, time, device), per-epoch curves through DVCLive under
-``metrics/train`` and a
-preview of augmented training images (``metrics/augment_preview.png``). While it runs,
-``models/train_state.pt`` holds the state of the last finished epoch: a killed run
-resumes from it on the next ``dvc repro`` (it is not a DVC output, since DVC deletes
-outputs before rerunning a stage, and it is removed when training completes).
-
-A multi-label store (``"task": "multilabel"`` in ``stats.json``, multi-hot labels) is
-trained with a sigmoid per finding and binary cross-entropy; its validation AUC is the
-mean of the per-finding AUCs.
-
-    python -m stages.train --data data/prepared --model models/model.pt \
-        --metrics metrics/train.json --live metrics/train \
-        --preview metrics/augment_preview.png --state models/train_state.pt \
-        --weights models/pretrained
+``metrics/train`` and a preview of augmented training images
+(``metrics/augment_preview.png``). ``models/train_state.pt`` holds the state of the last
+finished epoch while it runs: a killed run resumes from it on the next ``dvc repro`` (it
+is not a DVC output, since DVC deletes outputs before rerunning a stage). The task
+(:mod:`medpipe.task`) sets the loss: cross-entropy, or one per finding.
 """
 
 from __future__ import annotations
@@ -84,7 +75,7 @@ def _train(cfg: TrainParams, aug: AugmentParams, data_dir: Path, model_path: Pat
     resume = (state.Resume(state_path, state.fingerprint(cfg, aug, data_dir))
               if state_path is not None else None)
     result = loop.fit(model, train_split, val_split, cfg, device, augment=aug,
-                      on_epoch=on_epoch, resume=resume, dist=dist)
+                      on_epoch=on_epoch, resume=resume, dist=dist, task=task)
     summary = {"best_epoch": result.best_epoch, "epochs": result.epochs_run,
                **{k: round(v, 6) for k, v in result.best.items()}, "model": cfg.model,
                "parameters": n_params, "device": device.type, "processes": dist.world,
@@ -96,7 +87,7 @@ def _train(cfg: TrainParams, aug: AugmentParams, data_dir: Path, model_path: Pat
                                params={"train": dataclasses.asdict(cfg),
                                        "augment": dataclasses.asdict(aug)},
                                info={"best_epoch": result.best_epoch, "best": result.best},
-                               task=task)
+                               task=task.name)
     write_json(metrics_path, summary)  # last: its presence means the run completed
     if state_path is not None:
         state_path.unlink(missing_ok=True)
@@ -123,15 +114,20 @@ def main(args) -> None:
         path.unlink(missing_ok=True)  # no stale output survives a failed run
         clean_stale(path)
     with Live(dir=args.live, dvcyaml=False, save_dvc_exp=False, report=None) as live:
+        train(cfg, aug, *outputs, on_epoch=_logger(live), **paths)
 
-        def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
-            live.step = epoch
-            for name, value in metrics.items():
-                split, _, metric = name.partition("_")
-                live.log_metric(f"{split}/{metric}", value, plot=True)
-            live.next_step()
 
-        train(cfg, aug, *outputs, on_epoch=on_epoch, **paths)
+def _logger(live):
+    """Each epoch's train_* and val_* metrics as DVCLive's train/* and val/* curves."""
+
+    def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
+        live.step = epoch
+        for name, value in metrics.items():
+            split, _, metric = name.partition("_")
+            live.log_metric(f"{split}/{metric}", value, plot=True)
+        live.next_step()
+
+    return on_epoch
 
 
 def get_args_parser():

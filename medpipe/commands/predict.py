@@ -31,6 +31,7 @@ import logging
 from pathlib import Path
 
 from medpipe import PipelineError
+from medpipe.evaluation import multilabel
 from medpipe.inference import predictor
 from medpipe.inference.imagefiles import find_images, predict_files
 from medpipe.utils.files import atomic_path, file_digest
@@ -51,6 +52,12 @@ def read_metrics(path: Path) -> dict:
     return summary
 
 
+# The decision threshold(s) an evaluate summary holds, by task: the positive class's (None
+# for argmax), or one per finding in finding order.
+THRESHOLDS = {"multiclass": lambda s: s["threshold"]["value"],
+              "multilabel": lambda s: [float(t) for t in multilabel.thresholds_of(s)]}
+
+
 def threshold_from_metrics(path: Path, model_path: Path, summary: dict | None = None
                            ) -> float | list[float] | None:
     """The threshold the evaluate stage chose for this very model (None: argmax), or for
@@ -59,11 +66,7 @@ def threshold_from_metrics(path: Path, model_path: Path, summary: dict | None = 
     summary = read_metrics(path) if summary is None else summary
     try:
         digest = summary["model_sha256"]
-        if summary.get("task") == "multilabel":
-            per_label = summary["threshold"]["per_label"]
-            value = [float(per_label[name]["value"]) for name in summary["findings"]]
-        else:
-            value = summary["threshold"]["value"]
+        value = THRESHOLDS[summary.get("task") or "multiclass"](summary)
     except (KeyError, TypeError):
         raise PipelineError(f"{path}: not an evaluate metrics file (no threshold.value "
                             "or model_sha256)") from None

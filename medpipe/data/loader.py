@@ -1,4 +1,4 @@
-"""Mini-batches straight from the uint8 array store, and the check of a store's labels."""
+"""Mini-batches straight from the uint8 array store."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from medpipe import PipelineError
+from medpipe import task as tasks
 from medpipe.data.store import Split
 
 
@@ -16,23 +17,24 @@ class Batches:
 
     A seeded permutation per epoch replaces a DataLoader: the images are already
     decoded and resized, so the only per-batch work is one gather and one copy. Labels
-    are class indices ``(N,)`` (int64), or for a multi-label store the multi-hot
-    ``(N, K)`` findings, as float32 targets for the sigmoid loss.
+    are the ``task``'s targets (default: the task labels of this shape pose): class indices
+    ``(N,)`` (int64), or for a multi-label store the multi-hot ``(N, K)`` findings, as
+    float32 targets for the sigmoid loss.
     """
 
     def __init__(self, split: Split, batch_size: int, *, shuffle: bool, seed: int = 0,
-                 balanced: bool = False, rank: int = 0, world: int = 1):
+                 balanced: bool = False, rank: int = 0, world: int = 1,
+                 task: tasks.Task | None = None):
         self.images = torch.from_numpy(np.array(split.images))  # (N, C, S, S) uint8, in RAM
-        self.multilabel = np.ndim(split.labels) == 2
-        self.labels = torch.from_numpy(np.asarray(
-            split.labels, dtype=np.float32 if self.multilabel else np.int64))
+        self.task = task or tasks.of_labels(split.labels)
+        self.labels = torch.from_numpy(np.asarray(split.labels, dtype=self.task.target_dtype))
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.generator = torch.Generator().manual_seed(seed)
         # balanced: each epoch draws N images with replacement, every class equally likely.
         self.sample_weights = None
         if balanced:
-            if self.multilabel:  # an image has several findings: no class to balance by
+            if not self.task.balances_by_class:
                 raise PipelineError("params.yaml: 'train.balance: sampler' balances batches "
                                     "by class, which a multi-label task does not have; use "
                                     "'loss' (a positive weight per finding) or 'none' "
@@ -63,27 +65,6 @@ class Batches:
             if self.world > 1:
                 idx = idx[self.rank :: self.world]
             yield self.images[idx], self.labels[idx]
-
-
-def check_labels(labels: np.ndarray, task: str, n_classes: int, where: str) -> None:
-    """The store's labels must fit its task: int class indices ``(N,)`` below
-    ``n_classes``, or for ``multilabel`` a 0/1 matrix ``(N, n_classes)``."""
-    labels = np.asarray(labels)
-    if task == "multilabel":
-        ok = labels.ndim == 2 and labels.shape[1] == n_classes
-        if ok and labels.size:
-            ok = bool(np.isin(labels, (0, 1)).all())
-        if not ok:
-            raise PipelineError(f"{where}: a multi-label store needs 0/1 labels of shape "
-                                f"(N, {n_classes}), got {labels.dtype} {labels.shape}")
-        return
-    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
-        raise PipelineError(f"{where}: expected integer class labels of shape (N,), got "
-                            f"{labels.dtype} {labels.shape} (multi-label data needs "
-                            "\"task\": \"multilabel\" in stats.json)")
-    if labels.size and (labels.min() < 0 or labels.max() >= n_classes):
-        raise PipelineError(f"{where}: labels must lie in 0..{n_classes - 1}, found "
-                            f"{labels.min()}..{labels.max()}")
 
 
 def to_device(x: torch.Tensor, y: torch.Tensor, device: torch.device,

@@ -44,14 +44,13 @@ def _load(model_path: Path, seed: int) -> tuple:
 
 
 def _metadata(model_path: Path, ckpt: dict) -> dict:
-    multilabel = checkpoint.task_of(ckpt) == "multilabel"
+    task = checkpoint.task_of(ckpt)
     return {
         "classes": ckpt["classes"],
-        "task": checkpoint.task_of(ckpt),
+        "task": task.name,
         "preprocess": ckpt["preprocess"],
         "input": "float32 (B, C, S, S), intensities in [0, 1]",
-        "output": ("logits (B, findings); a sigmoid gives each finding's probability"
-                   if multilabel else "logits (B, classes); softmax gives probabilities"),
+        "output": task.outputs,
         "source_sha256": file_digest(model_path),
         "arch": ckpt["arch"]["name"],
     }

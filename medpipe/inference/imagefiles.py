@@ -76,8 +76,8 @@ def predict_files(model_path: Path, paths: list[Path],
     dev = devices.resolve_device(device)
     model, ckpt = checkpoint.load_checkpoint(model_path, dev)  # weights_only: never runs code
     classes, pre = ckpt["classes"], ckpt["preprocess"]
-    multilabel = checkpoint.task_of(ckpt) == "multilabel"
-    if threshold is not None and len(classes) != 2 and not multilabel:
+    task = checkpoint.task_of(ckpt)
+    if threshold is not None and not task.thresholded:
         raise PipelineError(f"--threshold applies to two classes; {model_path} has "
                             f"{len(classes)} (argmax is used)")
     if isinstance(threshold, list) and len(threshold) != len(classes):
@@ -85,15 +85,23 @@ def predict_files(model_path: Path, paths: list[Path],
                             f"{model_path}")
     rows, probs = [], []
     for chunk, x in batches(paths, pre["channels"], pre["image_size"]):
-        probs.append(predictor.view_probabilities(model, x.to(dev), multilabel, tta).cpu().numpy())
+        probs.append(predictor.view_probabilities(model, x.to(dev), task, tta).cpu().numpy())
         rows += [str(p) for p in chunk]
     p = np.concatenate(probs) if probs else np.zeros((0, len(classes)))
     table = pd.DataFrame({"path": rows})
     for k, name in enumerate(classes):
         table[f"p_{name}"] = p[:, k].round(8)
-    if not multilabel:
-        table["predicted"] = [classes[k] for k in metrics.decide(p, threshold)]
-        return table
+    return DECISIONS[task.name](table, p, classes, threshold)
+
+
+def _decide_class(table: pd.DataFrame, p: np.ndarray, classes: list[str],
+                  threshold: float | None) -> pd.DataFrame:
+    table["predicted"] = [classes[k] for k in metrics.decide(p, threshold)]
+    return table
+
+
+def _decide_findings(table: pd.DataFrame, p: np.ndarray, classes: list[str],
+                     threshold: float | list[float] | None) -> pd.DataFrame:
     t = np.broadcast_to(np.asarray(0.5 if threshold is None else threshold, dtype=np.float64),
                         (len(classes),))
     called = p >= t[None, :]
@@ -102,3 +110,8 @@ def predict_files(model_path: Path, paths: list[Path],
     table["predicted"] = ["|".join(n for n, c in zip(classes, row, strict=True) if c) or "none"
                           for row in called]
     return table
+
+
+# The decision per image: the class (argmax, or the positive class's threshold), or the
+# findings called, one column each.
+DECISIONS = {"multiclass": _decide_class, "multilabel": _decide_findings}

@@ -14,20 +14,19 @@ from typing import Any
 import torch
 
 from medpipe import PipelineError
+from medpipe import task as tasks
 from medpipe.models.architectures import Classifier, build_model
 from medpipe.utils.files import atomic_path
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = 1
-# multiclass: one label per image (softmax); multilabel: any set of findings (a sigmoid each)
-TASKS = ("multiclass", "multilabel")
 
 
-def task_of(meta: dict) -> str:
-    """The task a store's ``stats.json`` or a model file declares; absent: multiclass
-    (stores and models written before multi-label support)."""
-    return meta.get("task") or "multiclass"
+def task_of(meta: dict, where: str = "task") -> tasks.Task:
+    """The task a store's ``stats.json`` or a model file declares (see
+    :func:`medpipe.task.from_meta`)."""
+    return tasks.from_meta(meta, where)
 
 
 def save_checkpoint(path: Path | str, model: Classifier, *, arch: dict, classes: list[str],
@@ -35,7 +34,7 @@ def save_checkpoint(path: Path | str, model: Classifier, *, arch: dict, classes:
     """Write the model atomically as plain data loadable with ``weights_only=True``.
     ``task``: ``multiclass`` (softmax over ``classes``) or ``multilabel`` (a sigmoid per
     finding in ``classes``)."""
-    if task not in TASKS:
+    if task not in tasks.TASKS:
         raise ValueError(f"unknown task {task!r}")
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     ckpt = {
@@ -121,9 +120,9 @@ def load_checkpoint(path: Path | str, device: torch.device | str = "cpu"
 
 def check_matches_store(model_path: Path, ckpt: dict, data_dir: Path, stats: dict) -> None:
     """The model must have been trained for this store: task, classes, size, channels."""
-    if task_of(ckpt) != task_of(stats):
-        raise PipelineError(f"{model_path}: a {task_of(ckpt)} model, but {data_dir} "
-                            f"holds a {task_of(stats)} task; retrain the model")
+    if task_of(ckpt).name != task_of(stats).name:
+        raise PipelineError(f"{model_path}: a {task_of(ckpt).name} model, but {data_dir} "
+                            f"holds a {task_of(stats).name} task; retrain the model")
     if ckpt["classes"] != stats["classes"]:
         raise PipelineError(f"{model_path}: trained on classes {ckpt['classes']}, but "
                             f"{data_dir} has {stats['classes']}; retrain the model")

@@ -15,7 +15,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -24,9 +23,11 @@ from tqdm.auto import tqdm
 from medpipe import PipelineError
 from medpipe.data.loader import Batches, to_device
 from medpipe.data.store import Split
-from medpipe.evaluation.metrics import mean_label_auc, roc_auc
+from medpipe.evaluation.findings import mean_label_auc
+from medpipe.evaluation.metrics import roc_auc
 from medpipe.inference.predictor import predict
 from medpipe.params.sections import AugmentParams, TrainParams
+from medpipe.task import Task, of_labels
 from medpipe.training import state
 from medpipe.training.cpuconv import MAX_PIXELS, unfold_weight_grad
 from medpipe.training.distributed import DistInfo, all_sum, barrier, gather
@@ -37,14 +38,6 @@ from medpipe.utils.devices import Speed
 log = logging.getLogger(__name__)
 
 OnEpoch = Callable[[int, dict[str, float]], None]
-
-
-def hits(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """Right decisions and decisions made in a batch: the argmax per image, or for
-    multi-label targets ``(B, K)`` one per finding (logit >= 0, i.e. p >= 0.5)."""
-    if y.ndim == 2:
-        return ((logits >= 0) == (y >= 0.5)).sum(), y.numel()
-    return (logits.argmax(1) == y).sum(), len(y)
 
 
 def train_one_epoch(model: nn.Module, batches: Batches, optimizer: torch.optim.Optimizer,
@@ -82,7 +75,7 @@ def train_one_epoch(model: nn.Module, batches: Batches, optimizer: torch.optim.O
         if after_step is not None:
             after_step()
         loss_sum += loss.detach() * len(y)
-        right, made = hits(logits.detach(), y)
+        right, made = batches.task.hits(logits.detach(), y)
         correct += right
         seen += len(y)
         decided += made
@@ -100,20 +93,13 @@ def evaluate(model: nn.Module, batches: Batches, device: torch.device,
     cross-entropy averaged over findings, the share of right decisions at p 0.5, and
     the mean of the per-finding AUCs."""
     probs = predict(model, batches, device, speed)
-    labels = batches.labels.numpy()
-    if batches.multilabel:
-        p = np.clip(probs, 1e-12, 1.0 - 1e-12)
-        return {
-            "loss": float(-(labels * np.log(p) + (1 - labels) * np.log(1 - p)).mean()),
-            "accuracy": float(((probs >= 0.5) == (labels >= 0.5)).mean()),
-            "auc": mean_label_auc(labels, probs),
-        }
-    p_true = np.clip(probs[np.arange(len(labels)), labels], 1e-12, 1.0)
-    return {
-        "loss": float(-np.log(p_true).mean()),
-        "accuracy": float((probs.argmax(1) == labels).mean()),
-        "auc": roc_auc(labels, probs),
-    }
+    labels, task = batches.labels.numpy(), batches.task
+    return {"loss": task.nll(probs, labels), "accuracy": task.accuracy(probs, labels),
+            "auc": VAL_AUC[task.name](labels, probs)}
+
+
+# The validation AUC: one-vs-rest for classes, the mean of the per-finding AUCs.
+VAL_AUC = {"multiclass": roc_auc, "multilabel": mean_label_auc}
 
 
 @dataclass
@@ -138,7 +124,8 @@ def is_better(monitor: str, value: float, best: float | None) -> bool:
 
 def fit(model: nn.Module, train: Split, val: Split, cfg: TrainParams, device: torch.device,
         *, augment: AugmentParams | None = None, on_epoch: OnEpoch | None = None,
-        resume: Resume | None = None, dist: DistInfo | None = None) -> FitResult:
+        resume: Resume | None = None, dist: DistInfo | None = None,
+        task: Task | None = None) -> FitResult:
     """Train ``model`` for ``cfg.epochs``; leave it holding the weights of the best epoch.
 
     ``on_epoch(epoch, metrics)`` is called after each epoch with train_* and val_*
@@ -159,9 +146,13 @@ def fit(model: nn.Module, train: Split, val: Split, cfg: TrainParams, device: to
     With ``cfg.ema`` > 0, an exponential moving average of the weights (and batch-norm
     statistics) with that per-step decay (normalised: see ``optim.make_ema``) is what is
     validated, kept and returned.
+
+    ``task``: what the labels mean (default: what labels of their shape pose, see
+    :func:`medpipe.task.of_labels`).
     """
     dist = dist or DistInfo()
-    run = build(model, train, val, cfg, device, augment, dist)
+    task = task or of_labels(train.labels)
+    run = build(model, train, val, cfg, device, augment, dist, task)
     progress = _resume(run, resume, dist, device, on_epoch)
     first_epoch = len(progress.history) + 1
     start = time.perf_counter()

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from medpipe import PipelineError
+from medpipe.task import Task
 
 
 def make_optimizer(cfg, params) -> torch.optim.Optimizer:
@@ -54,18 +55,17 @@ def make_scheduler(cfg, optimizer: torch.optim.Optimizer, steps_per_epoch: int
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def make_loss(cfg, labels: torch.Tensor, num_classes: int, device: torch.device
+def make_loss(cfg, task: Task, labels: torch.Tensor, device: torch.device
               ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """Cross-entropy with label smoothing and, for ``balance: loss``, class weights
-    n / (k * n_c): every class contributes as much to the loss as if balanced.
+    """The training loss of ``task`` (see :data:`LOSSES`) over the training ``labels``."""
+    return LOSSES[task.name](cfg, task, labels, device)
 
-    Multi-label ``labels`` ``(N, K)``: binary cross-entropy on the logits per finding;
-    label smoothing pulls the targets towards 1/2 (y (1 - s) + s / 2), and ``balance:
-    loss`` weighs each finding's positives by n_neg / n_pos (``pos_weight``)."""
-    if labels.ndim == 2:
-        return _multilabel_loss(cfg, labels, device)
+
+def _class_loss(cfg, task: Task, labels: torch.Tensor, device: torch.device
+                ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     weight = None
     if cfg.balance == "loss":
+        num_classes = task.n_outputs
         counts = torch.bincount(labels, minlength=num_classes).double()
         weight = (len(labels) / (num_classes * counts.clamp(min=1))).float().to(device)
 
@@ -75,8 +75,8 @@ def make_loss(cfg, labels: torch.Tensor, num_classes: int, device: torch.device
     return loss
 
 
-def _multilabel_loss(cfg, labels: torch.Tensor, device: torch.device
-                     ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+def _finding_loss(cfg, task: Task, labels: torch.Tensor, device: torch.device
+                  ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     pos_weight = None
     if cfg.balance == "loss":
         positives = labels.double().sum(0)
@@ -90,6 +90,14 @@ def _multilabel_loss(cfg, labels: torch.Tensor, device: torch.device
                                                   pos_weight=pos_weight)
 
     return loss
+
+
+# Multi-class: cross-entropy with label smoothing and, for ``balance: loss``, class weights
+# n / (k * n_c): every class contributes as much to the loss as if balanced.
+# Multi-label: binary cross-entropy on the logits per finding; label smoothing pulls the
+# targets towards 1/2 (y (1 - s) + s / 2), and ``balance: loss`` weighs each finding's
+# positives by n_neg / n_pos (``pos_weight``).
+LOSSES = {"multiclass": _class_loss, "multilabel": _finding_loss}
 
 
 def make_ema(model: nn.Module, decay: float) -> nn.Module | None:

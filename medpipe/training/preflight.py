@@ -7,23 +7,19 @@ from pathlib import Path
 
 from medpipe import PipelineError
 from medpipe.data import store
-from medpipe.data.loader import check_labels
 from medpipe.models import checkpoint
 from medpipe.params.loading import require
 from medpipe.params.sections import TrainParams
+from medpipe.task import Task
 
 
-def check_task(cfg: TrainParams, stats: dict, data_dir: Path) -> str:
-    """The store's task (``multiclass`` or ``multilabel``), and the params it rules out."""
-    task = checkpoint.task_of(stats)
-    if task not in checkpoint.TASKS:
-        raise PipelineError(f"{data_dir / store.STATS}: unknown task '{task}'; expected "
-                            f"{' or '.join(checkpoint.TASKS)}")
-    if task == "multilabel":
-        require(cfg.balance != "sampler", "train", "balance",
-                "is 'sampler', which balances batches by class, but "
-                f"{data_dir / store.STATS} is multi-label (an image has several findings); "
-                "use 'loss' (a positive weight per finding) or 'none'", "train")
+def check_task(cfg: TrainParams, stats: dict, data_dir: Path) -> Task:
+    """The store's task, and the params it rules out."""
+    task = checkpoint.task_of(stats, str(data_dir / store.STATS))
+    require(task.balances_by_class or cfg.balance != "sampler", "train", "balance",
+            "is 'sampler', which balances batches by class, but "
+            f"{data_dir / store.STATS} is multi-label (an image has several findings); "
+            "use 'loss' (a positive weight per finding) or 'none'", "train")
     return task
 
 
@@ -48,12 +44,11 @@ def check_batch_size(cfg: TrainParams, n_train: int, data_dir: Path) -> None:
 
 
 def check_store(cfg: TrainParams, stats: dict, train: store.Split, val: store.Split,
-                data_dir: Path, world: int) -> str:
+                data_dir: Path, world: int) -> Task:
     """Every check of the store against ``cfg``; returns the task."""
     task = check_task(cfg, stats, data_dir)
     for name, part in (("train", train), ("val", val)):
-        check_labels(part.labels, task, len(stats["classes"]),
-                     str(store.labels_path(data_dir, name)))
+        task.check_labels(part.labels, str(store.labels_path(data_dir, name)))
     check_batch_size(cfg, len(train.labels), data_dir)
     # The training loop copies the train and val images into memory, in every process.
     held = (train.images.nbytes + val.images.nbytes) * world

@@ -15,6 +15,7 @@ from medpipe import PipelineError
 from medpipe.data.loader import Batches
 from medpipe.data.store import Split
 from medpipe.params.sections import AugmentParams, TrainParams
+from medpipe.task import Task
 from medpipe.training.distributed import DistInfo
 from medpipe.training.optim import make_ema, make_loss, make_optimizer, make_scheduler
 from medpipe.utils.devices import Speed
@@ -41,7 +42,8 @@ class Setup:
 
 
 def build(model: nn.Module, train: Split, val: Split, cfg: TrainParams,
-          device: torch.device, augment: AugmentParams | None, dist: DistInfo) -> Setup:
+          device: torch.device, augment: AugmentParams | None, dist: DistInfo,
+          task: Task) -> Setup:
     """Everything the epochs need, built in a fixed order (the RNG draws depend on it)."""
     from torch.nn.parallel import DistributedDataParallel
 
@@ -64,8 +66,9 @@ def build(model: nn.Module, train: Split, val: Split, cfg: TrainParams,
     log.info("on %s: bf16 %s, channels_last %s, compile %s", device, speed.bf16,
              speed.channels_last, speed.compile)
     train_batches = Batches(train, cfg.batch_size, shuffle=True, seed=cfg.seed,
-                            balanced=cfg.balance == "sampler", rank=dist.rank, world=dist.world)
-    val_batches = Batches(val, max(cfg.batch_size, 256), shuffle=False)
+                            balanced=cfg.balance == "sampler", rank=dist.rank, world=dist.world,
+                            task=task)
+    val_batches = Batches(val, max(cfg.batch_size, 256), shuffle=False, task=task)
     if len(train_batches) == 0:  # fewer images than processes: not one step to take
         raise PipelineError(f"params.yaml: 'train.batch_size' {cfg.batch_size} over "
                             f"{dist.world} process{'es' if dist.world > 1 else ''} leaves no "
@@ -73,9 +76,7 @@ def build(model: nn.Module, train: Split, val: Split, cfg: TrainParams,
                             "(stage train)")
     optimizer = make_optimizer(cfg, [p for p in model.parameters() if p.requires_grad])
     scheduler = make_scheduler(cfg, optimizer, len(train_batches))
-    num_classes = (train_batches.labels.shape[1] if train_batches.multilabel
-                   else int(max(train_batches.labels.max(), val_batches.labels.max())) + 1)
-    loss_fn = make_loss(cfg, train_batches.labels, num_classes, device)
+    loss_fn = make_loss(cfg, task, train_batches.labels, device)
     aug, aug_gen = None, None
     if augment is not None and not is_identity(augment):
         aug_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1 + 7919 * dist.rank)

@@ -22,6 +22,7 @@ from medpipe.inference import predictor
 from medpipe.models import architectures
 from medpipe.params.loading import parse_section
 from medpipe.params.sections import AugmentParams, TrainParams
+from medpipe.task import MultiClass
 from medpipe.training import loop, optim
 from medpipe.training.state import Resume
 from medpipe.utils import devices, seeding
@@ -444,7 +445,8 @@ def test_store_larger_than_the_available_memory_is_refused_before_training(
 
 def test_class_weighted_loss_balances_the_classes() -> None:
     labels = torch.tensor([0] * 90 + [1] * 10)
-    loss = optim.make_loss(make_cfg(balance="loss"), labels, 2, torch.device("cpu"))
+    loss = optim.make_loss(make_cfg(balance="loss"), MultiClass(["a", "b"]), labels,
+                           torch.device("cpu"))
     logits = torch.zeros(2, 2)  # same loss per sample; only the weights differ
     per0 = loss(logits[:1], torch.tensor([0]))
     per1 = loss(logits[:1], torch.tensor([1]))

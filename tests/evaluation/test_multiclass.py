@@ -14,7 +14,7 @@ import pytest
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 from medpipe import PipelineError
-from medpipe.evaluation import bootstrap, calibration, metrics, report, scoring
+from medpipe.evaluation import bootstrap, calibration, metrics, multiclass
 from medpipe.params.loading import parse_section, validate
 from medpipe.params.sections import EvaluateParams
 
@@ -160,7 +160,7 @@ def test_threshold_is_chosen_on_val_and_applied_unchanged_to_test() -> None:
     # Test: a threshold chosen on test itself would differ (its positives are at 0.6+).
     labels = np.array([1, 1, 0, 0, 0])
     p = np.array([0.6, 0.9, 0.35, 0.2, 0.1])
-    summary, _ = scoring.summarise(labels, binary_probs(p), ["normal", "opacity"], CFG,
+    summary, _ = multiclass.summarise(labels, binary_probs(p), ["normal", "opacity"], CFG,
                                       val_labels, binary_probs(val_p))
     thr = summary["threshold"]
     assert thr["value"] == pytest.approx(0.305) and thr["chosen_on"] == "val"
@@ -171,13 +171,13 @@ def test_threshold_is_chosen_on_val_and_applied_unchanged_to_test() -> None:
     assert summary["specificity"] == 1.0
     expected = metrics.classification_report(labels, binary_probs(p), ["normal", "opacity"],
                                              threshold=0.305)
-    for key in scoring.FIGURES:
+    for key in multiclass.FIGURES:
         assert summary["at_threshold"][key] == pytest.approx(expected[key])
 
 
 def test_fixed_threshold_needs_no_validation_data() -> None:
     cfg = dataclasses.replace(CFG, threshold=0.7)
-    summary, _ = scoring.summarise(np.array([1, 0, 1, 0]),
+    summary, _ = multiclass.summarise(np.array([1, 0, 1, 0]),
                                       binary_probs([0.8, 0.6, 0.65, 0.1]),
                                       ["normal", "opacity"], cfg)
     assert summary["threshold"]["value"] == 0.7 and summary["threshold"]["chosen_on"] == "params"
@@ -188,11 +188,11 @@ def test_fixed_threshold_needs_no_validation_data() -> None:
 def test_multiclass_uses_argmax_and_no_threshold() -> None:
     labels = np.array([0, 1, 2, 0, 1, 2])
     probs = np.eye(3)[[0, 1, 2, 0, 2, 2]] * 0.7 + 0.1
-    summary, rows = scoring.summarise(labels, probs, ["a", "b", "c"], CFG)
+    summary, rows = multiclass.summarise(labels, probs, ["a", "b", "c"], CFG)
     assert summary["threshold"] == {"rule": "argmax", "value": None, "chosen_on": None}
     assert "at_threshold" not in summary and "positive_class" not in summary
     assert set(summary["ci95"]) == {"roc_auc", "accuracy", "sensitivity", "specificity"}
-    text = report.render(summary, model="m.pt", model_sha256="0" * 64, plots={},
+    text = multiclass.render(summary, model="m.pt", model_sha256="0" * 64, plots={},
                          reliability=rows)
     assert "argmax" in text and "macro means" in text and "| sensitivity (recall) |" in text
 
@@ -317,7 +317,7 @@ def test_bootstrap_of_a_single_class_drops_every_resample_for_auc() -> None:
 
 def test_no_resamples_no_intervals() -> None:
     cfg = dataclasses.replace(CFG, bootstrap=0, threshold=0.5)
-    summary, _ = scoring.summarise(np.array([0, 1]), binary_probs([0.2, 0.8]),
+    summary, _ = multiclass.summarise(np.array([0, 1]), binary_probs([0.2, 0.8]),
                                       ["normal", "opacity"], cfg)
     assert summary["ci95"] is None
 
@@ -368,7 +368,7 @@ def test_summary_layout_and_report() -> None:
     val_labels, val_p = binormal(40, 1.5, seed=6)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a healthy case warns about nothing
-        summary, rows = scoring.summarise(labels, binary_probs(p), ["normal", "opacity"],
+        summary, rows = multiclass.summarise(labels, binary_probs(p), ["normal", "opacity"],
                                              CFG, val_labels, binary_probs(val_p))
     for key in ["accuracy", "balanced_accuracy", "roc_auc", "sensitivity", "specificity",
                 "ppv", "npv", "f1"]:
@@ -380,7 +380,7 @@ def test_summary_layout_and_report() -> None:
     assert summary["calibration"]["bins"] == 10 and 0 <= summary["calibration"]["ece"] <= 1
     assert sum(r["count"] for r in rows) == 160
 
-    text = report.render(summary, model="models/model.pt", model_sha256="ab" * 32,
+    text = multiclass.render(summary, model="models/model.pt", model_sha256="ab" * 32,
                          plots={"ROC curve": "evaluate/roc.json"}, reliability=rows)
     assert f">= **{summary['threshold']['value']:.4f}**" in text
     assert "Youden" in text and "validation split" in text
