@@ -254,47 +254,58 @@ def main() -> None:
         print(f"ours and its pure step: bf16 {speed.bf16}, channels_last "
               f"{speed.channels_last}, unfolded weight gradients {speed.unfold_grad} (the "
               f"train stage's settings here); seed-style and its plain step: fp32, NCHW")
-        print(f"{'px':>4} {'pure step':>10} {'ours':>8} {'ours/pure':>9} {'plain step':>10} "
-              f"{'seed-style':>10} {'seed/plain':>10} {'ours/seed':>9}"
-              + (f" {'gpu busy':>8}" if device.type == "cuda" else ""))
-        limits = {}
-        for size in args.sizes:
-            cfg = PrepareParams(seed=0, val_fraction=0.1, test_fraction=0.1, image_size=size,
-                                channels=1, on_error="fail", workers=1)
-            stats = prepare.prepare(raw, root / f"store{size}", cfg)
-            split = store.load_split(root / f"store{size}", "train")
-            x = torch.from_numpy(np.array(split.images)).float() / 255.0
-            y = torch.from_numpy(split.labels)
-            limit = pure_step(x, y, size, stats, args.batch, device, args.epochs, speed)
-            our, busy = ours(split, size, stats, args.batch, device, args.epochs, speed)
-            plain = (limit if speed == PLAIN else
-                     pure_step(x, y, size, stats, args.batch, device, args.epochs))
-            seed = seed_style(root / "png", size, stats, args.batch, device, args.epochs,
-                              args.workers)
-            limits[size] = (x, y, stats, limit)
-            print(f"{size:>4} {limit:>10.0f} {our:>8.0f} {our / limit:>9.2f} {plain:>10.0f} "
-                  f"{seed:>10.0f} {seed / plain:>10.2f} {our / seed:>9.2f}"
-                  + (f" {'n/a' if busy is None else f'{busy:.0%}':>8}"
-                     if device.type == "cuda" else ""))
-
-        dtype = torch.bfloat16 if speed.bf16 else torch.float32
-        peak = matmul_rate(device, dtype, n=8192 if device.type == "cuda" else 2048)
-        print(f"\ncompute: the pure step's FLOP rate against a "
-              f"{str(dtype).removeprefix('torch.')} matrix product on this device "
-              f"({peak / 1e9:.0f} GFLOP/s; FLOPs of the convolutions and matrix products, "
-              "forward + backward)")
-        print(f"{'px':>4} {'GFLOP/img':>10} {'pure GFLOP/s':>12} {'of matmul':>9}")
-        for size, (x, y, stats, limit) in limits.items():
-            model, _ = build(size, stats, device)
-            flops = train_flops(model, x[: args.batch].to(device), y[: args.batch].to(device))
-            print(f"{size:>4} {flops / 1e9:>10.3f} {limit * flops / 1e9:>12.1f} "
-                  f"{limit * flops / peak:>9.2f}")
-
+        limits = throughput_table(raw, root, args, device, speed)
+        compute_table(limits, args, device, speed)
         print("\nmoving the limit (pure step, images/s, ratio to ours' settings above):")
         for size, (x, y, stats, limit) in limits.items():
             results = limit_trials(x, y, size, stats, args, device, speed)
             row = "  ".join(f"{name} {v:.0f} ({v / limit:.2f}x)" for name, v in results.items())
             print(f"{size:>4} px: default {limit:.0f}  {row}")
+
+
+def throughput_table(raw: RawDataset, root: Path, args, device: torch.device,
+                     speed: devices.Speed) -> dict:
+    """Print images/s per size: pure step, ours, plain step, seed-style; returns each
+    size's tensors, stats and pure-step rate for the tables that follow."""
+    print(f"{'px':>4} {'pure step':>10} {'ours':>8} {'ours/pure':>9} {'plain step':>10} "
+          f"{'seed-style':>10} {'seed/plain':>10} {'ours/seed':>9}"
+          + (f" {'gpu busy':>8}" if device.type == "cuda" else ""))
+    limits = {}
+    for size in args.sizes:
+        cfg = PrepareParams(seed=0, val_fraction=0.1, test_fraction=0.1, image_size=size,
+                            channels=1, on_error="fail", workers=1)
+        stats = prepare.prepare(raw, root / f"store{size}", cfg)
+        split = store.load_split(root / f"store{size}", "train")
+        x = torch.from_numpy(np.array(split.images)).float() / 255.0
+        y = torch.from_numpy(split.labels)
+        limit = pure_step(x, y, size, stats, args.batch, device, args.epochs, speed)
+        our, busy = ours(split, size, stats, args.batch, device, args.epochs, speed)
+        plain = (limit if speed == PLAIN else
+                 pure_step(x, y, size, stats, args.batch, device, args.epochs))
+        seed = seed_style(root / "png", size, stats, args.batch, device, args.epochs,
+                          args.workers)
+        limits[size] = (x, y, stats, limit)
+        print(f"{size:>4} {limit:>10.0f} {our:>8.0f} {our / limit:>9.2f} {plain:>10.0f} "
+              f"{seed:>10.0f} {seed / plain:>10.2f} {our / seed:>9.2f}"
+              + (f" {'n/a' if busy is None else f'{busy:.0%}':>8}"
+                 if device.type == "cuda" else ""))
+    return limits
+
+
+def compute_table(limits: dict, args, device: torch.device, speed: devices.Speed) -> None:
+    """Print the pure step's FLOP rate against one large matrix product on the device."""
+    dtype = torch.bfloat16 if speed.bf16 else torch.float32
+    peak = matmul_rate(device, dtype, n=8192 if device.type == "cuda" else 2048)
+    print(f"\ncompute: the pure step's FLOP rate against a "
+          f"{str(dtype).removeprefix('torch.')} matrix product on this device "
+          f"({peak / 1e9:.0f} GFLOP/s; FLOPs of the convolutions and matrix products, "
+          "forward + backward)")
+    print(f"{'px':>4} {'GFLOP/img':>10} {'pure GFLOP/s':>12} {'of matmul':>9}")
+    for size, (x, y, stats, limit) in limits.items():
+        model, _ = build(size, stats, device)
+        flops = train_flops(model, x[: args.batch].to(device), y[: args.batch].to(device))
+        print(f"{size:>4} {flops / 1e9:>10.3f} {limit * flops / 1e9:>12.1f} "
+              f"{limit * flops / peak:>9.2f}")
 
 
 def limit_trials(x: torch.Tensor, y: torch.Tensor, size: int, stats: dict, args,

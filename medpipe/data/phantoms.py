@@ -47,16 +47,7 @@ def generate(
 
 def render(finding: str, size: int, rng: np.random.Generator) -> np.ndarray:
     """Render one image with ``finding`` (a name in CLASSES) as uint8 ``(size, size)``."""
-    # Patient position: small rotation, scale and shift of the normalised coordinates.
-    angle = rng.normal(0.0, 0.05)
-    scale = rng.uniform(0.92, 1.08)
-    shift = rng.normal(0.0, 0.03, size=2)
-    lin = ((np.arange(size) + 0.5) / size * 2.0 - 1.0).astype(np.float32)
-    yy, xx = np.meshgrid(lin, lin, indexing="ij")
-    c, s = np.float32(np.cos(angle)), np.float32(np.sin(angle))
-    x = (c * xx - s * yy) / np.float32(scale) - np.float32(shift[0])
-    y = (s * xx + c * yy) / np.float32(scale) - np.float32(shift[1])
-    px = 2.0 / size  # one pixel in normalised units, for edge softness
+    x, y, px = _patient_position(size, rng)
 
     # Body and soft tissue: a bright silhouette on dark air.
     body = _ellipse(x, y, 0.0, 0.1, rng.uniform(0.82, 0.92), 1.05, px * 3)
@@ -75,27 +66,8 @@ def render(finding: str, size: int, rng: np.random.Generator) -> np.ndarray:
     img += 0.34 * heart * lungs + 0.05 * heart
     img += 0.10 * np.exp(-(x / 0.06) ** 2) * body
 
-    # Ribs: nine curved bright bands over each lung, rising from the spine and falling
-    # laterally, evenly spaced (one periodic profile instead of nine bands); clavicles.
-    spacing = rng.uniform(0.13, 0.16)
-    ax = np.abs(x)
-    t = (y - (-0.62 + rng.uniform(0.0, spacing)) + 0.30 * ax - 0.65 * ax**2) / spacing
-    d = (t - np.round(t)) * spacing  # distance to the nearest rib centre line
-    ribs = np.exp(-((d / 0.022) ** 2)) * (t > -0.5) * (t < 8.5) * (ax > 0.05)
-    img += 0.09 * ribs * (0.5 + 0.5 * lungs)
-    clav = -0.68 - 0.18 * (ax - 0.15) + 0.25 * (ax - 0.15) ** 2
-    img += 0.12 * np.exp(-(((y - clav) / 0.03) ** 2)) * (ax > 0.05) * (ax < 0.6)
-
-    # Vessel markings: faint branches radiating from each hilum, fading to the periphery.
-    for side in (-1.0, 1.0):
-        hx, hy = side * 0.17, lung_cy + 0.02
-        for _ in range(rng.integers(5, 9)):
-            theta = rng.uniform(-1.2, 1.2) + (0.0 if side > 0 else np.pi)
-            dx, dy = np.cos(theta), np.sin(theta)
-            along = (x - hx) * dx + (y - hy) * dy
-            across = -(x - hx) * dy + (y - hy) * dx
-            vessel = np.exp(-((across / 0.012) ** 2) - np.maximum(along, 0.0) / 0.25)
-            img += 0.05 * vessel * (along > 0) * lungs
+    _add_bones(img, x, y, lungs, rng)
+    _add_vessels(img, x, y, lung_cy, lungs, rng)
 
     # Distractors in every class: nipple shadows low in the lung fields.
     for side in (-1.0, 1.0):
@@ -107,8 +79,52 @@ def render(finding: str, size: int, rng: np.random.Generator) -> np.ndarray:
         img += _opacities(x, y, right, left, rng)
     elif finding == "effusion":
         img += _effusion(x, y, right, left, lung_cy, lung_h, rng)
+    return _acquire(img, x, y, rng)
 
-    # Acquisition: scatter (low-frequency shading), exposure and gamma, then quantum noise.
+
+def _patient_position(size: int, rng: np.random.Generator):
+    """The normalised image coordinates (x, y) after a small rotation, scale and shift,
+    and one pixel in normalised units (for edge softness)."""
+    angle = rng.normal(0.0, 0.05)
+    scale = rng.uniform(0.92, 1.08)
+    shift = rng.normal(0.0, 0.03, size=2)
+    lin = ((np.arange(size) + 0.5) / size * 2.0 - 1.0).astype(np.float32)
+    yy, xx = np.meshgrid(lin, lin, indexing="ij")
+    c, s = np.float32(np.cos(angle)), np.float32(np.sin(angle))
+    x = (c * xx - s * yy) / np.float32(scale) - np.float32(shift[0])
+    y = (s * xx + c * yy) / np.float32(scale) - np.float32(shift[1])
+    return x, y, 2.0 / size
+
+
+def _add_bones(img, x, y, lungs, rng) -> None:
+    """Ribs: nine curved bright bands over each lung, rising from the spine and falling
+    laterally, evenly spaced (one periodic profile instead of nine bands); clavicles."""
+    spacing = rng.uniform(0.13, 0.16)
+    ax = np.abs(x)
+    t = (y - (-0.62 + rng.uniform(0.0, spacing)) + 0.30 * ax - 0.65 * ax**2) / spacing
+    d = (t - np.round(t)) * spacing  # distance to the nearest rib centre line
+    ribs = np.exp(-((d / 0.022) ** 2)) * (t > -0.5) * (t < 8.5) * (ax > 0.05)
+    img += 0.09 * ribs * (0.5 + 0.5 * lungs)
+    clav = -0.68 - 0.18 * (ax - 0.15) + 0.25 * (ax - 0.15) ** 2
+    img += 0.12 * np.exp(-(((y - clav) / 0.03) ** 2)) * (ax > 0.05) * (ax < 0.6)
+
+
+def _add_vessels(img, x, y, lung_cy, lungs, rng) -> None:
+    """Vessel markings: faint branches radiating from each hilum, fading to the periphery."""
+    for side in (-1.0, 1.0):
+        hx, hy = side * 0.17, lung_cy + 0.02
+        for _ in range(rng.integers(5, 9)):
+            theta = rng.uniform(-1.2, 1.2) + (0.0 if side > 0 else np.pi)
+            dx, dy = np.cos(theta), np.sin(theta)
+            along = (x - hx) * dx + (y - hy) * dy
+            across = -(x - hx) * dy + (y - hy) * dx
+            vessel = np.exp(-((across / 0.012) ** 2) - np.maximum(along, 0.0) / 0.25)
+            img += 0.05 * vessel * (along > 0) * lungs
+
+
+def _acquire(img, x, y, rng) -> np.ndarray:
+    """Acquisition: scatter (low-frequency shading), exposure and gamma, then quantum
+    noise; quantised to uint8."""
     gx, gy = rng.normal(0.0, 0.05, size=2)
     img += gx * x + gy * y
     img = np.clip(img, 0.0, 1.0)

@@ -144,11 +144,8 @@ def fit(model: nn.Module, train: Split, val: Split, cfg: TrainParams, device: to
     ranks, and only rank 0 calls ``on_epoch`` and writes the state.
 
     With ``cfg.ema`` > 0, an exponential moving average of the weights (and batch-norm
-    statistics) with that per-step decay (normalised: see ``optim.make_ema``) is what is
-    validated, kept and returned.
-
-    ``task``: what the labels mean (default: what labels of their shape pose, see
-    :func:`medpipe.task.of_labels`).
+    statistics; see ``optim.make_ema``) is what is validated, kept and returned.
+    ``task``: what the labels mean (default: see :func:`medpipe.task.of_labels`).
     """
     dist = dist or DistInfo()
     task = task or of_labels(train.labels)

@@ -116,22 +116,27 @@ def fetch(
                 log.warning("%s: %s; resuming from byte %d in %.0f s (attempt %d of %d)",
                             url, e, have, wait, attempt + 1, attempts)
                 time.sleep(wait)
-        checks = [(a, w, False) for a, w in expected.items()]
-        if prefix:
-            checks.append(("sha256", prefix, True))
-        for algorithm, want, is_prefix in checks:
-            got = file_digest(part, algorithm)
-            if not (got.startswith(want) if is_prefix else got == want):
-                part.unlink()  # never leave bad bytes where a later run would resume them
-                raise PipelineError(
-                    f"{url}: {algorithm.upper()} mismatch: expected {want}, got {got}; "
-                    f"the downloaded file was deleted"
-                )
-        if not checks:
-            log.warning("%s: no checksum given; the file is not verified", url)
+        _verify(url, part, expected, prefix)
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(part, dest)
     return dest
+
+
+def _verify(url: str, part: Path, expected: dict[str, str], prefix: str | None) -> None:
+    """Check the downloaded ``part`` against every digest given; delete it on a mismatch."""
+    checks = [(a, w, False) for a, w in expected.items()]
+    if prefix:
+        checks.append(("sha256", prefix, True))
+    for algorithm, want, is_prefix in checks:
+        got = file_digest(part, algorithm)
+        if not (got.startswith(want) if is_prefix else got == want):
+            part.unlink()  # never leave bad bytes where a later run would resume them
+            raise PipelineError(
+                f"{url}: {algorithm.upper()} mismatch: expected {want}, got {got}; "
+                f"the downloaded file was deleted"
+            )
+    if not checks:
+        log.warning("%s: no checksum given; the file is not verified", url)
 
 
 def _key(url: str) -> str:
