@@ -3,27 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import yaml
+from augmentparams import PARAMS, augment_cfg
 
 from medpipe.params.loading import parse_section
-from medpipe.params.sections import AugmentParams
 from medpipe.training.augment import augment_batch, is_identity, preview
 
-PARAMS = Path(__file__).resolve().parents[2] / "params.yaml"
-OFF = dict(affine_p=0.0, hflip_p=0.0, vflip_p=0.0, intensity_p=0.0, noise_p=0.0)
-
-
-def cfg(**changes) -> AugmentParams:
-    """The committed augment section with every transform off, then ``changes``."""
-    values = yaml.safe_load(PARAMS.read_text(encoding="utf-8"))["augment"]
-    values.update(OFF)
-    values.update(changes)
-    return parse_section("augment", values, stage="train")
+cfg = augment_cfg
 
 
 def ramp(b: int = 4, size: int = 16) -> torch.Tensor:

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from augmentparams import augment_cfg
 from torch import nn
 
 from medpipe import PipelineError
@@ -478,10 +479,8 @@ def test_early_stopping_stops_after_patience() -> None:
 
 
 def test_augmentation_changes_training_and_stays_deterministic() -> None:
-    from test_augment import cfg as aug_cfg
-
     train, val = dark_vs_bright(64, seed=0), dark_vs_bright(32, seed=1)
-    aug = aug_cfg(affine_p=1.0, rotation=20.0, intensity_p=1.0)
+    aug = augment_cfg(affine_p=1.0, rotation=20.0, intensity_p=1.0)
 
     def run(augment) -> dict[str, torch.Tensor]:
         seeding.seed_everything(0)
@@ -504,11 +503,9 @@ def test_resume_after_a_crash_ends_with_the_uninterrupted_model(tmp_path: Path,
     """Kill after epoch 2 of 4, resume: same weights, same history as one straight run,
     with augmentation, a schedule and dropout all drawing random numbers (and the weight
     average, whose state must be resumed too)."""
-    from test_augment import cfg as aug_cfg
-
     train, val = dark_vs_bright(64, seed=0), dark_vs_bright(32, seed=1)
     cfg = make_cfg(epochs=4, dropout=0.3, schedule="cosine", warmup_epochs=1, ema=ema)
-    aug = aug_cfg(affine_p=1.0, rotation=20.0, noise_p=0.5)
+    aug = augment_cfg(affine_p=1.0, rotation=20.0, noise_p=0.5)
     state = tmp_path / "state.pt"
 
     seeding.seed_everything(0)
