@@ -1,12 +1,15 @@
 """Prepare at scale: a folder of N PNG images through download (pack) and prepare, with 1
 worker and with every core, in one run; prints a table of time, images/s and peak memory.
+With every core, prepare runs without and then with the duplicate search
+(:mod:`medpipe.data.duplicates`), back to back (``--rounds`` times), and the ratio of
+their images/s is printed.
 
     python bench/prepare_scale.py                       # 100,000 PNGs of 256 x 256
     python bench/prepare_scale.py --images 20000 --dir /scratch
 
 The images are generated (smooth grey "scans" with blobs and noise, ~30 KB as PNG) into a
 temporary folder outside the repository (``--dir``, default the system's temp folder),
-after checking that the disk has room for them, their pack and two stores; everything is
+after checking that the disk has room for them, their pack and three stores; everything is
 deleted at the end unless ``--keep``. Peak memory is sampled every 0.5 s over the whole
 process tree (this process and its workers): the sum of RSS, which counts the pages the
 forked workers share with this process once per process, and the sum of PSS, which
@@ -32,7 +35,7 @@ from PIL import Image
 
 from medpipe.data import prepare  # noqa: E402
 from medpipe.data.sources.registry import read  # noqa: E402
-from medpipe.params.loading import parse_section
+from medpipe.params.loading import defaults, parse_section
 from stages.download import download  # noqa: E402
 
 CLASSES = ("normal", "abnormal")
@@ -120,16 +123,15 @@ class PeakMemory:
 
 
 def data_params(path: Path):
-    return parse_section("data", {
-        "source": "folder", "name": None, "url": None, "md5": None, "sha256": None,
-        "path": str(path), "seed": 0, "resolution": 28, "n_per_class": 1, "classes": ["a", "b"]},
-        stage="download")
+    return parse_section("data", {**defaults("data"), "source": "folder", "path": str(path),
+                                  "classes": None}, stage="download")
 
 
 def prepare_params(image_size: int, workers: int):
     return parse_section("prepare", {
-        "seed": 0, "val_fraction": 0.1, "test_fraction": 0.1, "image_size": image_size,
-        "channels": 1, "on_error": "fail", "workers": workers}, stage="prepare")
+        **defaults("prepare"), "seed": 0, "val_fraction": 0.1, "test_fraction": 0.1,
+        "image_size": image_size, "channels": 1, "on_error": "fail", "duplicates": "warn",
+        "workers": workers}, stage="prepare")
 
 
 def main() -> None:
@@ -139,6 +141,8 @@ def main() -> None:
     p.add_argument("--image-size", type=int, default=64, help="prepare.image_size")
     p.add_argument("--workers", type=int, default=0, help="the parallel run's workers; "
                                                           "0: all cores")
+    p.add_argument("--rounds", type=int, default=1, help="times the parallel run is timed "
+                                                         "without and then with the search")
     p.add_argument("--dir", default=None, help="where the temporary folder goes")
     p.add_argument("--keep", action="store_true", help="keep the generated files")
     args = p.parse_args()
@@ -147,7 +151,7 @@ def main() -> None:
     base = Path(tempfile.mkdtemp(prefix="medpipe-prepare-scale-", dir=args.dir))
     try:
         sample = sum(len(_png_bytes(scan(i, args.side))) for i in range(20)) / 20
-        need = args.images * (2.2 * sample + 2.2 * args.image_size**2)
+        need = args.images * (2.2 * sample + 3.3 * args.image_size**2)
         free = shutil.disk_usage(base).free
         print(f"{base}: {free / 1e9:.1f} GB free, about {need / 1e9:.1f} GB needed "
               f"({sample / 1e3:.0f} KB per PNG)")
@@ -160,42 +164,65 @@ def main() -> None:
         t = time.perf_counter()
         with PeakMemory() as mem:
             download(data_params(base / "images"), base / "raw")
-        pack_s = time.perf_counter() - t
-        print(f"download stage (check + pack into data/raw/images.zip): {pack_s:.1f} s, "
-              f"peak RSS {mem.rss / 2**20:.0f} MiB")
-        rows = []
-        for n in (1, workers):
-            raw = read(base / "raw")
-            cpu = _cpu_seconds()
-            t = time.perf_counter()
-            with PeakMemory() as mem:
-                prepare.prepare(raw, base / f"store-{n}", prepare_params(args.image_size, n))
-            seconds = time.perf_counter() - t
-            cpu = _cpu_seconds() - cpu
-            rows.append((n, seconds, args.images / seconds, mem.rss, mem.pss,
-                         1000 * cpu / args.images))
-        same = all((base / "store-1" / f.name).read_bytes() == f.read_bytes()
-                   for f in sorted((base / f"store-{workers}").iterdir()))
+        print(f"download stage (check + pack into data/raw/images.zip): "
+              f"{time.perf_counter() - t:.1f} s, peak RSS {mem.rss / 2**20:.0f} MiB")
+        runs = [(1, True)] + [(workers, search) for _ in range(args.rounds)
+                              for search in (False, True)]
+        rows = [_prepare(base, args.image_size, n, search) for n, search in runs]
+        same = _same(base / "store-1-on", base / f"store-{workers}-on")
+        same_off = _same(base / f"store-{workers}-on", base / f"store-{workers}-off")
     finally:
         if not args.keep:
             shutil.rmtree(base, ignore_errors=True)
-    single = rows[0][2]
+    _report(rows, args, cores, workers, same, same_off)
+
+
+def _prepare(base: Path, image_size: int, workers: int, search: bool) -> dict:
+    """One timed prepare of the packed folder, with or without the duplicate search."""
+    raw = read(base / "raw")
+    cpu, t = _cpu_seconds(), time.perf_counter()
+    with PeakMemory() as mem:
+        summary = prepare.prepare(raw, base / f"store-{workers}-{'on' if search else 'off'}",
+                                  prepare_params(image_size, workers), find_duplicates=search)
+    seconds, cpu = time.perf_counter() - t, _cpu_seconds() - cpu
+    found = summary["duplicates"] or {"count": 0, "groups": []}
+    return {"workers": workers, "search": search, "seconds": seconds,
+            "rate": len(raw.ids) / seconds, "rss": mem.rss, "pss": mem.pss,
+            "cpu_ms": 1000 * cpu / len(raw.ids), "groups": found["count"],
+            "in_groups": sum(len(g) for g in found["groups"])}
+
+
+def _same(a: Path, b: Path) -> bool:
+    return all((a / f.name).read_bytes() == f.read_bytes() for f in sorted(b.iterdir()))
+
+
+def _report(rows: list[dict], args, cores: int, workers: int, same: bool,
+            same_off: bool) -> None:
+    single = rows[0]["rate"]
     print(f"\nprepare: {args.images} PNG images {args.side}x{args.side} -> {args.image_size} px "
           f"grey, {cores} cores, load average {os.getloadavg()[0]:.1f}")
-    print(f"{'workers':>7} {'seconds':>8} {'images/s':>9} {'speed-up':>8} "
-          f"{'CPU ms/image':>12} {'peak RSS sum':>12} {'peak PSS':>9}")
-    for n, seconds, rate, rss, pss, cpu_ms in rows:
-        print(f"{n:>7} {seconds:>8.1f} {rate:>9.0f} {rate / single:>7.2f}x {cpu_ms:>12.2f} "
-              f"{rss / 2**30:>8.2f} GiB {pss / 2**30:>5.2f} GiB")
+    print(f"{'workers':>7} {'duplicate search':>16} {'seconds':>8} {'images/s':>9} "
+          f"{'speed-up':>8} {'CPU ms/image':>12} {'peak RSS sum':>12} {'peak PSS':>9}")
+    for r in rows:
+        print(f"{r['workers']:>7} {'on' if r['search'] else 'off':>16} {r['seconds']:>8.1f} "
+              f"{r['rate']:>9.0f} {r['rate'] / single:>7.2f}x {r['cpu_ms']:>12.2f} "
+              f"{r['rss'] / 2**30:>8.2f} GiB {r['pss'] / 2**30:>5.2f} GiB")
     # CPU time per image does not depend on what else runs on the machine: if the workers
     # spend no more of it than one process does, the wall-clock speed-up on idle cores is
     # bounded only by the cores (and the disk), whatever this run's load average.
+    parallel = [r for r in rows if r["search"]][-1]
     print(f"CPU time per image, {workers} workers / 1 worker: "
-          f"{rows[-1][5] / rows[0][5]:.2f} (1.00: no parallel overhead)")
-    speedup = rows[-1][2] / single
-    print(f"stores identical (1 vs {workers} workers): {'yes' if same else 'NO'}")
+          f"{parallel['cpu_ms'] / rows[0]['cpu_ms']:.2f} (1.00: no parallel overhead)")
+    print(f"stores identical (1 vs {workers} workers): {'yes' if same else 'NO'}; "
+          f"(search on vs off, policy warn): {'yes' if same_off else 'NO'}")
+    speedup = parallel["rate"] / single
     print(f"speed-up with {workers} workers: {speedup:.2f}x ({speedup / workers:.2f} per "
-          f"worker); peak PSS {max(r[4] for r in rows) / 2**30:.2f} GiB")
+          f"worker); peak PSS {max(r['pss'] for r in rows) / 2**30:.2f} GiB")
+    pairs = list(zip(rows[1::2], rows[2::2], strict=True))
+    ratios = ", ".join(f"{on['rate'] / off['rate']:.3f}" for off, on in pairs)
+    print(f"images/s with the duplicate search / without ({workers} workers, back to back): "
+          f"{ratios}; it found {parallel['groups']:,} groups across splits or labels, "
+          f"{parallel['in_groups']:,} images")
 
 
 def _cpu_seconds() -> float:

@@ -13,6 +13,7 @@ machine shows as such).
     uv run python bench/quality.py --data DIR          # both recipes, seeds 0, 1, 2
     uv run python bench/quality.py --data DIR --sets breastmnist --seeds 0
     uv run python bench/quality.py --data DIR --set train.epochs=10  # a variant
+    uv run python bench/quality.py --data DIR --set prepare.folds=5  # + 5-fold ensemble
 
 ``DIR`` holds the official 28 px files ``pneumoniamnist.npz`` and ``breastmnist.npz``.
 """
@@ -49,9 +50,35 @@ def run_recipe(repo: Path, name: str, seed: int, data: Path | None, env: dict,
         sys.exit(f"{' '.join(cmd)} failed:\n{done.stderr[-2000:]}")
     report = json.loads((repo / "metrics/evaluate.json").read_text())
     train = json.loads((repo / "metrics/train.json").read_text())
-    return {"seed": seed, "minutes": minutes, "acc": report["accuracy"],
-            "acc_thr": report["at_threshold"]["accuracy"], "auc": report["roc_auc"],
-            "best_epoch": train["best_epoch"], "img_s": train["train_images_per_second"]}
+    row = {"seed": seed, "minutes": minutes, "acc": report["accuracy"],
+           "acc_thr": report["at_threshold"]["accuracy"], "auc": report["roc_auc"],
+           "best_epoch": train["best_epoch"], "img_s": train["train_images_per_second"],
+           "train_minutes": train["train_seconds"] / 60}
+    if "folds" in report:  # with -S prepare.folds=K: the folds and their ensemble
+        crossval = json.loads((repo / "metrics/crossval.json").read_text())
+        row["folds"] = report["folds"]
+        row["ensemble"] = report["ensemble"]
+        row["fold_minutes"] = [f["train_seconds"] / 60 for f in crossval["per_fold"]]
+    return row
+
+
+def print_folds(name: str, r: dict) -> None:
+    """Each fold's test figures, their mean ± sd, and the ensemble's, with the training
+    minutes of the single model and of the folds."""
+    for f in r["folds"]["per_fold"]:
+        t = f["test"]
+        print(f"{name:15s}   fold {f['fold']}  test AUC {t['roc_auc']:.4f}  ACC@thr "
+              f"{t['accuracy']:.4f}  val AUC {f['val']['roc_auc']:.4f}  "
+              f"{r['fold_minutes'][f['fold']]:.1f} min")
+    m, sd = r["folds"]["mean"]["test"], r["folds"]["sd"]["test"]
+    e = r["ensemble"]
+    ci = e["ci95"]["roc_auc"]
+    print(f"{name:15s}   folds mean ± sd: AUC {m['roc_auc']:.4f} ± {sd['roc_auc']:.4f}  "
+          f"ACC@thr {m['accuracy']:.4f} ± {sd['accuracy']:.4f}")
+    print(f"{name:15s}   ensemble of {e['members']}: ACC {e['accuracy']:.4f}  ACC@thr "
+          f"{e['at_threshold']['accuracy']:.4f}  AUC {e['roc_auc']:.4f} "
+          f"({ci['low']:.4f}-{ci['high']:.4f}); training minutes: single model "
+          f"{r['train_minutes']:.1f}, folds {sum(r['fold_minutes']):.1f}")
 
 
 def main() -> None:
@@ -85,6 +112,8 @@ def main() -> None:
                 print(f"{name:15s} seed {seed}  ACC {r['acc']:.4f}  ACC@thr {r['acc_thr']:.4f}  "
                       f"AUC {r['auc']:.4f}  best epoch {r['best_epoch']:2d}  "
                       f"{r['minutes']:.1f} min  train {r['img_s']:.0f} img/s", flush=True)
+                if "folds" in r:
+                    print_folds(name, r)
             summary = "  ".join(
                 f"{k} {statistics.mean(r[k] for r in rows):.4f}"
                 f" ± {statistics.stdev(r[k] for r in rows) if len(rows) > 1 else 0:.4f}"

@@ -64,6 +64,11 @@ class Task:
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def to_logits(self, probs: torch.Tensor) -> torch.Tensor:
+        """Logits whose probabilities are ``probs``: what a model averaging the
+        probabilities of several (an ensemble) outputs, to be read as one model's."""
+        raise NotImplementedError
+
     def hits(self, logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, int]:
         """Right decisions and decisions made in a batch at probability 0.5 / the argmax."""
         raise NotImplementedError
@@ -94,6 +99,9 @@ class MultiClass(Task):
 
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         return torch.softmax(logits.float(), dim=1)
+
+    def to_logits(self, probs: torch.Tensor) -> torch.Tensor:
+        return torch.log(probs.clamp_min(1e-30))  # softmax(log p) = p where p sums to 1
 
     def hits(self, logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, int]:
         return (logits.argmax(1) == y).sum(), len(y)
@@ -126,6 +134,9 @@ class MultiLabel(Task):
 
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(logits.float())
+
+    def to_logits(self, probs: torch.Tensor) -> torch.Tensor:
+        return torch.logit(probs, eps=1e-7)  # sigmoid(logit p) = p
 
     def hits(self, logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, int]:
         return ((logits >= 0) == (y >= 0.5)).sum(), y.numel()  # logit >= 0 is p >= 0.5

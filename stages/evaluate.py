@@ -1,6 +1,7 @@
 """Stage 4, evaluate: score the model on a held-out split.
 
-Reads ``models/model.pt``, ``data/prepared`` and ``params.yaml`` section ``evaluate``;
+Reads ``models/model.pt``, ``data/prepared``, ``models/folds`` (the crossval stage's fold
+models, when ``prepare.folds`` asks for them) and ``params.yaml`` section ``evaluate``;
 writes ``metrics/evaluate.json`` (see :mod:`medpipe.evaluation.multiclass`: accuracy, balanced
 accuracy, ROC AUC, sensitivity, specificity, PPV, NPV, F1 overall and per class, at 0.5
 and at the threshold chosen on the validation split; 95% bootstrap intervals;
@@ -14,7 +15,7 @@ confusion matrices); and under ``metrics/gradcam/`` Grad-CAM heat maps (PNG) of
 
     python -m stages.evaluate --model models/model.pt --data data/prepared \
         --metrics metrics/evaluate.json --plots metrics/evaluate --report metrics/report.md \
-        --gradcam metrics/gradcam
+        --gradcam metrics/gradcam --folds models/folds
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ from pathlib import Path
 import pandas as pd
 
 from medpipe.data import store
-from medpipe.evaluation import gradcam, outputs, tasks
+from medpipe.evaluation import crossval, gradcam, groups, outputs, tasks
+from medpipe.inference import crossval as fold_scoring
+from medpipe.inference import ensemble
 from medpipe.inference.predictor import score_split
 from medpipe.models import checkpoint
 from medpipe.params.loading import load_section, validate
@@ -37,10 +40,12 @@ log = logging.getLogger(__name__)
 
 
 def evaluate(cfg: EvaluateParams, model_path: Path, data_dir: Path, metrics_path: Path,
-             plots_dir: Path, report_path: Path, gradcam_dir: Path | None = None) -> dict:
+             plots_dir: Path, report_path: Path, gradcam_dir: Path | None = None,
+             folds_dir: Path | None = None) -> dict:
     """Score ``cfg.split``; write the metrics, the plot data, the report and, with
     ``gradcam_dir``, the Grad-CAM heat maps (the directory always, empty with
-    ``evaluate.gradcam: 0``, since DVC expects every declared output)."""
+    ``evaluate.gradcam: 0``, since DVC expects every declared output). With fold models
+    in ``folds_dir``, the cross-validation figures and the fold ensemble's too."""
     validate(cfg, stage="evaluate")
     device = devices.resolve_device(cfg.device)
     model, ckpt = checkpoint.load_checkpoint(model_path, device)
@@ -59,21 +64,30 @@ def evaluate(cfg: EvaluateParams, model_path: Path, data_dir: Path, metrics_path
                                         val_probs)
     summary["model_sha256"] = file_digest(model_path)
     summary["tta"] = cfg.tta  # `medpipe predict --metrics` averages the same views
+    manifest = pd.read_csv(data_dir / store.MANIFEST)
+    cases = manifest[manifest["split"] == cfg.split].reset_index(drop=True)
+    if cfg.groups:
+        groups.check_columns(manifest, cfg.groups, str(data_dir / store.MANIFEST))
+        summary["groups"] = groups.subgroups(ev.group_figures, labels, probs, task.classes,
+                                             cases, summary, cfg)
+    if folds_dir is not None and ensemble.members(folds_dir):
+        summary["folds"], summary["ensemble"] = _cross_validation(cfg, folds_dir, data_dir,
+                                                                  device, task)
 
     # Plot data, heat maps, report; the summary last: its presence means a complete run.
-    manifest = pd.read_csv(data_dir / store.MANIFEST)
-    ids = [str(i) for i in manifest.loc[manifest["split"] == cfg.split, "source_id"]]
+    ids = [str(i) for i in cases["source_id"]]
     roc, pr = ev.curves(labels, probs, task.classes)
     table = ev.predictions_table(ids, labels, probs, task.classes, summary)
-    outputs.write_plot_data(plots_dir, roc, pr, reliability, table)
+    outputs.write_plot_data(plots_dir, roc, pr, reliability, table,
+                            groups.plot_rows(summary.get("groups", {})))
     if gradcam_dir is not None:
         with atomic_path(gradcam_dir) as tmp:
             tmp.mkdir(parents=True)
             if cfg.gradcam > 0:
-                cases = ev.gradcam_cases(labels, probs, task.classes, ids, summary, cfg)
-                gradcam.write_maps(model, ckpt["arch"]["name"], images, cases, tmp, device)
-                log.info("Grad-CAM: %d heat maps (%d wrong) -> %s", len(cases),
-                         sum(not c.correct for c in cases), gradcam_dir)
+                shown = ev.gradcam_cases(labels, probs, task.classes, ids, summary, cfg)
+                gradcam.write_maps(model, ckpt["arch"]["name"], images, shown, tmp, device)
+                log.info("Grad-CAM: %d heat maps (%d wrong) -> %s", len(shown),
+                         sum(not c.correct for c in shown), gradcam_dir)
     links = outputs.report_links(report_path, plots_dir,
                                  gradcam_dir if cfg.gradcam > 0 else None)
     write_text(report_path, ev.render(summary, model=str(model_path),
@@ -84,11 +98,24 @@ def evaluate(cfg: EvaluateParams, model_path: Path, data_dir: Path, metrics_path
     return summary
 
 
+def _cross_validation(cfg: EvaluateParams, folds_dir: Path, data_dir: Path, device,
+                      task) -> tuple[dict, dict]:
+    """The fold models scored on their folds and the test split; the ensemble's summary."""
+    test_labels, scores = fold_scoring.score_folds(folds_dir, data_dir, cfg.batch_size, device,
+                                               task, cfg.tta)
+    section, ens = crossval.summarise(tasks.evaluation_of(task).summarise, scores,
+                                      test_labels, task.classes, cfg)
+    ens["model_sha256"] = ensemble.digest(folds_dir)  # what `medpipe predict` checks
+    log.info("ensemble of %d folds, test: ROC AUC %.4f (folds %.4f ± %.4f)", len(scores),
+             ens["roc_auc"], section["mean"]["test"]["roc_auc"], section["sd"]["test"]["roc_auc"])
+    return section, ens
+
+
 def main(args) -> None:
     cfg = load_section(args.params, "evaluate", stage="evaluate")
     gpus.pin(cfg.device)  # MEDPIPE_GPUS: a free GPU of its own (medpipe/utils/gpus.py)
     evaluate(cfg, Path(args.model), Path(args.data), Path(args.metrics), Path(args.plots),
-             Path(args.report), Path(args.gradcam))
+             Path(args.report), Path(args.gradcam), Path(args.folds))
 
 
 def get_args_parser():
@@ -100,6 +127,8 @@ def get_args_parser():
     p.add_argument("--report", default="metrics/report.md", help="Markdown report to write")
     p.add_argument("--gradcam", default="metrics/gradcam",
                    help="directory for the Grad-CAM heat maps (PNG)")
+    p.add_argument("--folds", default="models/folds",
+                   help="fold models (crossval stage); none: no cross-validation figures")
     return p
 
 

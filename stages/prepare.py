@@ -1,17 +1,20 @@
 """Stage 2, prepare: split, convert, resize and store the images for fast training.
 
 Reads ``data/raw`` and ``params.yaml`` section ``prepare``; writes the array store
-``data/prepared`` (see ``medpipe.data.store``) and ``metrics/prepare.json`` (task, counts per
-split and class, image size, train-split statistics, and the unreadable image files
-skipped under ``on_error: skip``).
+``data/prepared`` (see ``medpipe.data.store``), ``metrics/prepare.json`` (task, classes and
+positive class, counts per split and class, image size, train-split statistics, the
+unreadable image files skipped under ``on_error: skip``, the duplicate images found), and
+two plots: a grid of training images per class, and the images per class and split.
 
-    python -m stages.prepare --raw data/raw --out data/prepared --metrics metrics/prepare.json
+    python -m stages.prepare --raw data/raw --out data/prepared --metrics metrics/prepare.json \
+        --preview metrics/prepare_preview.png --counts metrics/prepare_counts.json
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from medpipe.data import preview
 from medpipe.data.prepare import prepare as prepare_store
 from medpipe.data.sources import registry
 from medpipe.params.loading import load_section, validate
@@ -20,17 +23,25 @@ from medpipe.utils import cli
 from medpipe.utils.files import write_json
 
 
-def prepare(cfg: PrepareParams, raw_dir: Path, out_dir: Path, metrics_path: Path) -> dict:
-    """Build the store at ``out_dir`` from the raw dataset; write its summary."""
+def prepare(cfg: PrepareParams, raw_dir: Path, out_dir: Path, metrics_path: Path,
+            preview_path: Path | None = None, counts_path: Path | None = None) -> dict:
+    """Build the store at ``out_dir`` from the raw dataset; write its summary and, given
+    their paths, the look at its images and its counts."""
     validate(cfg, stage="prepare")  # before the raw data is read
     stats = prepare_store(registry.read(raw_dir), out_dir, cfg)
+    if preview_path is not None:
+        preview.write_grid(out_dir, preview_path)
+    if counts_path is not None:
+        preview.write_counts(out_dir, counts_path)
     write_json(metrics_path, stats)
     return stats
 
 
 def main(args) -> None:
     cfg = load_section(args.params, "prepare", stage="prepare")
-    prepare(cfg, Path(args.raw), Path(args.out), Path(args.metrics))
+    prepare(cfg, Path(args.raw), Path(args.out), Path(args.metrics),
+            Path(args.preview) if args.preview else None,
+            Path(args.counts) if args.counts else None)
 
 
 def get_args_parser():
@@ -38,6 +49,8 @@ def get_args_parser():
     p.add_argument("--raw", default="data/raw", help="raw dataset directory (download stage)")
     p.add_argument("--out", default="data/prepared", help="array store directory")
     p.add_argument("--metrics", default="metrics/prepare.json", help="summary JSON")
+    p.add_argument("--preview", default=None, help="PNG grid of training images per class")
+    p.add_argument("--counts", default=None, help="JSON of the images per split and class")
     return p
 
 

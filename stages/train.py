@@ -9,22 +9,23 @@ validation metrics, time, device), per-epoch curves through DVCLive under
 (``metrics/augment_preview.png``). ``models/train_state.pt`` holds the state of the last
 finished epoch while it runs: a killed run resumes from it on the next ``dvc repro`` (it
 is not a DVC output, since DVC deletes outputs before rerunning a stage). The task
-(:mod:`medpipe.task`) sets the loss: cross-entropy, or one per finding.
+(:mod:`medpipe.task`) sets the loss: cross-entropy, or one per finding. ``data/plan.yaml``
+(the plan stage's recipe; empty unless ``plan.budget_minutes`` is set) fills the train and
+augment keys left at their defaults (:func:`medpipe.planning.recipe.apply`).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import sys
 from pathlib import Path
 
 from medpipe.data import store
-from medpipe.models import architectures, checkpoint, imagenet
 from medpipe.params.loading import load_section, validate
 from medpipe.params.sections import AugmentParams, TrainParams
-from medpipe.training import distributed, loop, preflight, state
+from medpipe.planning import recipe as plans
+from medpipe.training import distributed, run, state
 from medpipe.training.augment import preview
 from medpipe.utils import cli, devices, gpus, seeding
 from medpipe.utils.files import atomic_path, clean_stale, write_json
@@ -34,12 +35,14 @@ log = logging.getLogger(__name__)
 
 def train(cfg: TrainParams, aug: AugmentParams, data_dir: Path, model_path: Path,
           metrics_path: Path, preview_path: Path | None = None, on_epoch=None,
-          state_path: Path | None = None, weights_dir: Path | None = None) -> dict:
+          state_path: Path | None = None, weights_dir: Path | None = None,
+          plan: plans.Applied | None = None) -> dict:
     """Train on the store at ``data_dir``; write the model and the train metrics.
 
     ``weights_dir``: the ``pretrained`` stage's output, read when ``cfg.pretrained``.
     With ``state_path``, training state is saved there after every epoch and a killed
-    run resumes from it (see ``loop.fit``); it is removed once the model is written."""
+    run resumes from it (see ``loop.fit``); it is removed once the model is written.
+    ``plan``: the plan as applied to ``cfg`` and ``aug``: its input side, its record."""
     validate(cfg, stage="train")
     validate(aug, stage="train")
     seeding.seed_everything(cfg.seed, cfg.deterministic)
@@ -49,45 +52,32 @@ def train(cfg: TrainParams, aug: AugmentParams, data_dir: Path, model_path: Path
         dist, device = distributed.init(device)
     try:
         return _train(cfg, aug, data_dir, model_path, metrics_path, preview_path, on_epoch,
-                      state_path, weights_dir, device, dist)
+                      state_path, weights_dir, device, dist, plan or plans.Applied(cfg, aug))
     finally:
         distributed.shutdown()
 
 
 def _train(cfg: TrainParams, aug: AugmentParams, data_dir: Path, model_path: Path,
            metrics_path: Path, preview_path: Path | None, on_epoch, state_path: Path | None,
-           weights_dir: Path | None, device, dist: distributed.DistInfo) -> dict:
-    # The store and its checks against the params, before the model is built.
+           weights_dir: Path | None, device, dist: distributed.DistInfo,
+           plan: plans.Applied) -> dict:
+    # The store and its checks against the params, then the model.
     stats = store.read_stats(data_dir)
-    train_split, val_split = store.load_split(data_dir, "train"), store.load_split(data_dir,
-                                                                                  "val")
-    task = preflight.check_store(cfg, stats, train_split, val_split, data_dir, dist.world)
-    arch = architectures.make_arch(cfg, stats)
-    model = architectures.build_model(arch, weights=imagenet.for_training(cfg.pretrained,
-                                                                          weights_dir),
-                                      freeze_backbone=cfg.freeze_backbone)
-    n_params = sum(p.numel() for p in model.parameters())
-    log.info("model %s (%d parameters) on %s", cfg.model, n_params, device)
+    train_split, val_split = (store.load_split(data_dir, name) for name in ("train", "val"))
+    built = run.build(cfg, stats, train_split, val_split, data_dir, device, dist,
+                      weights_dir=weights_dir, input_size=plan.input_size)
     if preview_path is not None and dist.main:
         with atomic_path(preview_path) as tmp:
             preview(train_split.images[:8], aug, seed=cfg.seed).save(tmp, format="PNG")
 
-    resume = (state.Resume(state_path, state.fingerprint(cfg, aug, data_dir))
+    resume = (state.Resume(state_path, run.resume_key(cfg, aug, data_dir, built.arch))
               if state_path is not None else None)
-    result = loop.fit(model, train_split, val_split, cfg, device, augment=aug,
-                      on_epoch=on_epoch, resume=resume, dist=dist, task=task)
-    summary = {"best_epoch": result.best_epoch, "epochs": result.epochs_run,
-               **{k: round(v, 6) for k, v in result.best.items()}, "model": cfg.model,
-               "parameters": n_params, "device": device.type, "processes": dist.world,
-               "train_seconds": round(result.seconds, 2),
-               "train_images_per_second": round(result.images_per_second, 1)}
+    trained = run.fit(built, cfg, aug, train_split, val_split, device, dist,
+                      on_epoch=on_epoch, resume=resume)
+    summary = {**run.summary_of(trained, cfg, device, dist.world), **plan.summary()}
     if not dist.main:
         return summary  # rank 0 writes every file
-    checkpoint.save_checkpoint(model_path, model, arch=arch, classes=stats["classes"],
-                               params={"train": dataclasses.asdict(cfg),
-                                       "augment": dataclasses.asdict(aug)},
-                               info={"best_epoch": result.best_epoch, "best": result.best},
-                               task=task.name)
+    run.save(model_path, trained, cfg, aug, stats["classes"])
     write_json(metrics_path, summary)  # last: its presence means the run completed
     if state_path is not None:
         state_path.unlink(missing_ok=True)
@@ -98,11 +88,16 @@ def _train(cfg: TrainParams, aug: AugmentParams, data_dir: Path, model_path: Pat
 def main(args) -> None:
     cfg = load_section(args.params, "train", stage="train")
     aug = load_section(args.params, "augment", stage="train")
+    plan = plans.Applied(cfg, aug)
+    if args.plan:
+        plan = plans.apply(plans.read(Path(args.plan)), cfg, aug, where=args.plan)
+        cfg, aug = plan.train, plan.augment
     gpus.pin(cfg.device, count=cfg.nproc)  # MEDPIPE_GPUS: a free GPU per process
     if cfg.nproc > 1 and not distributed.under_torchrun():
-        argv = [part for key, value in vars(args).items() for part in (f"--{key}", str(value))]
+        argv = [part for key, value in vars(args).items() if value is not None
+                for part in (f"--{key}", str(value))]
         sys.exit(distributed.relaunch(cfg.nproc, "stages.train", argv))
-    paths = dict(state_path=Path(args.state), weights_dir=Path(args.weights))
+    paths = dict(state_path=Path(args.state), weights_dir=Path(args.weights), plan=plan)
     outputs = Path(args.data), Path(args.model), Path(args.metrics), Path(args.preview)
     if int(os.environ.get("RANK", "0")) != 0:  # ranks > 0 compute; rank 0 logs and writes
         logging.getLogger().setLevel(logging.WARNING)
@@ -140,6 +135,8 @@ def get_args_parser():
                    help="PNG grid of augmented training images")
     p.add_argument("--weights", default="models/pretrained",
                    help="ImageNet weights directory (pretrained stage), read if train.pretrained")
+    p.add_argument("--plan", default=None,
+                   help="the plan stage's recipe (data/plan.yaml), laid over default keys")
     p.add_argument("--state", default="models/train_state.pt",
                    help="per-epoch training state for resuming a killed run (not a DVC output)")
     return p

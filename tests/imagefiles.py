@@ -11,21 +11,22 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from medpipe.params.loading import parse_section
+from medpipe.params.loading import defaults, parse_section
 
 
 def data_cfg(**changes):
-    """Valid ``data`` params for a file-based source (folder unless told otherwise)."""
-    values = {"source": "folder", "name": None, "url": None, "md5": None, "sha256": None,
-              "path": "data/external", "seed": 0, "resolution": 28, "n_per_class": 10,
-              "classes": ["normal", "opacity"]}
+    """Valid ``data`` params for a file-based source (folder unless told otherwise): the
+    defaults, with the classes in the data's own order."""
+    values = {**defaults("data"), "source": "folder", "name": None, "url": None, "md5": None,
+              "sha256": None, "path": "data/external", "seed": 0, "resolution": 28,
+              "n_per_class": 10, "classes": None}
     values.update(changes)
     return parse_section("data", values, stage="download")
 
 
 def prepare_cfg(**changes):
-    values = {"seed": 0, "val_fraction": 0.25, "test_fraction": 0.25, "image_size": 8,
-              "channels": 1, "on_error": "fail", "workers": 1}
+    values = {**defaults("prepare"), "seed": 0, "val_fraction": 0.25, "test_fraction": 0.25,
+              "image_size": 8, "channels": 1, "on_error": "fail", "workers": 1, "folds": 0}
     values.update(changes)
     return parse_section("prepare", values, stage="prepare")
 
@@ -87,3 +88,18 @@ def png_header_only(width: int, height: int) -> bytes:
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b"")
+
+
+def scan(seed: int, side: int = 48) -> np.ndarray:
+    """A smooth grey uint8 ``(side, side)`` "scan": waves and blobs drawn from ``seed``,
+    distinct for each seed (unlike random noise, it survives resizing and JPEG)."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:side, 0:side] / side
+    img = np.full((side, side), 110.0)
+    for _ in range(4):
+        fx, fy, phase = rng.uniform(0.5, 3.0), rng.uniform(0.5, 3.0), rng.uniform(0, 6.3)
+        img += rng.uniform(15, 40) * np.sin(2 * np.pi * (fx * x + fy * y) + phase)
+    for _ in range(3):
+        cx, cy, r = rng.uniform(0.2, 0.8), rng.uniform(0.2, 0.8), rng.uniform(0.05, 0.15)
+        img += rng.uniform(-60, 60) * np.exp(-((x - cx) ** 2 + (y - cy) ** 2) / (2 * r * r))
+    return np.clip(img, 0, 255).astype(np.uint8)

@@ -35,7 +35,7 @@ PAGES = ("getting-started", "data", "params", "pipeline", "training", "evaluatio
 QUICKSTART = ("python3 -m pip install uv && python3 -m uv run dvc repro",
               "python3 -m pip install uv && python3 -m uv run pytest")
 README_MAX_LINES = 250
-SECTIONS = ("data", "prepare", "train", "augment", "evaluate")
+SECTIONS = ("data", "prepare", "plan", "train", "augment", "evaluate")
 
 # Spellings of commands and keys that no longer exist, and what replaced them: a line may
 # name the old spelling only next to the new one ("`data.size` is now `data.resolution`").
@@ -381,7 +381,7 @@ def test_params_check_finds_missing_wrong_and_unknown_keys() -> None:
     params = {"data": {"seed": 0, "classes": ["a", "b"]}, "prepare": {"on_error": "fail"},
               "train": {"lr": 0.003, "compile": False}, "augment": {"scale": [0.9, 1.1]},
               "evaluate": {"seed": 0}, "notes": {"free": 1}}
-    head = "## data\n## prepare\n## train\n## augment\n## evaluate\n"
+    head = "## data\n## prepare\n## plan\n## train\n## augment\n## evaluate\n"
     rows = ["| `data.seed` | `0` | download | seed |", "| `data.classes` | `[a, b]` | d | x |",
             "| `prepare.on_error` | `fail` | p | x |", "| `train.lr` | `0.003` | t | x |",
             "| `train.compile` | `false` | t | x |", "| `augment.scale` | `[0.9, 1.1]` | t | x |",

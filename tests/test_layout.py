@@ -18,6 +18,7 @@ ALLOWED = {
                           "medpipe/evaluation"},
     "medpipe/training": {"medpipe/utils", "medpipe/data", "medpipe/models",
                          "medpipe/inference", "medpipe/evaluation"},
+    "medpipe/planning": {"medpipe/utils", "medpipe/data", "medpipe/models", "medpipe/training"},
     "medpipe/commands": {"medpipe/utils", "medpipe/data", "medpipe/models",
                          "medpipe/inference", "medpipe/evaluation"},
 }
@@ -91,3 +92,30 @@ def test_prediction_imports_no_dataset_source_code() -> None:
     reached = imported_files("medpipe/commands/predict.py")
     assert sorted(f for f in reached if f.startswith("medpipe/data/sources")
                   or f in ("medpipe/data/prepare.py", "medpipe/data/raw.py")) == []
+
+
+MAX_MODULE_LINES = 300  # a module is read whole: a few hundred lines at most
+MAX_FUNCTION_LINES = 60  # a function fits on a screen
+
+
+def _python_files(*folders: str) -> list:
+    return sorted(p for folder in folders for p in (ROOT / folder).rglob("*.py"))
+
+
+def test_modules_stay_short() -> None:
+    long = [f"{p.relative_to(ROOT)}: {n} lines" for p in _python_files("medpipe", "stages")
+            if (n := len(p.read_text().splitlines())) > MAX_MODULE_LINES]
+    assert long == [], f"split these modules (over {MAX_MODULE_LINES} lines)"
+
+
+def test_functions_stay_short() -> None:
+    import ast
+
+    long = []
+    for p in _python_files("medpipe", "stages", "bench"):
+        for node in ast.walk(ast.parse(p.read_text())):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                n = node.end_lineno - node.lineno + 1
+                if n > MAX_FUNCTION_LINES:
+                    long.append(f"{p.relative_to(ROOT)}:{node.lineno} {node.name}: {n} lines")
+    assert long == [], f"split these functions (over {MAX_FUNCTION_LINES} lines)"

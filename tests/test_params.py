@@ -71,7 +71,7 @@ def test_valid_sections_parse_to_typed_dataclasses() -> None:
     train = parse_section("train", VALID["train"], stage="train")
     evaluate = parse_section("evaluate", VALID["evaluate"], stage="evaluate")
     assert isinstance(data, DataParams) and data.classes == ["normal", "opacity"]
-    assert isinstance(prepare, PrepareParams) and prepare.channels == 1
+    assert isinstance(prepare, PrepareParams) and prepare.channels == "auto"
     assert isinstance(train, TrainParams) and train.model == "cnn"
     assert train.lr == VALID["train"]["lr"] and train.schedule == "constant"
     assert isinstance(evaluate, EvaluateParams) and evaluate.split == "test"
@@ -137,7 +137,7 @@ def test_yaml_true_is_not_a_channel_count() -> None:
     """``True == 1`` in Python, but ``channels: true`` must not pass as Literal 1."""
     message = error_of("prepare", {**VALID["prepare"], "channels": True}, stage="prepare")
     assert "'prepare.channels'" in message
-    assert "one of 1, 3" in message
+    assert "one of 'auto', 1, 3" in message
 
 
 def test_yaml_parses_true_as_bool_end_to_end(tmp_path: Path) -> None:
@@ -169,15 +169,15 @@ def test_literal_choices_are_enforced() -> None:
     assert "'rmsprop'" in message
 
 
-@pytest.mark.parametrize("channels", [1, 3])
-def test_literal_channels_accepts_valid_choices(channels: int) -> None:
+@pytest.mark.parametrize("channels", ["auto", 1, 3])
+def test_literal_channels_accepts_valid_choices(channels: int | str) -> None:
     cfg = parse_section("prepare", {**VALID["prepare"], "channels": channels}, stage="prepare")
     assert cfg.channels == channels
 
 
 def test_literal_channels_refuses_other_ints() -> None:
     message = error_of("prepare", {**VALID["prepare"], "channels": 2}, stage="prepare")
-    assert "'prepare.channels' must be one of 1, 3" in message
+    assert "'prepare.channels' must be one of 'auto', 1, 3" in message
 
 
 def test_classes_must_be_a_list_of_strings() -> None:
@@ -257,7 +257,7 @@ def test_empty_params_file_says_what_it_needs(tmp_path: Path) -> None:
         load_section(path, "data", "download")
     message = str(info.value)
     assert "\n" not in message and str(path) in message
-    assert "is empty" in message and "data, prepare, train, augment, evaluate" in message
+    assert "is empty" in message and "data, prepare, plan, train, augment, evaluate" in message
 
 
 def test_missing_file_names_the_file(tmp_path: Path) -> None:
@@ -385,7 +385,7 @@ def test_download_stage_refuses_unknown_class(stage_runs: dict) -> None:
 @pytest.mark.parametrize(
     ("stage", "section", "change", "needles"),
     [
-        ("prepare", "prepare", {"channels": 2}, ["'prepare.channels'", "one of 1, 3"]),
+        ("prepare", "prepare", {"channels": 2}, ["'prepare.channels'", "one of 'auto', 1, 3"]),
         ("evaluate", "evaluate", {"split": "train"}, ["'evaluate.split'", "'train'"]),
         ("train", "train", {"optimizer": "rmsprop"}, ["'train.optimizer'", "'rmsprop'"]),
     ],

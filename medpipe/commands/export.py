@@ -3,7 +3,10 @@
     medpipe export --model models/model.pt --out model.ts
     medpipe export --model models/model.pt --out model.onnx   # or --format onnx
 
-See :mod:`medpipe.inference.export` for what the files hold.
+    medpipe export --model models/folds --out ensemble.onnx   # the fold ensemble
+
+Without ``--model``: the fold ensemble when there is one, else ``models/model.pt``. See
+:mod:`medpipe.inference.export` for what the files hold.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import argparse
 import logging
 from pathlib import Path
 
+from medpipe.inference import ensemble
 from medpipe.inference.export import FORMATS, export_onnx, export_torchscript, format_of
 
 log = logging.getLogger(__name__)
@@ -20,8 +24,9 @@ log = logging.getLogger(__name__)
 def main(args: argparse.Namespace) -> None:
     fmt = format_of(Path(args.out), args.format)
     export = export_onnx if fmt == "onnx" else export_torchscript
-    meta = export(Path(args.model), Path(args.out))
-    log.info("%s -> %s (%s; %s %s, input %dx%dx%d)", args.model, args.out,
+    model = Path(args.model) if args.model else ensemble.default_model()
+    meta = export(model, Path(args.out))
+    log.info("%s -> %s (%s; %s %s, input %dx%dx%d)", model, args.out,
              "ONNX" if fmt == "onnx" else "TorchScript",
              "findings" if meta["task"] == "multilabel" else "classes",
              ", ".join(meta["classes"]), meta["preprocess"]["channels"],
@@ -31,7 +36,9 @@ def main(args: argparse.Namespace) -> None:
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="medpipe export", description=__doc__.splitlines()[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--model", default="models/model.pt", help="model file (train stage)")
+    p.add_argument("--model", default=None,
+                   help="model file, or a folder of fold models (default: models/folds if it "
+                        "holds fold models, else models/model.pt)")
     p.add_argument("--out", required=True, help="file to write")
     p.add_argument("--format", choices=FORMATS, default=None,
                    help="default: onnx for a .onnx file, else torchscript")

@@ -16,6 +16,10 @@ probability is ``>=`` the threshold: ``--threshold``, else the threshold the eva
 stage chose (``threshold.value`` in ``--metrics``, refused if that file was written for
 another model), else 0.5. More classes: argmax.
 
+``--model`` defaults to the fold ensemble (``models/folds``, with ``prepare.folds``) when
+there is one, else ``models/model.pt``; with an ensemble, ``--metrics`` gives the
+threshold chosen for the ensemble (``ensemble.threshold`` of the evaluate metrics).
+
 A multi-label model gives each finding its own sigmoid probability ``p_<finding>`` and
 call ``pred_<finding>`` (1 when the probability is ``>=`` that finding's threshold:
 ``--threshold`` for all, else the per-finding thresholds the evaluate stage chose, else
@@ -32,9 +36,10 @@ from pathlib import Path
 
 from medpipe import PipelineError
 from medpipe.evaluation import multilabel
-from medpipe.inference import predictor
+from medpipe.inference import ensemble, predictor
 from medpipe.inference.imagefiles import find_images, predict_files
-from medpipe.utils.files import atomic_path, file_digest
+from medpipe.params.rules import dicom_frame
+from medpipe.utils.files import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -64,13 +69,15 @@ def threshold_from_metrics(path: Path, model_path: Path, summary: dict | None = 
     a multi-label model the list of per-finding thresholds, in finding order.
     ``summary``: ``path`` already read."""
     summary = read_metrics(path) if summary is None else summary
+    if Path(model_path).is_dir():  # the fold ensemble: its own threshold and digest
+        summary = summary.get("ensemble") or {}
     try:
         digest = summary["model_sha256"]
         value = THRESHOLDS[summary.get("task") or "multiclass"](summary)
     except (KeyError, TypeError):
         raise PipelineError(f"{path}: not an evaluate metrics file (no threshold.value "
                             "or model_sha256)") from None
-    if digest != file_digest(model_path):
+    if digest != ensemble.digest(model_path):
         raise PipelineError(f"{path}: its threshold was chosen for another model than "
                             f"{model_path}; rerun the evaluate stage or pass --threshold")
     return value
@@ -86,8 +93,16 @@ def tta_from_metrics(path: Path, summary: dict) -> str:
     return tta
 
 
+def frame_choice(text: str) -> str | int:
+    """``--dicom-frame``: a word, or a frame number from 1."""
+    value: str | int = int(text) if text.isdigit() else text
+    if dicom_frame(value) is not None:
+        raise PipelineError(f"--dicom-frame {text}: {dicom_frame(value)}")
+    return value
+
+
 def main(args: argparse.Namespace) -> None:
-    model_path = Path(args.model)
+    model_path = Path(args.model) if args.model else ensemble.default_model()
     if args.threshold is not None and not 0.0 < args.threshold < 1.0:
         raise PipelineError(f"--threshold must be a probability in (0, 1), got {args.threshold}")
     threshold, tta = args.threshold, args.tta or "none"
@@ -100,7 +115,8 @@ def main(args: argparse.Namespace) -> None:
             threshold = threshold_from_metrics(metrics, model_path, summary)
         tta = args.tta or tta_from_metrics(metrics, summary)
     paths = find_images(Path(args.images))
-    table = predict_files(model_path, paths, threshold, args.device, tta)
+    table = predict_files(model_path, paths, threshold, args.device, tta,
+                          frame_choice(args.dicom_frame))
     with atomic_path(args.out) as tmp:
         table.to_csv(tmp, index=False, quoting=csv.QUOTE_MINIMAL)
     n_classes = sum(c.startswith("p_") for c in table.columns)
@@ -125,7 +141,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("images", help="an image file, a folder of images, or a CSV with a "
                                   "'path' column")
-    p.add_argument("--model", default="models/model.pt", help="model file (train stage)")
+    p.add_argument("--model", default=None,
+                   help="model file, or a folder of fold models (default: models/folds if it "
+                        "holds fold models, else models/model.pt)")
     p.add_argument("--out", required=True, help="CSV to write")
     p.add_argument("--threshold", type=float, default=None,
                    help="two classes: positive when p >= this; multi-label: each finding "
@@ -134,6 +152,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="evaluate stage metrics (metrics/evaluate.json) to take the chosen "
                         "threshold from")
     p.add_argument("--device", default="cpu", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--dicom-frame", default="middle",
+                   help="multi-frame DICOM: middle | first | a frame number from 1 | refuse "
+                        "(as prepare.dicom_frame)")
     p.add_argument("--tta", choices=list(predictor.TTA_VIEWS), default=None,
                    help="flipped views to average (default: as --metrics records, else none)")
     return p

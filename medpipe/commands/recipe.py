@@ -29,8 +29,8 @@ from medpipe.utils.files import atomic_path
 
 log = logging.getLogger(__name__)
 
-STAGE_OF = {"data": "download", "prepare": "prepare", "train": "train", "augment": "train",
-            "evaluate": "evaluate"}
+STAGE_OF = {"data": "download", "prepare": "prepare", "plan": "plan", "train": "train",
+            "augment": "train", "evaluate": "evaluate"}
 
 
 def available(folder: Path) -> list[str]:

@@ -18,6 +18,7 @@ import itertools
 import logging
 import multiprocessing
 import os
+import re
 import zipfile
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -45,11 +46,13 @@ class Task:
     files: tuple[str, ...]  # members of the pack, in row order
     channels: int
     size: int
+    frame: str | int = "middle"  # of a multi-frame DICOM file (prepare.dicom_frame)
 
 
 @dataclass
 class Result:
     failures: list[tuple[int, str, bool]] = field(default_factory=list)  # row, error, fatal
+    notes: list[tuple[int, str]] = field(default_factory=list)  # row, warning (file kept)
     sums: list[int] = field(default_factory=list)  # per channel, over the rows written
     squares: list[int] = field(default_factory=list)
 
@@ -81,8 +84,9 @@ def run_task(task: Task) -> Result:
     squares = np.zeros(task.channels, dtype=np.int64)
     result = Result()
     for k, name in enumerate(task.files):
+        notes: list[str] = []  # what the decoder warned about this file
         try:
-            pixels = decode(zf.read(name), name)
+            pixels = decode(zf.read(name), name, frame=task.frame, notes=notes)
             try:
                 q = to_store_pixels(pixels[None], task.channels, task.size)[0].numpy()
             except PipelineError as e:  # e.g. an image with 2 channels
@@ -90,6 +94,7 @@ def run_task(task: Task) -> Result:
         except ImageError as e:
             result.failures.append((k, str(e), e.fatal))
             continue
+        result.notes += [(k, note) for note in notes]
         out[task.start + k] = q
         qi = q.astype(np.int64)
         sums += qi.sum(axis=(1, 2))
@@ -150,10 +155,13 @@ class Converted:
     skipped: list[dict[str, str]]  # {"file", "error"} of each unreadable file skipped
     sums: dict[str, list[int]]  # per split, per channel: sum of the stored values
     squares: dict[str, list[int]]
+    # Each warning about files that were kept, and those files: one log line per cause.
+    warnings: dict[str, list[str]] = field(default_factory=dict)
 
 
 def convert_files(pack: Path, files: list[str], parts: dict[str, np.ndarray], out_dir: Path,
-                  channels: int, size: int, on_error: str, workers: int) -> Converted:
+                  channels: int, size: int, on_error: str, workers: int,
+                  frame: str | int = "middle") -> Converted:
     """Write ``{split}_images.npy`` for each split of ``parts`` (indices into ``files``)."""
     tasks = []
     for name, idx in parts.items():
@@ -163,12 +171,14 @@ def convert_files(pack: Path, files: list[str], parts: dict[str, np.ndarray], ou
         for start in range(0, len(idx), TASK_ROWS):
             rows = idx[start : start + TASK_ROWS]
             tasks.append((name, Task(str(pack), str(path), start,
-                                     tuple(files[i] for i in rows), channels, size)))
+                                     tuple(files[i] for i in rows), channels, size, frame)))
     n = resolve_workers(workers, len(tasks))
     log.info("decoding %d image files with %d worker process%s", len(files), n,
              "" if n == 1 else "es")
     failed: dict[str, list[int]] = {name: [] for name in parts}
     skipped: list[dict[str, str]] = []
+    noted: dict[str, list[str]] = {}
+    causes: dict[str, str] = {}
     sums = {name: [0] * channels for name in parts}
     squares = {name: [0] * channels for name in parts}
     gen = run_tasks([t for _, t in tasks], n)
@@ -183,6 +193,11 @@ def convert_files(pack: Path, files: list[str], parts: dict[str, np.ndarray], ou
                     raise PipelineError(f"{message}{hint} (stage prepare)")
                 failed[name].append(task.start + row)
                 skipped.append({"file": task.files[row], "error": message})
+            for row, note in result.notes:
+                # One cause however its figures vary ("... 128 bytes of excess padding"):
+                # keyed without digits, shown as first seen.
+                cause = causes.setdefault(re.sub(r"\d+", "#", note), note)
+                noted.setdefault(cause, []).append(task.files[row])
             sums[name] = [a + b for a, b in zip(sums[name], result.sums, strict=True)]
             squares[name] = [a + b for a, b in zip(squares[name], result.squares, strict=True)]
     finally:
@@ -195,7 +210,10 @@ def convert_files(pack: Path, files: list[str], parts: dict[str, np.ndarray], ou
             log.warning("split %s: skipped %d unreadable image file(s)", name,
                         len(failed[name]))
         kept[name] = keep
-    return Converted(kept=kept, skipped=skipped, sums=sums, squares=squares)
+    for note, names in noted.items():
+        log.warning("%d image file(s) decoded despite: %s (first: %s)", len(names), note,
+                    names[0])
+    return Converted(kept=kept, skipped=skipped, sums=sums, squares=squares, warnings=noted)
 
 
 def _compact(path: Path, keep: np.ndarray, rows: int = 1024) -> None:

@@ -14,7 +14,8 @@ import pandas as pd
 import torch
 
 from medpipe import PipelineError
-from medpipe.data import store
+from medpipe.data import duplicates, folds, store
+from medpipe.data.channels import resolve as resolve_channels
 from medpipe.data.convert import convert_files
 from medpipe.data.pixels import to_store_pixels
 from medpipe.data.raw import RawDataset
@@ -34,12 +35,15 @@ def store_bytes(parts: dict[str, np.ndarray], channels: int, size: int) -> int:
     return sum(len(idx) for idx in parts.values()) * channels * size * size
 
 
-def prepare(raw: RawDataset, out_dir: Path | str, cfg) -> dict:
+def prepare(raw: RawDataset, out_dir: Path | str, cfg, *, find_duplicates: bool = True
+            ) -> dict:
     """Split, convert and resize ``raw`` into the array store at ``out_dir``.
 
     Returns the summary for the prepare metrics: the store's ``stats.json`` (task,
-    classes, counts, image size, statistics) plus the unreadable files skipped under
-    ``on_error: skip``. The store appears at ``out_dir`` only when complete.
+    classes, counts, image size, statistics) plus the positive class, the unreadable files
+    skipped under ``on_error: skip`` and the duplicate images found (see
+    :mod:`medpipe.data.duplicates`; ``find_duplicates=False`` skips the search, for
+    benchmarks of its cost). The store appears at ``out_dir`` only when complete.
     """
     validate(cfg, stage="prepare")
     multilabel = raw.multilabel
@@ -48,7 +52,7 @@ def prepare(raw: RawDataset, out_dir: Path | str, cfg) -> dict:
     _check_labels(labels, classes, multilabel)
     parts = _split(raw, labels, classes, cfg)
 
-    c, s = cfg.channels, cfg.image_size
+    c, s = resolve_channels(raw, cfg.channels), cfg.image_size
     n_images = sum(len(idx) for idx in parts.values())
     # Checked before the arrays are created: they are written in place through memory
     # maps, so a store too large for its disk would fail only when the disk fills up.
@@ -59,7 +63,7 @@ def prepare(raw: RawDataset, out_dir: Path | str, cfg) -> dict:
         tmp.mkdir(parents=True)
         if isinstance(raw.images, PackedImages):
             done = convert_files(raw.images.path, raw.images.files, parts, tmp, c, s,
-                                 cfg.on_error, cfg.workers)
+                                 cfg.on_error, cfg.workers, cfg.dicom_frame)
             parts = {name: idx[done.kept[name]] for name, idx in parts.items()}
             if done.skipped:  # a class may have lost its last image in a split
                 check_split_classes(labels, parts, classes)
@@ -67,26 +71,51 @@ def prepare(raw: RawDataset, out_dir: Path | str, cfg) -> dict:
         else:
             sums, squares = _convert_arrays(raw.images, parts, tmp, c, s)
             skipped = []
-        rows = []
-        for name, idx in parts.items():
-            np.save(store.labels_path(tmp, name), labels[idx])
-            rows += [{"split": name, "index": i, **_label_columns(labels[j], classes),
-                      "source_id": raw.ids[j]} for i, j in enumerate(idx)]
-        mean, std = _mean_std(sums, squares, len(parts["train"]) * s * s)
-        stats = {
-            "task": "multilabel" if multilabel else "multiclass",
-            "classes": classes,
-            "image_size": s,
-            "channels": c,
-            "mean": [round(float(v), 6) for v in mean],
-            "std": [round(float(v), 6) for v in std],
-            "images": {name: int(len(idx)) for name, idx in parts.items()},
-            "counts": {name: _counts(labels[idx], classes) for name, idx in parts.items()},
-        }
-        pd.DataFrame(rows).to_csv(tmp / store.MANIFEST, index=False)
+        found = None
+        if find_duplicates:  # may drop copies: before the labels and statistics are written
+            screened = duplicates.screen(tmp, parts, labels, classes, raw.ids, cfg.duplicates,
+                                         sums, squares)
+            parts, sums, squares, found = (screened.parts, screened.sums, screened.squares,
+                                           screened.report)
+        rows = _write_labels(tmp, parts, labels, classes, raw.ids)
+        stats = _stats(parts, labels, classes, s, c, _mean_std(sums, squares,
+                                                             len(parts["train"]) * s * s))
+        if cfg.folds >= 2:
+            stats["folds"] = _write_folds(tmp, raw, labels, parts, classes, cfg)
+        _with_attributes(pd.DataFrame(rows), raw, parts).to_csv(tmp / store.MANIFEST,
+                                                                 index=False)
         write_json(tmp / store.STATS, stats)
     log.info("prepared %s images into %s", sum(len(i) for i in parts.values()), out_dir)
-    return {**stats, "skipped": {"count": len(skipped), "files": skipped}}
+    binary = not multilabel and len(classes) == 2  # the second class is the positive one
+    return {**stats, "positive_class": classes[1] if binary else None,
+            "skipped": {"count": len(skipped), "files": skipped}, "duplicates": found}
+
+
+def _write_labels(out_dir: Path, parts: dict[str, np.ndarray], labels: np.ndarray,
+                  classes: list[str], ids: list[str]) -> list[dict]:
+    """Write each split's labels; return the manifest's rows."""
+    rows = []
+    for name, idx in parts.items():
+        np.save(store.labels_path(out_dir, name), labels[idx])
+        rows += [{"split": name, "index": i, **_label_columns(labels[j], classes),
+                  "source_id": ids[j]} for i, j in enumerate(idx)]
+    return rows
+
+
+def _stats(parts: dict[str, np.ndarray], labels: np.ndarray, classes: list[str], size: int,
+           channels: int, mean_std: tuple[np.ndarray, np.ndarray]) -> dict:
+    """The store's ``stats.json``: what train, evaluate and predict read."""
+    mean, std = mean_std
+    return {
+        "task": "multilabel" if labels.ndim == 2 else "multiclass",
+        "classes": classes,
+        "image_size": size,
+        "channels": channels,
+        "mean": [round(float(v), 6) for v in mean],
+        "std": [round(float(v), 6) for v in std],
+        "images": {name: int(len(idx)) for name, idx in parts.items()},
+        "counts": {name: _counts(labels[idx], classes) for name, idx in parts.items()},
+    }
 
 
 def _split(raw: RawDataset, labels: np.ndarray, classes: list[str], cfg
@@ -136,6 +165,27 @@ def _counts(labels: np.ndarray, classes: list[str]) -> dict[str, int]:
     """Images per class; for multi-label, images with each finding."""
     n = labels.sum(axis=0) if labels.ndim == 2 else np.bincount(labels, minlength=len(classes))
     return {name: int(v) for name, v in zip(classes, n, strict=True)}
+
+
+def _write_folds(out_dir: Path, raw: RawDataset, labels: np.ndarray,
+                 parts: dict[str, np.ndarray], classes: list[str], cfg) -> int:
+    """The cross-validation folds of the pool (train, then val); returns their number."""
+    pool = np.concatenate([parts["train"], parts["val"]])
+    groups = None if raw.groups is None else np.asarray(raw.groups)[pool]
+    np.save(out_dir / folds.FOLDS_FILE,
+            folds.assign(labels[pool], groups, cfg.folds, cfg.seed, classes))
+    return cfg.folds
+
+
+def _with_attributes(manifest: pd.DataFrame, raw: RawDataset, parts: dict[str, np.ndarray]
+                     ) -> pd.DataFrame:
+    """The store's manifest with the source's own columns per image (a CSV manifest's
+    sex, site, ...), which the evaluate stage can score subgroups by."""
+    if raw.attributes is None or raw.attributes.empty:
+        return manifest
+    order = np.concatenate([idx for idx in parts.values()])
+    attributes = raw.attributes.iloc[order].reset_index(drop=True)
+    return pd.concat([manifest, attributes], axis=1)
 
 
 def _label_columns(label: np.ndarray, classes: list[str]) -> dict[str, object]:

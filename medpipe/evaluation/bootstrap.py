@@ -94,6 +94,15 @@ def bootstrap_intervals(labels: np.ndarray, probs: np.ndarray, *, n_resamples: i
     ``thresholds`` (see :func:`medpipe.evaluation.metrics.decide`), of accuracy, sensitivity and
     specificity (keys ``<rule>.accuracy`` etc.). Overall sensitivity/specificity are the
     positive class's for two classes and macro means for more, as in the report."""
+    values = bootstrap_values(labels, probs, n_resamples=n_resamples, seed=seed,
+                              thresholds=thresholds)
+    return {key: percentile_interval(v) for key, v in values.items()}
+
+
+def bootstrap_values(labels: np.ndarray, probs: np.ndarray, *, n_resamples: int, seed: int,
+                     thresholds: dict[str, float | None]) -> dict[str, np.ndarray]:
+    """The figures of :func:`bootstrap_intervals`, one value per resample (NaN where
+    undefined): what an interval, or the interval of a difference, is taken from."""
     labels = np.asarray(labels)
     probs = np.asarray(probs)
     if n_resamples < 1 or len(labels) == 0:
@@ -109,7 +118,7 @@ def bootstrap_intervals(labels: np.ndarray, probs: np.ndarray, *, n_resamples: i
             values.setdefault(f"{name}.accuracy", []).append((pred_r == labels_r).mean(1))
             for metric in ("sensitivity", "specificity"):
                 values.setdefault(f"{name}.{metric}", []).append(rates[metric])
-    return {key: percentile_interval(np.concatenate(parts)) for key, parts in values.items()}
+    return {key: np.concatenate(parts) for key, parts in values.items()}
 
 
 def multilabel_auc_interval(labels: np.ndarray, probs: np.ndarray, *, n_resamples: int,
@@ -121,6 +130,14 @@ def multilabel_auc_interval(labels: np.ndarray, probs: np.ndarray, *, n_resample
     labels = np.asarray(labels)
     if n_resamples < 1 or len(labels) == 0:
         return {"low": float("nan"), "high": float("nan"), "dropped": 0}
+    return percentile_interval(multilabel_auc_values(labels, probs, n_resamples=n_resamples,
+                                                     seed=seed))
+
+
+def multilabel_auc_values(labels: np.ndarray, probs: np.ndarray, *, n_resamples: int,
+                          seed: int) -> np.ndarray:
+    """The mean per-finding AUC of each resample (see :func:`multilabel_auc_interval`)."""
+    labels = np.asarray(labels)
     means = []
     one_stratum = np.zeros(len(labels), dtype=np.int64)
     for idx in resample_blocks(one_stratum, n_resamples, seed):
@@ -129,4 +146,10 @@ def multilabel_auc_interval(labels: np.ndarray, probs: np.ndarray, *, n_resample
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows stay NaN
             means.append(np.nanmean(per_label, axis=1))
-    return percentile_interval(np.concatenate(means))
+    return np.concatenate(means)
+
+
+def difference_interval(high: np.ndarray, low: np.ndarray, level: float = LEVEL) -> dict:
+    """Percentile interval of ``high - low`` over paired resamples of two independent
+    groups (each resampled on its own)."""
+    return percentile_interval(np.asarray(high) - np.asarray(low), level)

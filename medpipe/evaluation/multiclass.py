@@ -243,3 +243,29 @@ def headline(summary: dict) -> str:
         line += (f"; at threshold {thr['value']:.4f} ({thr['rule']}): sensitivity "
                  f"{at['sensitivity']:.4f}  specificity {at['specificity']:.4f}")
     return line
+
+
+def group_figures(labels: np.ndarray, probs: np.ndarray, classes: list[str], summary: dict,
+                  cfg: EvaluateParams) -> dict:
+    """One subgroup's figures at the decisions of the whole split (the chosen threshold,
+    or argmax): cases, AUC, accuracy, sensitivity and specificity (the positive class's,
+    or macro means and per class for more), with bootstrap intervals; ``resampled`` holds
+    the resampled values that the intervals of differences between groups are taken from."""
+    threshold = summary["threshold"]["value"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a small group may lack a class: NaN, not noise
+        rep = metrics.classification_report(labels, probs, classes, threshold)
+        values = (bootstrap.bootstrap_values(labels, probs, n_resamples=cfg.bootstrap,
+                                             seed=cfg.seed, thresholds={"at": threshold})
+                  if cfg.bootstrap > 0 else {})
+    keys = ("roc_auc", "accuracy", "sensitivity", "specificity")
+    resampled = {k: values["roc_auc" if k == "roc_auc" else f"at.{k}"] for k in keys
+                 if values}
+    out = {"n": rep["n"], **{k: rep[k] for k in keys},
+           "ci95": ({k: bootstrap.percentile_interval(v) for k, v in resampled.items()}
+                    if resampled else None),
+           "resampled": resampled}
+    if len(classes) > 2:
+        out["per_class"] = {name: {k: c[k] for k in ("support", "sensitivity", "specificity")}
+                            for name, c in rep["per_class"].items()}
+    return out

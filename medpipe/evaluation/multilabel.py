@@ -213,3 +213,22 @@ def headline(summary: dict) -> str:
     return (f"{summary['split']}: mean ROC AUC {summary['roc_auc']:.4f} over "
             f"{len(summary['findings'])} findings  accuracy {summary['accuracy']:.4f}  "
             f"exact match {summary['exact_match']:.4f}")
+
+
+def group_figures(labels: np.ndarray, probs: np.ndarray, names: list[str], summary: dict,
+                  cfg: EvaluateParams) -> dict:
+    """One subgroup's figures at the per-finding thresholds of the whole split: images,
+    mean AUC (with its bootstrap interval; ``resampled`` its resampled values), accuracy
+    and the mean sensitivity and specificity over the findings."""
+    labels, probs = np.asarray(labels), np.asarray(probs, dtype=np.float64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a small group may lack a finding: NaN, not noise
+        rep = findings.report(labels, probs, names, thresholds_of(summary))
+        resampled = ({"roc_auc": bootstrap.multilabel_auc_values(
+            labels, probs, n_resamples=cfg.bootstrap, seed=cfg.seed)}
+            if cfg.bootstrap > 0 and len(labels) else {})
+    return {"n": rep["n"], **{k: rep[k] for k in ("roc_auc", "accuracy", "sensitivity",
+                                                   "specificity")},
+            "ci95": ({k: bootstrap.percentile_interval(v) for k, v in resampled.items()}
+                     if resampled else None),
+            "resampled": resampled}

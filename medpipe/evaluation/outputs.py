@@ -16,17 +16,20 @@ PLOT_FILES = {  # title in the report -> file under the plots directory
     "Precision-recall curve": "pr.json",
     "Reliability diagram": "reliability.json",
     "Predictions (confusion matrices)": "predictions.csv",
+    "Subgroups (evaluate.groups)": "groups.json",
 }
 
 
 def write_plot_data(plots_dir: Path, roc: list[dict], pr: list[dict], reliability: list[dict],
-                    predictions: pd.DataFrame) -> None:
-    """The files the plots of dvc.yaml read, written together (atomically)."""
+                    predictions: pd.DataFrame, groups: list[dict] | None = None) -> None:
+    """The files the plots of dvc.yaml read, written together (atomically); ``groups``:
+    the subgroup rows (an empty list without ``evaluate.groups``)."""
     with atomic_path(plots_dir) as tmp:
         tmp.mkdir(parents=True)
         for name, rows in [("roc.json", roc), ("pr.json", pr),
                            ("reliability.json", [{**r, "perfect": r["mean_probability"]}
-                                                 for r in reliability])]:
+                                                 for r in reliability]),
+                           ("groups.json", groups or [])]:
             (tmp / name).write_text(json.dumps(rows, indent=1) + "\n")
         predictions.to_csv(tmp / "predictions.csv", index=False)
 

@@ -2,6 +2,9 @@
 
     medpipe export --model models/model.pt --out model.onnx
 
+``--model`` may be a folder of fold models (``models/folds``): the file then holds their
+ensemble, whose logits give the mean of the fold models' probabilities.
+
 Both take a float batch ``(B, C, S, S)`` of any size B with intensities in [0, 1] (the
 normalisation is inside, as in training) and return logits ``(B, classes)``: softmax gives
 the class probabilities, or, for a multi-label model, a sigmoid gives each finding's. The
@@ -25,8 +28,9 @@ from pathlib import Path
 import torch
 
 from medpipe import PipelineError
+from medpipe.inference import ensemble
 from medpipe.models import checkpoint
-from medpipe.utils.files import atomic_path, file_digest
+from medpipe.utils.files import atomic_path
 
 METADATA = "medpipe.json"
 ATOL = 1e-5  # TorchScript runs the same kernels
@@ -36,7 +40,7 @@ FORMATS = ("torchscript", "onnx")
 
 def _load(model_path: Path, seed: int) -> tuple:
     """The model, its checkpoint, and an example and a check batch of two sizes."""
-    model, ckpt = checkpoint.load_checkpoint(model_path, "cpu")  # weights_only: never runs code
+    model, ckpt = ensemble.load_model(model_path, "cpu")  # weights_only: never runs code
     pre = ckpt["preprocess"]
     shape = (pre["channels"], pre["image_size"], pre["image_size"])
     gen = torch.Generator().manual_seed(seed)
@@ -51,7 +55,8 @@ def _metadata(model_path: Path, ckpt: dict) -> dict:
         "preprocess": ckpt["preprocess"],
         "input": "float32 (B, C, S, S), intensities in [0, 1]",
         "output": task.outputs,
-        "source_sha256": file_digest(model_path),
+        "source_sha256": ensemble.digest(model_path),
+        **({"members": ckpt["members"]} if "members" in ckpt else {}),
         "arch": ckpt["arch"]["name"],
     }
 

@@ -16,7 +16,7 @@ from medpipe.data import imageio
 from medpipe.data.imageio import read_image  # the decoder prepare uses: no train/serve skew
 from medpipe.data.pixels import to_store_pixels
 from medpipe.evaluation import metrics
-from medpipe.inference import predictor
+from medpipe.inference import ensemble, predictor
 from medpipe.models import checkpoint
 from medpipe.utils import devices
 
@@ -27,10 +27,11 @@ def find_images(source: Path) -> list[Path]:
     """The image paths named by ``source``: a file, a folder or a CSV with a path column."""
     if source.is_dir():
         found = sorted(p for p in source.rglob("*")
-                       if p.is_file() and imageio.is_supported(p.name)
-                       and not imageio.is_litter(p.name))
+                       if p.is_file() and not imageio.is_litter(p.name)
+                       and imageio.is_image_file(p))
         if not found:
-            raise PipelineError(f"{source}: no PNG, JPEG, BMP or TIFF images in this folder")
+            raise PipelineError(f"{source}: no PNG, JPEG, BMP, TIFF or DICOM images in this "
+                                "folder")
         return found
     if not source.exists():
         raise PipelineError(f"{source}: no such file or folder")
@@ -57,24 +58,25 @@ def prepare_image(pixels: np.ndarray, channels: int, image_size: int) -> torch.T
     return to_store_pixels(pixels[None], channels, image_size)[0].float() / 255.0
 
 
-def batches(paths: list[Path], channels: int, image_size: int
+def batches(paths: list[Path], channels: int, image_size: int, frame: str | int = "middle"
             ) -> Iterator[tuple[list[Path], torch.Tensor]]:
     for start in range(0, len(paths), CHUNK):
         chunk = paths[start : start + CHUNK]
-        yield chunk, torch.stack([prepare_image(read_image(p), channels, image_size)
-                                  for p in chunk])
+        yield chunk, torch.stack([prepare_image(read_image(p, frame=frame), channels,
+                                                image_size) for p in chunk])
 
 
 @torch.inference_mode()
 def predict_files(model_path: Path, paths: list[Path],
                   threshold: float | list[float] | None = None, device: str = "cpu",
-                  tta: str = "none") -> pd.DataFrame:
+                  tta: str = "none", frame: str | int = "middle") -> pd.DataFrame:
     """Probabilities and the decision for each image in ``paths``. ``threshold``: two
     classes, the positive-class threshold; multi-label, one for all findings or a list
     with one per finding (default 0.5). ``tta``: the flipped views averaged, as the
-    evaluate stage's ``evaluate.tta``."""
+    evaluate stage's ``evaluate.tta``; ``frame``: of a multi-frame DICOM file, as
+    ``prepare.dicom_frame``."""
     dev = devices.resolve_device(device)
-    model, ckpt = checkpoint.load_checkpoint(model_path, dev)  # weights_only: never runs code
+    model, ckpt = ensemble.load_model(model_path, dev)  # weights_only: never runs code
     classes, pre = ckpt["classes"], ckpt["preprocess"]
     task = checkpoint.task_of(ckpt)
     if threshold is not None and not task.thresholded:
@@ -84,7 +86,7 @@ def predict_files(model_path: Path, paths: list[Path],
         raise PipelineError(f"{len(threshold)} thresholds for the {len(classes)} findings of "
                             f"{model_path}")
     rows, probs = [], []
-    for chunk, x in batches(paths, pre["channels"], pre["image_size"]):
+    for chunk, x in batches(paths, pre["channels"], pre["image_size"], frame):
         probs.append(predictor.view_probabilities(model, x.to(dev), task, tta).cpu().numpy())
         rows += [str(p) for p in chunk]
     p = np.concatenate(probs) if probs else np.zeros((0, len(classes)))

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from medpipe import PipelineError, error_line
@@ -211,9 +212,12 @@ class Classifier(nn.Module):
     """
 
     def __init__(self, net: nn.Module, mean: list[float], std: list[float],
-                 head: str | None = None):
+                 head: str | None = None, input_size: int | None = None):
         super().__init__()
         self.net = net
+        # The side ``net`` sees, when a plan chose another than the store's: images are
+        # resized here, so the model still takes the store's images (docs/planning.md).
+        self.input_size = input_size
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
         # A tuple, not an attribute: an nn.Module attribute would register the backbone a
@@ -230,6 +234,11 @@ class Classifier(nn.Module):
         return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, S, S) in [0, 1]
+        if self.input_size is None:
+            return self.net((x - self.mean) / self.std)
+        side = self.input_size  # (B, C, S, S) -> (B, C, side, side), antialiased if smaller
+        x = F.interpolate(x, size=(side, side), mode="bilinear", align_corners=False,
+                          antialias=side < x.shape[-1])
         return self.net((x - self.mean) / self.std)
 
 
@@ -238,8 +247,11 @@ def build_model(arch: dict, *, weights: dict[str, torch.Tensor] | None = None,
     """Build the model described by ``arch`` (see :func:`make_arch`), starting from the
     ImageNet state dict ``weights`` if given (see ``medpipe.models.imagenet``)."""
     check_model_name(arch["name"])
-    net, head = MODELS[arch["name"]](arch, weights)
-    return Classifier(net, arch["mean"], arch["std"], head if freeze_backbone else None)
+    input_size = arch.get("input_size")  # set by a plan only (see Classifier)
+    net, head = MODELS[arch["name"]]({**arch, "image_size": input_size or arch["image_size"]},
+                                     weights)
+    return Classifier(net, arch["mean"], arch["std"], head if freeze_backbone else None,
+                      input_size=input_size)
 
 
 def make_arch(cfg, stats: dict) -> dict:

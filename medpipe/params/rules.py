@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -74,3 +75,41 @@ def threshold_rule(v: Any) -> str | None:
 
 def sensitivity_target(v: float) -> str | None:
     return None if 0.0 < v <= 1.0 else "must be in (0, 1]"
+
+
+def distinct_names(v: list[str]) -> str | None:
+    """A list of column names, each named once."""
+    if any(not name for name in v):
+        return "must be column names (an empty name is given)"
+    twice = sorted({name for name in v if v.count(name) > 1})
+    return f"names {', '.join(twice)} twice" if twice else None
+
+
+def class_names(v: list[str] | None) -> str | None:
+    """``data.classes``: null, or at least two distinct, non-empty class names."""
+    if v is None:
+        return None
+    if len(v) < 2 or len(set(v)) != len(v) or any(not name for name in v):
+        return "must list at least 2 distinct classes, or be null"
+    return None
+
+
+def one_group_pattern(v: str | None) -> str | None:
+    """``data.patient_pattern``: null, or a regular expression with exactly one group."""
+    if v is None:
+        return None
+    try:
+        groups = re.compile(v).groups
+    except re.error as e:
+        return f"is not a regular expression ({e})"
+    return None if groups == 1 else f"must have exactly one group, (...), not {groups}"
+
+
+DICOM_FRAMES = ("middle", "first", "refuse")
+
+
+def dicom_frame(v) -> str | None:
+    """Which frame of a multi-frame DICOM file: middle, first, refuse, or a number from 1."""
+    ok = v in DICOM_FRAMES if isinstance(v, str) else (
+        isinstance(v, int) and not isinstance(v, bool) and v >= 1)
+    return None if ok else "must be middle, first, refuse or a frame number from 1"

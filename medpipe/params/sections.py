@@ -10,7 +10,12 @@ from medpipe.params.rules import (
     IMAGE_SIZE,
     SEED,
     at_least,
+    between,
+    class_names,
+    dicom_frame,
+    distinct_names,
     non_negative,
+    one_group_pattern,
     open_fraction,
     param,
     positive,
@@ -23,7 +28,7 @@ from medpipe.params.rules import (
 
 # Sections that belong to pipeline stages. Other top-level sections are yours: no stage
 # reads them, so changing them reruns nothing (see docs/pipeline.md).
-STAGE_SECTIONS = ("data", "prepare", "train", "augment", "evaluate")
+STAGE_SECTIONS = ("data", "prepare", "plan", "train", "augment", "evaluate")
 
 
 @dataclass(frozen=True)
@@ -47,8 +52,14 @@ class DataParams:
     # (iterative/dvc#10296).
     resolution: int = param(128, at_least(16))
     n_per_class: int = param(1000, at_least(1))  # synthetic: images generated per class
-    # synthetic: subset of medpipe.data.phantoms.CLASSES, in label order
-    classes: list[str] = param(["normal", "opacity"])
+    # The classes in label order; with two, the second is the positive class. synthetic:
+    # the classes generated, from medpipe.data.phantoms.CLASSES; other sources: every class
+    # of the data, reordered. null: the source's own order (folder/csv: sorted names;
+    # medmnist: the official labels; synthetic: all of phantoms.CLASSES).
+    classes: list[str] | None = param(["normal", "opacity"], class_names)
+    # folder/csv: a regular expression with one group, searched in each image's file name;
+    # the group is its patient id, so the split keeps a patient's images together. null: off
+    patient_pattern: str | None = param(None, one_group_pattern)
 
 
 @dataclass(frozen=True)
@@ -59,16 +70,37 @@ class PrepareParams:
     val_fraction: float = param(0.15, open_fraction)  # of all images, stratified by class
     test_fraction: float = param(0.15, open_fraction)  # of all images, stratified by class
     image_size: int = param(64, IMAGE_SIZE)  # images are resized to image_size x image_size
-    channels: Literal[1, 3] = param(1)  # 1: grayscale; 3: RGB (grayscale replicated)
+    # auto: 1 for grey data, 3 for colour (see medpipe.data.channels); 1: grey (colour
+    # converted by BT.601 luma); 3: RGB (grey replicated)
+    channels: Literal["auto", 1, 3] = param("auto")
     # an unreadable image file: stop, or skip and record it
     on_error: Literal["fail", "skip"] = param("fail")
+    # the same or a near-identical image in two splits, or under two labels: log it (warn),
+    # stop (fail), or keep one copy, the train one where there is one (drop)
+    duplicates: Literal["warn", "fail", "drop"] = param("warn")
     # processes decoding image files (folder/csv sources); 0: all cores
     workers: int = param(0, at_least(0, "all cores"))
+    # multi-frame DICOM: the frame used (middle, first, or a number from 1), or refuse
+    dicom_frame: Literal["middle", "first", "refuse"] | int = param("middle", dicom_frame)
+    # K-fold cross-validation over train + val (the test split stays out): K >= 2 folds,
+    # stratified by class and grouped by patient, a model each; 0 or 1: off
+    folds: int = param(0, between(0, 20))
 
     def check(self) -> str | None:
         if self.val_fraction + self.test_fraction >= 1.0:
             return "'prepare.val_fraction' + 'prepare.test_fraction' must be below 1"
         return None
+
+
+@dataclass(frozen=True)
+class PlanParams:
+    """``plan``: the configuration planned from the store's fingerprint and a compute
+    budget (read by the plan stage; see docs/planning.md)."""
+
+    # minutes of training to plan for; null: no plan, train follows params.yaml as set
+    budget_minutes: float | None = param(
+        None, lambda v: None if v is None or v > 0 else "must be positive or null")
+    timed_steps: int = param(10, at_least(1))  # training steps timed per candidate model
 
 
 @dataclass(frozen=True)
@@ -167,6 +199,11 @@ class EvaluateParams:
     # Test-time augmentation: the probabilities averaged over the image and its flips
     # (none; hflip: left-right; flips: left-right, up-down and both), on val and test alike.
     tta: Literal["none", "hflip", "flips"] = param("none")
+    # Subgroup performance: columns of the CSV manifest (data.source: csv), e.g. [sex,
+    # site]; each value of each column is scored on its own, with bootstrap intervals.
+    groups: list[str] = param([], distinct_names)
+    # a value with fewer cases is reported and marked, and left out of the largest gap
+    min_group_cases: int = param(20, at_least(1))
 
 
 # Keys that were renamed: the old spelling gets an error that names the new one.
@@ -179,6 +216,7 @@ DVC_RESERVED_KEYS = ("size", "nfiles")
 SECTIONS: dict[str, type] = {
     "data": DataParams,
     "prepare": PrepareParams,
+    "plan": PlanParams,
     "train": TrainParams,
     "augment": AugmentParams,
     "evaluate": EvaluateParams,

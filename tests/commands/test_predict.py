@@ -108,8 +108,10 @@ def test_evaluate_writes_metrics_plots_and_report(evaluated: SimpleNamespace) ->
     assert saved["threshold"]["chosen_on"] == "val" and 0 < saved["threshold"]["value"] < 1
     assert saved["bootstrap"]["resamples"] == 100 and saved["calibration"]["bins"] == 5
     plots = evaluated.metrics / "evaluate"
-    assert sorted(p.name for p in plots.iterdir()) == ["pr.json", "predictions.csv",
-                                                       "reliability.json", "roc.json"]
+    assert sorted(p.name for p in plots.iterdir()) == ["groups.json", "pr.json",
+                                                       "predictions.csv", "reliability.json",
+                                                       "roc.json"]
+    assert json.loads((plots / "groups.json").read_text()) == []  # no evaluate.groups
     pred = pd.read_csv(plots / "predictions.csv")
     assert list(pred.columns) == ["id", "actual", "predicted", "predicted_at_threshold",
                                   "p_normal", "p_opacity"]

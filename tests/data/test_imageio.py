@@ -123,7 +123,7 @@ def test_dicom_bomb_is_refused_from_the_header() -> None:
     data = dicom_bytes(np.zeros((2, 2), dtype=np.uint16), Rows=20000, Columns=20000)
     with pytest.raises(ImageError) as info:
         decode(data, "bomb.dcm")
-    assert str(info.value).startswith("bomb.dcm: DICOM Rows x Columns x frames 20000 x 20000")
+    assert str(info.value).startswith("bomb.dcm: DICOM frame Rows x Columns 20000 x 20000")
     assert info.value.fatal
 
 

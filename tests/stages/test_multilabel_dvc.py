@@ -35,7 +35,8 @@ def test_multilabel_manifest_through_dvc(tmp_path) -> None:
     pd.DataFrame(rows).to_csv(root / "labels.csv", index=False)
 
     repo = make_project(tmp_path / "project")
-    edit_params(repo, data={"source": "csv", "path": str(root), "name": "labels.csv"},
+    edit_params(repo, data={"source": "csv", "path": str(root), "name": "labels.csv",
+                            "classes": None},
                 prepare={"image_size": 24, "workers": 1},
                 train={"epochs": 6, "batch_size": 32, "lr": 0.01, "dropout": 0.0,
                        "schedule": "constant", "warmup_epochs": 0},

@@ -33,8 +33,11 @@ def test_repro_runs_all_stages_and_writes_outputs(baseline: Baseline) -> None:
     assert baseline.ran == ALL
     for out in ["data/raw/dataset.json", "data/prepared/train_images.npy", "models/model.pt",
                 "metrics/train.json", "metrics/evaluate.json", "metrics/evaluate/roc.json",
-                "metrics/evaluate/predictions.csv", "metrics/train/plots/metrics/val/auc.tsv"]:
+                "metrics/evaluate/predictions.csv", "metrics/train/plots/metrics/val/auc.tsv",
+                "metrics/prepare_preview.png", "metrics/prepare_counts.json"]:
         assert (project / out).is_file(), out
+    prepared = json.loads((project / "metrics/prepare.json").read_text())
+    assert prepared["positive_class"] == "opacity" and prepared["duplicates"]["count"] == 0
     report = json.loads((project / "metrics/evaluate.json").read_text())
     for key in ["accuracy", "balanced_accuracy", "roc_auc"]:
         assert 0.0 <= report[key] <= 1.0
@@ -97,7 +100,8 @@ def test_forced_repro_is_byte_identical(reproduced: Path) -> None:
     def snapshot() -> dict[str, str]:
         files = ["models/model.pt", "metrics/evaluate.json", "metrics/prepare.json",
                  "metrics/evaluate/roc.json", "metrics/evaluate/predictions.csv",
-                 "data/raw/images.npy", "data/prepared/train_images.npy"]
+                 "data/raw/images.npy", "data/prepared/train_images.npy",
+                 "metrics/prepare_preview.png", "metrics/prepare_counts.json"]
         snap = {f: digest(project / f) for f in files}
         train = json.loads((project / "metrics/train.json").read_text())
         # Wall-clock figures are the only fields allowed to differ between runs.
@@ -135,7 +139,7 @@ def test_exp_run_and_metrics_diff(reproduced: Path) -> None:
         # train.model is read first by the pretrained stage, which refuses it
         ("train", {"model": "resnet9000"}, "'train.model' must be one of 'cnn', 'mobilenet_v2'",
          "pretrained", "models/pretrained"),
-        ("prepare", {"channels": 2}, "'prepare.channels' must be one of 1, 3", "prepare",
+        ("prepare", {"channels": 2}, "'prepare.channels' must be one of 'auto', 1, 3", "prepare",
          "data/prepared"),
     ],
 )

@@ -17,7 +17,7 @@ from imagefiles import make_folder, pixels, save
 def test_external_folder_is_a_dvc_dependency(tmp_path) -> None:
     images = make_folder(tmp_path / "images", {"normal": 12, "pneumonia": 12})
     repo = make_project(tmp_path / "project")
-    edit_params(repo, data={"source": "folder", "path": str(images)},
+    edit_params(repo, data={"source": "folder", "path": str(images), "classes": None},
                 prepare={"image_size": 8, "workers": 2})
     assert stages_run(sh("dvc", "repro", "prepare", cwd=repo).stdout) == ["download",
                                                                             "prepare"]

@@ -13,7 +13,9 @@ import pytest
 import yaml
 from imports import ROOT, docstring_only, imported_files
 
-STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text(encoding="utf-8"))["stages"]
+# A foreach stage (external test sets) is checked through its template.
+STAGES = {name: stage.get("do", stage) for name, stage in
+          yaml.safe_load((ROOT / "dvc.yaml").read_text(encoding="utf-8"))["stages"].items()}
 
 # Modules that cannot change what a stage writes, so that editing them reruns nothing.
 NO_EFFECT_ON_OUTPUTS = {

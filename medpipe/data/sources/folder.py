@@ -7,13 +7,15 @@
                                the validation split out of train
 
 Images may sit in nested folders below their class folder. Class names are the folder
-names, in sorted order (label k is the k-th). Operating-system litter (``.DS_Store``,
-``Thumbs.db``, ``__MACOSX``, see :data:`medpipe.data.imageio.OS_LITTER`) and files beside the
-class folders (a README) are ignored; a folder that holds a single folder of folders and
-nothing else (as archives often do) is descended into. Symbolic links are followed while
-they stay inside the dataset folder; one that leads out of it is refused, as what it points
-at would be packed and pushed with the dataset. The images are packed into ``data/raw``
-(see :mod:`medpipe.data.sources.pack`); they are decoded by the prepare stage.
+names, in the order of ``data.classes`` (null: sorted; label k is the k-th); with
+``data.patient_pattern``, patient ids come from the file names. Operating-system litter
+(``.DS_Store``, ``Thumbs.db``, ``__MACOSX``, see :data:`medpipe.data.imageio.OS_LITTER`)
+and files beside the class folders (a README) are ignored; a folder that holds a single
+folder of folders and nothing else (as archives often do) is descended into. Symbolic
+links are followed while they stay inside the dataset folder; one that leads out of it is
+refused, as what it points at would be packed and pushed with the dataset. The images are
+packed into ``data/raw`` (see :mod:`medpipe.data.sources.pack`); they are decoded by the
+prepare stage.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from pathlib import Path
 import pandas as pd
 
 from medpipe import PipelineError
-from medpipe.data.imageio import is_litter, is_supported, unsupported_message
+from medpipe.data.imageio import is_image_file, is_litter, unsupported_message
 from medpipe.data.sources import pack
 
 STAGE = "(stage download)"
@@ -40,7 +42,8 @@ def fetch(cfg, out_dir: Path) -> None:
     root = pack.dataset_root(cfg, out_dir)
     root, table = scan(root)
     pack.write(out_dir, root, table, {"source": "folder",
-                                      "layout": "split" if "split" in table else "classes"})
+                                      "layout": "split" if "split" in table else "classes"},
+               cfg)
     pack.finish(out_dir)
 
 
@@ -136,7 +139,7 @@ def _images_under(folder: Path, root: Path, top: Path) -> list[str]:
             pack.inside(path, top)
             if not path.is_file():  # a link to nothing, a pipe: nothing to pack
                 raise PipelineError(f"{path}: not a regular file {STAGE}")
-            if not is_supported(name):
+            if not is_image_file(path):  # by extension; else DICOM by its first 132 bytes
                 raise PipelineError(f"{unsupported_message(str(path))} {STAGE}")
             files.append(path.relative_to(root).as_posix())
     return files

@@ -10,8 +10,9 @@
     patient_id  optional: the split keeps each patient's images together
     split       optional: train, val or test (the official split; val may be left out)
 
-Other columns are ignored. The images are packed into ``data/raw`` with the manifest's
-rows as the index (see :mod:`medpipe.data.sources.pack`).
+Other columns (sex, site, age band, ...) are carried into the store's manifest, where
+``evaluate.groups`` scores subgroups by them. The images are packed into ``data/raw``
+with the manifest's rows as the index (see :mod:`medpipe.data.sources.pack`).
 """
 
 from __future__ import annotations
@@ -22,12 +23,14 @@ from pathlib import Path, PurePosixPath
 import pandas as pd
 
 from medpipe import PipelineError, error_line
-from medpipe.data.imageio import is_supported, unsupported_message
+from medpipe.data.imageio import is_image_file, unsupported_message
 from medpipe.data.sources import pack
 
 STAGE = "(stage download)"
 REQUIRED = ("path", "label")
 OPTIONAL = ("patient_id", "split")
+# The store's own manifest columns, which a manifest's extra columns may not take.
+STORE_COLUMNS = ("index", "class", "source_id")
 
 
 def fetch(cfg, out_dir: Path) -> None:
@@ -40,7 +43,7 @@ def fetch(cfg, out_dir: Path) -> None:
     out_dir.mkdir(parents=True)
     root = pack.dataset_root(cfg, out_dir)
     table = read_manifest(root, cfg.name)
-    pack.write(out_dir, root, table, {"source": "csv", "manifest": cfg.name})
+    pack.write(out_dir, root, table, {"source": "csv", "manifest": cfg.name}, cfg)
     pack.finish(out_dir)
 
 
@@ -61,14 +64,8 @@ def read_manifest(root: Path, name: str) -> pd.DataFrame:
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
         raise PipelineError(f"{path}: not a readable CSV ({error_line(e)}) {STAGE}") from None
     table.columns = [str(c).strip() for c in table.columns]
-    missing = [c for c in REQUIRED if c not in table.columns]
-    if missing:
-        raise PipelineError(
-            f"{path}: missing column '{missing[0]}' (columns: {', '.join(table.columns)}); "
-            f"needed: {', '.join(REQUIRED)}; optional: {', '.join(OPTIONAL)} {STAGE}")
-    if table.empty:
-        raise PipelineError(f"{path}: no rows {STAGE}")
-    table = table[[c for c in (*REQUIRED, *OPTIONAL) if c in table.columns]].copy()
+    _check_columns(table, path)
+    table = table.copy()
     for column in table.columns:
         table[column] = table[column].str.strip()
 
@@ -82,7 +79,7 @@ def read_manifest(root: Path, name: str) -> pd.DataFrame:
             raise PipelineError(f"{row(i)}: empty path {STAGE}")
         files.append(check_inside(p, base, f"{row(i)}: path '{p}'"))
         pack.inside(root / files[-1], top, f"{row(i)}: path '{p}'")
-        if not is_supported(p):
+        if not is_image_file(root / files[-1]):  # by extension, else DICOM by content
             raise PipelineError(f"{row(i)}: {unsupported_message(p)} {STAGE}")
     table.insert(0, "file", files)
     absent = [i for i, f in enumerate(files) if not (root / f).is_file()]
@@ -106,6 +103,21 @@ def read_manifest(root: Path, name: str) -> pd.DataFrame:
         i = int((labels == "").to_numpy().nonzero()[0][0])
         raise PipelineError(f"{row(i)}: empty label {STAGE}")
     return table.drop(columns="path")
+
+
+def _check_columns(table: pd.DataFrame, path: Path) -> None:
+    """The columns the source reads are there; no other takes a name the store uses."""
+    missing = [c for c in REQUIRED if c not in table.columns]
+    if missing:
+        raise PipelineError(
+            f"{path}: missing column '{missing[0]}' (columns: {', '.join(table.columns)}); "
+            f"needed: {', '.join(REQUIRED)}; optional: {', '.join(OPTIONAL)} {STAGE}")
+    if table.empty:
+        raise PipelineError(f"{path}: no rows {STAGE}")
+    taken = [c for c in table.columns if c in STORE_COLUMNS or c == "file"]
+    if taken:
+        raise PipelineError(f"{path}: column '{taken[0]}' is a name the pipeline uses itself "
+                            f"(reserved: file, {', '.join(STORE_COLUMNS)}); rename it {STAGE}")
 
 
 def check_inside(p: str, base: str, what: str) -> str:

@@ -8,7 +8,8 @@ its own dependency, ``data/raw``, by random access into the zip::
     images.zip    the image files, stored (not compressed), named by their path in the
                   dataset folder; fixed timestamps, so the same images give the same bytes
     index.csv     one row per image: file, label (a class, or findings joined by '|'),
-                  and split and patient_id where the dataset gives them
+                  and split and patient_id where the dataset gives them (patient_id:
+                  or ``data.patient_pattern`` finds it in the file name)
     dataset.json  source, task (multiclass | multilabel), classes, counts
 
 A dataset folder comes from ``data.path``, or from ``data.url``: an archive downloaded,
@@ -19,6 +20,8 @@ from __future__ import annotations
 
 import json
 import logging
+import posixpath
+import re
 import shutil
 import zipfile
 from pathlib import Path
@@ -29,6 +32,7 @@ from tqdm import tqdm
 
 from medpipe import PipelineError
 from medpipe.data.imageio import decode
+from medpipe.data.raw import order_classes
 from medpipe.data.sources.archive import extract
 from medpipe.utils import downloads
 
@@ -121,14 +125,44 @@ def encode_labels(values: list[str], task: str, classes: list[str]) -> np.ndarra
     return out
 
 
-def write(out_dir: Path, root: Path, table: pd.DataFrame, meta: dict) -> None:
+def with_patients(table: pd.DataFrame, pattern: str | None, root: Path) -> pd.DataFrame:
+    """``table`` with a ``patient_id`` column: the one group of ``pattern``
+    (``data.patient_pattern``) searched in each image's file name; unchanged without one."""
+    if pattern is None:
+        return table
+    if "patient_id" in table:
+        raise PipelineError("params.yaml: 'data.patient_pattern' is set, but the manifest has "
+                            f"a patient_id column; set 'data.patient_pattern' to null {STAGE}")
+    regex, ids = re.compile(pattern), []
+    for file in table["file"]:
+        match = regex.search(posixpath.basename(file))
+        if match is None or not match.group(1):
+            raise PipelineError(f"{root / file}: file name does not match 'data.patient_pattern' "
+                                f"'{pattern}' (its group must capture the patient id) {STAGE}")
+        ids.append(match.group(1))
+    table = table.assign(patient_id=ids)
+    if "split" in table:  # an official split must keep each patient in one split
+        splits = table.groupby("patient_id")["split"].unique()
+        leaky = splits[splits.map(len) > 1]
+        if len(leaky):
+            raise PipelineError(
+                f"{root}: patient '{leaky.index[0]}' (from 'data.patient_pattern') has images "
+                f"in splits {', '.join(sorted(leaky.iloc[0]))}; a patient's images must all be "
+                f"in one split ({len(leaky)} patients affected) {STAGE}")
+    return table
+
+
+def write(out_dir: Path, root: Path, table: pd.DataFrame, meta: dict, cfg) -> None:
     """Pack ``table.file`` (paths relative to ``root``) into ``out_dir``, with the index
-    and ``dataset.json`` (``meta`` plus task, classes and counts)."""
+    and ``dataset.json`` (``meta`` plus task, classes and counts). ``cfg`` (the ``data``
+    params) gives the class order and the patient-id pattern of file names."""
+    table = with_patients(table, cfg.patient_pattern, root)
     labels = table["label"].tolist()
-    task, classes = parse_labels(labels)
-    if len(classes) < 2:
-        raise PipelineError(f"{root}: {len(classes)} class(es) found ({', '.join(classes)}); "
+    task, found = parse_labels(labels)
+    if len(found) < 2:
+        raise PipelineError(f"{root}: {len(found)} class(es) found ({', '.join(found)}); "
                             f"at least 2 are needed {STAGE}")
+    classes = order_classes(found, cfg.classes, "download")
     encoded = encode_labels(labels, task, classes)
     counts = (encoded.sum(axis=0) if task == "multilabel"
               else np.bincount(encoded, minlength=len(classes)))
@@ -157,6 +191,11 @@ def finish(out_dir: Path) -> None:
     shutil.rmtree(out_dir / SCRATCH, ignore_errors=True)
 
 
+# The index's columns the sources read; any other is an attribute of the image, carried
+# into the store's manifest.
+READ_COLUMNS = ("file", "label", "patient_id", "split")
+
+
 def read(raw_dir: Path, meta: dict):
     """The packed dataset as a RawDataset whose ``images`` decode on demand."""
     from medpipe.data.raw import RawDataset
@@ -168,7 +207,8 @@ def read(raw_dir: Path, meta: dict):
         classes=list(meta["classes"]), images=PackedImages(raw_dir / PACK, files),
         labels=labels, ids=files,
         splits=index["split"].to_numpy() if "split" in index else None,
-        groups=index["patient_id"].to_numpy() if "patient_id" in index else None)
+        groups=index["patient_id"].to_numpy() if "patient_id" in index else None,
+        attributes=index[[c for c in index.columns if c not in READ_COLUMNS]])
 
 
 class PackedImages:

@@ -15,30 +15,29 @@ IMAGES, LABELS = "images.npy", "labels.npy"
 
 def fetch(cfg, out_dir: Path) -> None:
     """Generate ``cfg.n_per_class`` images per class into ``out_dir``."""
-    for key in ("name", "url", "md5", "sha256"):
+    for key in ("name", "url", "md5", "sha256", "patient_pattern"):
         # Set but unread is almost surely a forgotten 'data.source: ...'.
         if getattr(cfg, key) is not None:
             raise PipelineError(
                 f"params.yaml: 'data.{key}' is not read by source synthetic; set it to null "
                 f"(stage download)"
             )
-    unknown = [c for c in cfg.classes if c not in phantoms.CLASSES]
+    # A subset of the generator's classes, in label order (at least 2 distinct: checked
+    # with the params); null: all of them.
+    classes = list(phantoms.CLASSES) if cfg.classes is None else list(cfg.classes)
+    unknown = [c for c in classes if c not in phantoms.CLASSES]
     if unknown:
         raise PipelineError(
             f"params.yaml: 'data.classes' has unknown class '{unknown[0]}'; valid: "
             f"{', '.join(phantoms.CLASSES)} (stage download)"
         )
-    if len(cfg.classes) < 2 or len(set(cfg.classes)) != len(cfg.classes):
-        raise PipelineError(
-            "params.yaml: 'data.classes' must list at least 2 distinct classes (stage download)"
-        )
-    images, labels = phantoms.generate(cfg.n_per_class, cfg.classes, cfg.resolution, cfg.seed)
+    images, labels = phantoms.generate(cfg.n_per_class, classes, cfg.resolution, cfg.seed)
     out_dir.mkdir(parents=True)
     np.save(out_dir / IMAGES, images)
     np.save(out_dir / LABELS, labels)
     meta = {
         "source": "synthetic",
-        "classes": list(cfg.classes),
+        "classes": classes,
         "count": int(len(labels)),
         "image_shape": list(images.shape[1:]),
         "seed": cfg.seed,
@@ -52,4 +51,5 @@ def read(raw_dir: Path, meta: dict):
     images = np.load(raw_dir / IMAGES, mmap_mode="r")
     labels = np.load(raw_dir / LABELS)
     ids = [f"synthetic-{i:06d}" for i in range(len(labels))]
-    return RawDataset(classes=list(meta["classes"]), images=images, labels=labels, ids=ids)
+    return RawDataset(classes=list(meta["classes"]), images=images, labels=labels, ids=ids,
+                      channels=1)

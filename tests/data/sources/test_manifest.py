@@ -187,3 +187,26 @@ def test_links_inside_the_dataset_folder_are_read(tmp_path) -> None:
     download(csv_cfg(tmp_path / "alias"), tmp_path / "raw")
     data = read(tmp_path / "raw")
     assert data.images.read_bytes(3) == (root / "images" / "1.png").read_bytes()
+
+
+def test_other_columns_are_carried_into_the_store_manifest(tmp_path) -> None:
+    rows = [{"path": f"images/{i:02d}.png", "label": "ab"[i % 2], "site": f"s{i % 3}",
+             "sex": "" if i == 5 else "FM"[i % 2]} for i in range(60)]
+    root = make_dataset(tmp_path / "d", rows)
+    download(csv_cfg(root), tmp_path / "raw")
+    prepare.prepare(read(tmp_path / "raw"), tmp_path / "store", prepare_cfg())
+    manifest = pd.read_csv(tmp_path / "store" / store.MANIFEST, keep_default_na=False,
+                           dtype=str)
+    assert list(manifest.columns)[-2:] == ["site", "sex"]
+    by_id = {f"images/{r['path'].split('/')[-1]}": r for r in rows}
+    for _, row in manifest.iterrows():  # every image keeps its own values, in every split
+        assert row["site"] == by_id[row["source_id"]]["site"]
+        assert row["sex"] == by_id[row["source_id"]]["sex"]
+
+
+def test_a_column_named_like_the_store_s_own_is_refused(tmp_path) -> None:
+    rows = [{"path": f"images/{i}.png", "label": "ab"[i % 2], "class": "x"} for i in range(8)]
+    root = make_dataset(tmp_path / "d", rows)
+    with pytest.raises(PipelineError, match=r"labels.csv: column 'class' is a name the "
+                                            r"pipeline uses itself"):
+        download(csv_cfg(root), tmp_path / "raw")

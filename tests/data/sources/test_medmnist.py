@@ -13,9 +13,11 @@ import numpy as np
 import pytest
 import yaml
 from conftest import edit_params, make_project, sh, stages_run
+from imagefiles import prepare_cfg
 from localhttp import local_server
 
 from medpipe import PipelineError
+from medpipe.data import prepare
 from medpipe.data.sources import medmnist
 from medpipe.data.sources.registry import read
 from medpipe.params.loading import parse_section
@@ -35,7 +37,7 @@ needs_shared = pytest.mark.skipif(
 def data_cfg(**changes):
     values = {"source": "medmnist", "name": "pneumoniamnist", "url": None, "md5": None,
               "sha256": None, "path": "data/external", "seed": 0, "resolution": 28,
-              "n_per_class": 10, "classes": ["normal", "opacity"]}
+              "n_per_class": 10, "classes": None, "patient_pattern": None}
     values.update(changes)
     return parse_section("data", values, stage="download")
 
@@ -141,6 +143,82 @@ def test_synthetic_source_refuses_medmnist_keys(tmp_path) -> None:
     assert not (tmp_path / "raw").exists()
 
 
+# ------------------------------------------------------------- class order and channels
+
+
+def fake_file(tmp_path: Path, name: str, shape: tuple[int, ...], classes: int,
+              multilabel: bool = False) -> tuple[str, str]:
+    """A file shaped like subset ``name`` (images ``shape`` each, labels of ``classes``):
+    its file:// URL and MD5."""
+    rng = np.random.default_rng(0)
+    arrays = {}
+    for split, n in (("train", 24), ("val", 8), ("test", 8)):
+        arrays[f"{split}_images"] = rng.integers(0, 256, (n, *shape), dtype=np.uint8)
+        arrays[f"{split}_labels"] = ((rng.random((n, classes)) < 0.4).astype(np.uint8)
+                                     if multilabel else (np.arange(n) % classes)[:, None])
+    path = tmp_path / f"{name}.npz"
+    np.savez_compressed(path, **arrays)
+    return path.as_uri(), hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def test_classes_reorder_the_official_labels(tmp_path, cache) -> None:
+    """BreastMNIST's label 1 is 'normal, benign': data.classes can make malignant the
+    positive class."""
+    url, md5 = fake_file(tmp_path, "breastmnist", (28, 28), 2)
+    official = read_subset(tmp_path / "official", "breastmnist", url, md5, None)
+    assert official.classes == ["malignant", "normal, benign"]
+    mine = read_subset(tmp_path / "mine", "breastmnist", url, md5, ["normal, benign", "malignant"])
+    assert mine.classes == ["normal, benign", "malignant"]
+    assert np.array_equal(mine.labels, 1 - official.labels)
+    meta = json.loads((tmp_path / "mine" / "dataset.json").read_text())
+    assert meta["official_classes"] == ["malignant", "normal, benign"]
+    assert "official_classes" not in json.loads((tmp_path / "official" /
+                                                 "dataset.json").read_text())
+
+
+def test_findings_of_chestmnist_are_reordered(tmp_path, cache) -> None:
+    url, md5 = fake_file(tmp_path, "chestmnist", (28, 28), 14, multilabel=True)
+    official = read_subset(tmp_path / "official", "chestmnist", url, md5, None)
+    order = official.classes[::-1]
+    mine = read_subset(tmp_path / "mine", "chestmnist", url, md5, order)
+    assert mine.classes == order and np.array_equal(mine.labels, official.labels[:, ::-1])
+
+
+def test_a_class_not_in_the_subset_is_refused_before_the_download(tmp_path, cache) -> None:
+    cfg = data_cfg(url=(tmp_path / "absent.npz").as_uri(), classes=["normal", "opacity"])
+    with pytest.raises(PipelineError) as info:
+        download(cfg, tmp_path / "raw")
+    assert str(info.value).startswith("params.yaml: 'data.classes' names 'opacity', which is "
+                                      "not in the data; classes found: 'normal', 'pneumonia'")
+    assert not (tmp_path / "raw").exists()
+
+
+def test_the_table_knows_the_colour_subsets_and_prepare_keeps_their_colour(tmp_path,
+                                                                            cache) -> None:
+    colour = {name for name, info in medmnist.SUBSETS.items() if info.channels == 3}
+    assert colour == {"pathmnist", "dermamnist", "retinamnist", "bloodmnist"}
+    url, md5 = fake_file(tmp_path, "dermamnist", (28, 28, 3), 7)
+    data = read_subset(tmp_path / "raw", "dermamnist", url, md5, None)
+    assert data.channels == 3
+    stats = prepare.prepare(data, tmp_path / "store", prepare_cfg(channels="auto", seed=0))
+    assert stats["channels"] == 3
+
+
+def read_subset(raw: Path, name: str, url: str, md5: str, classes):
+    download(data_cfg(name=name, url=url, md5=md5, classes=classes), raw)
+    return read(raw)
+
+
+def test_synthetic_classes_null_is_every_generator_class(tmp_path) -> None:
+    download(data_cfg(source="synthetic", name=None, n_per_class=2, resolution=16),
+             tmp_path / "raw")
+    assert read(tmp_path / "raw").classes == ["normal", "opacity", "effusion"]
+    cfg = data_cfg(source="synthetic", name=None, patient_pattern=r"^(\d+)")
+    with pytest.raises(PipelineError, match="'data.patient_pattern' is not read by source "
+                                            "synthetic"):
+        download(cfg, tmp_path / "raw2")
+
+
 # --------------------------------------------------------------- download and read, for real
 
 
@@ -219,7 +297,7 @@ def test_pipeline_on_pneumoniamnist_from_a_local_mirror(tmp_path) -> None:
     with local_server() as server:
         url = server.serve("/pneumoniamnist.npz", PNEUMONIA.read_bytes(), cut_after=1_000_000)
         edit_params(repo, data={"source": "medmnist", "name": "pneumoniamnist", "url": url,
-                                "resolution": 28},
+                                "resolution": 28, "classes": None},
                     prepare={"image_size": 28}, train={"epochs": 1, "batch_size": 64})
         out = sh("dvc", "repro", cwd=repo).stdout
         assert [r.range for r in server.requests] == [None, "bytes=1000000-"]
@@ -244,7 +322,7 @@ def test_stage_shell_prints_one_error_line_and_exits_1(tmp_path, cache, capsys) 
     handlers, level = list(root.handlers), root.level
     with local_server() as server:
         params["data"].update(source="medmnist", name="breastmnist", resolution=28,
-                              url=server.url("/breastmnist.npz"))
+                              url=server.url("/breastmnist.npz"), classes=None)
         (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
         try:
             with pytest.raises(SystemExit) as info:

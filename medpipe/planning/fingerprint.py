@@ -1,0 +1,92 @@
+"""The fingerprint of a prepared store: what the plan needs to know about the data.
+
+Images per split and per class (or finding), the task (binary, multi-class,
+multi-label), channels, the store's side and the native side before resizing, and the
+train split's intensity statistics. Everything is read from the store (``stats.json`` and
+the label arrays) and, for the native side, from the raw dataset the store was made from.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from medpipe import PipelineError
+from medpipe.data import store
+
+log = logging.getLogger(__name__)
+
+NATIVE_SAMPLE = 16  # image files decoded to find the native side (they may differ)
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    task: str  # "binary", "multiclass" (3+ classes) or "multilabel"
+    classes: list[str]
+    channels: int
+    image_size: int  # side of the store's images, px
+    native_size: int  # median side of the images before prepare resized them, px
+    images: dict[str, int]  # per split
+    train_counts: dict[str, int]  # train images per class (multi-label: positives)
+    val_counts: dict[str, int]
+    mean: list[float]
+    std: list[float]
+
+    @property
+    def n_train(self) -> int:
+        return self.images["train"]
+
+    @property
+    def balance_ratio(self) -> float:
+        """Smallest over largest class count (multi-label: smallest prevalence, of 1/2)."""
+        counts = list(self.train_counts.values())
+        if self.task == "multilabel":
+            return min(min(counts) / max(self.n_train, 1) / 0.5, 1.0)
+        return min(counts) / max(max(counts), 1)
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "balance_ratio": round(self.balance_ratio, 4)}
+
+
+def read(data_dir: Path, raw_dir: Path | None = None) -> Fingerprint:
+    """The fingerprint of the store at ``data_dir``; ``raw_dir``: the raw dataset it was
+    prepared from, for the native side (without it, the store's side stands in)."""
+    stats = store.read_stats(data_dir)
+    labels = {split: np.load(store.labels_path(data_dir, split)) for split in store.SPLITS}
+    classes = list(stats["classes"])
+    multilabel = stats.get("task") == "multilabel"
+    task = "multilabel" if multilabel else ("binary" if len(classes) == 2 else "multiclass")
+    return Fingerprint(
+        task=task, classes=classes, channels=int(stats["channels"]),
+        image_size=int(stats["image_size"]),
+        native_size=native_size(raw_dir) if raw_dir is not None else int(stats["image_size"]),
+        images={split: int(len(y)) for split, y in labels.items()},
+        train_counts=_counts(labels["train"], classes, multilabel),
+        val_counts=_counts(labels["val"], classes, multilabel),
+        mean=[float(v) for v in stats["mean"]], std=[float(v) for v in stats["std"]])
+
+
+def _counts(labels: np.ndarray, classes: list[str], multilabel: bool) -> dict[str, int]:
+    if multilabel:
+        per = np.asarray(labels).reshape(len(labels), len(classes)).sum(0)
+    else:
+        per = np.bincount(np.asarray(labels, dtype=np.int64), minlength=len(classes))
+    return {name: int(n) for name, n in zip(classes, per, strict=True)}
+
+
+def native_size(raw_dir: Path) -> int:
+    """The median side (the longer of height and width) of the raw images: all of an
+    array source, or the first ``NATIVE_SAMPLE`` files of a file source."""
+    from medpipe.data.sources import registry  # the sources are needed here only
+
+    raw = registry.read(raw_dir)
+    images = raw.images
+    if hasattr(images, "shape"):  # an array (or memory map): one size for all
+        return int(max(images.shape[1:3]))
+    sides = [max(images.decode(i).shape[:2]) for i in range(min(len(images), NATIVE_SAMPLE))]
+    if not sides:
+        raise PipelineError(f"{raw_dir}: no images")
+    return int(np.median(sides))

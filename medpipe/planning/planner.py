@@ -1,0 +1,61 @@
+"""The plan: fingerprint the store, time the candidates on the device, apply the rules.
+
+Without DVC, as a GPU machine or a benchmark runs it::
+
+    from medpipe.planning.planner import make_plan
+    sections, report = make_plan(Path("data/prepared"), None, 10.0, torch.device("cpu"))
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import torch
+
+from medpipe.data import store
+from medpipe.planning import fingerprint, rates, rules
+from medpipe.task import from_meta
+
+log = logging.getLogger(__name__)
+
+
+def make_plan(data_dir: Path, raw_dir: Path | None, budget_minutes: float,
+              device: torch.device, timed_steps: int = 10) -> tuple[dict, dict]:
+    """(the recipe sections, the report for metrics/plan.json) of a plan for the store
+    at ``data_dir`` within ``budget_minutes`` of training on ``device``."""
+    start = time.perf_counter()
+    fp = fingerprint.read(data_dir, raw_dir)
+    rules.check_trainable(fp, str(data_dir))
+    stats = store.read_stats(data_dir)
+    train = store.load_split(data_dir, "train")
+    task = from_meta(stats, str(data_dir / store.STATS))
+
+    def measure(candidate: rates.Candidate, batch: int) -> float:
+        rate = rates.measure(candidate, stats, train, task, device, batch, timed_steps)
+        log.info("%s: %.1f images/s (rung %.1f)", candidate.name, rate, rates.rung(rate))
+        return rate
+
+    plan = rules.choose(fp, device.type, budget_minutes, measure)
+    sections: dict[str, dict] = {}
+    for key, (value, _) in plan.choices.items():
+        section, name = key.split(".")
+        sections.setdefault(section, {})[name] = value
+    report = {
+        "planned": True, "budget_minutes": budget_minutes, "device": device.type,
+        "fingerprint": fp.as_dict(),
+        "candidates": [{"name": t.candidate.name, "images_per_second": t.images_per_second,
+                        "rung": t.rung, "epochs_in_budget": t.epochs} for t in plan.trials],
+        "chosen": plan.chosen.candidate.name,
+        "choices": {key: {"value": value, "reason": why}
+                    for key, (value, why) in plan.choices.items()},
+        "plan_seconds": round(time.perf_counter() - start, 2),
+    }
+    return sections, report
+
+
+def no_plan() -> tuple[dict, dict]:
+    """What ``plan.budget_minutes: null`` plans: nothing, so train follows params.yaml."""
+    return {}, {"planned": False,
+                "reason": "plan.budget_minutes is null: train follows params.yaml"}

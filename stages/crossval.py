@@ -1,0 +1,153 @@
+"""Stage crossval: a model per cross-validation fold, for the fold ensemble.
+
+Reads ``data/prepared`` (its folds: ``prepare.folds``), ``models/pretrained``,
+``data/plan.yaml`` (the plan, applied as the train stage applies it) and ``params.yaml``
+sections ``train`` and ``augment``; writes ``models/folds/fold_<k>.pt``
+(fold k's model: trained on the pool outside fold k, its best epoch chosen on fold k) and
+``metrics/crossval.json`` (each fold's validation figures, their mean and sample sd). Without
+folds it writes an empty ``models/folds``. The folder is a persistent DVC output: a run
+killed during fold k keeps the finished folds and resumes fold k from its last epoch;
+folds whose model matches the params and data are not trained again. ``--fold k`` trains
+fold k alone, so folds can train in parallel, one process per GPU (docs/evidence.md).
+
+    python -m stages.crossval --data data/prepared --models models/folds \
+        --metrics metrics/crossval.json --weights models/pretrained --plan data/plan.yaml
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from medpipe import PipelineError
+from medpipe.data import folds, store
+from medpipe.models import checkpoint
+from medpipe.params.loading import load_section, validate
+from medpipe.params.sections import AugmentParams, TrainParams
+from medpipe.planning import recipe as plans
+from medpipe.training import run, state
+from medpipe.training.distributed import DistInfo
+from medpipe.utils import cli, devices, gpus, seeding
+from medpipe.utils.files import clean_stale, write_json
+
+log = logging.getLogger(__name__)
+FIGURES = ("val_auc", "val_accuracy", "val_loss")
+
+
+def fold_path(models_dir: Path, k: int) -> Path:
+    return models_dir / f"fold_{k}.pt"
+
+
+def crossval(cfg: TrainParams, aug: AugmentParams, data_dir: Path, models_dir: Path,
+             metrics_path: Path | None, weights_dir: Path | None = None,
+             only: int | None = None, input_size: int | None = None) -> dict:
+    """Train every fold's model that is missing or stale (``only``: fold ``only`` alone);
+    write the cross-validation metrics from the fold models there are. ``input_size``:
+    the plan's, as the train stage applies it."""
+    validate(cfg, stage="crossval")
+    validate(aug, stage="crossval")
+    k_folds = folds.count(data_dir)
+    models_dir.mkdir(parents=True, exist_ok=True)
+    for stale in models_dir.glob("fold_*"):  # folds of an earlier, larger K
+        if _fold_number(stale) is None or _fold_number(stale) >= k_folds:
+            stale.unlink()
+    wanted = range(k_folds) if only is None else [only]
+    if only is not None and not 0 <= only < k_folds:
+        raise PipelineError(f"--fold {only}: the store has {k_folds} folds (prepare.folds); "
+                            f"give 0 to {k_folds - 1}")
+    base = state.fingerprint(cfg, aug, data_dir) + (f"@{input_size}px" if input_size else "")
+    for k in wanted:
+        fingerprint = f"{base} fold {k}"
+        if _current(fold_path(models_dir, k), fingerprint):
+            log.info("fold %d of %d: its model is current", k + 1, k_folds)
+            continue
+        _train_fold(cfg, aug, data_dir, models_dir, k, fingerprint, weights_dir, input_size)
+    summary = summarise(models_dir, k_folds)
+    if metrics_path is not None:
+        write_json(metrics_path, summary)
+    return summary
+
+
+def _train_fold(cfg: TrainParams, aug: AugmentParams, data_dir: Path, models_dir: Path,
+                k: int, fingerprint: str, weights_dir: Path | None,
+                input_size: int | None) -> None:
+    log.info("fold %d: training on the pool outside it", k + 1)
+    seeding.seed_everything(cfg.seed + k, cfg.deterministic)  # each fold its own draws
+    device = devices.resolve_device(cfg.device)
+    stats = store.read_stats(data_dir)
+    train, val = folds.load_fold(data_dir, k)
+    state_path = models_dir / f"fold_{k}.state.pt"
+    built = run.build(cfg, stats, train, val, data_dir, device, DistInfo(),
+                      weights_dir=weights_dir, input_size=input_size)
+    trained = run.fit(built, cfg, aug, train, val, device, DistInfo(),
+                      resume=state.Resume(state_path, fingerprint))
+    run.save(fold_path(models_dir, k), trained, cfg, aug, stats["classes"], fold=k,
+             folds=stats["folds"], fingerprint=fingerprint,
+             train_seconds=round(trained.result.seconds, 2))
+    state_path.unlink(missing_ok=True)
+    clean_stale(state_path)
+
+
+def _fold_number(path: Path) -> int | None:
+    stem = path.name.removeprefix("fold_").split(".")[0]
+    return int(stem) if stem.isdigit() else None
+
+
+def _current(path: Path, fingerprint: str) -> bool:
+    if not path.exists():
+        return False
+    ckpt = checkpoint.safe_load(path, "cpu", "a fold model this pipeline wrote")
+    return isinstance(ckpt, dict) and ckpt.get("info", {}).get("fingerprint") == fingerprint
+
+
+def summarise(models_dir: Path, k_folds: int) -> dict:
+    """Each fold's best epoch and validation figures, and their mean and sd."""
+    per_fold = []
+    for k in range(k_folds):
+        path = fold_path(models_dir, k)
+        if not path.exists():
+            continue
+        info = checkpoint.safe_load(path, "cpu", "a fold model this pipeline wrote")["info"]
+        per_fold.append({"fold": k, "best_epoch": info["best_epoch"],
+                         **{f: round(info["best"][f], 6) for f in FIGURES if f in info["best"]},
+                         "train_seconds": info.get("train_seconds")})
+    out: dict = {"folds": k_folds, "trained": len(per_fold), "per_fold": per_fold}
+    if per_fold:
+        figures = {f: np.array([p[f] for p in per_fold]) for f in FIGURES if f in per_fold[0]}
+        out["mean"] = {f: round(float(v.mean()), 6) for f, v in figures.items()}
+        out["sd"] = {f: round(float(v.std(ddof=1)) if len(v) > 1 else 0.0, 6)
+                     for f, v in figures.items()}
+    return out
+
+
+def main(args) -> None:
+    cfg = load_section(args.params, "train", stage="crossval")
+    aug = load_section(args.params, "augment", stage="crossval")
+    input_size = None
+    if args.plan:  # the folds train as the single model does: the plan under params.yaml
+        applied = plans.apply(plans.read(Path(args.plan)), cfg, aug, where=args.plan)
+        cfg, aug, input_size = applied.train, applied.augment, applied.input_size
+    gpus.pin(cfg.device)  # MEDPIPE_GPUS: a free GPU of its own
+    crossval(cfg, aug, Path(args.data), Path(args.models),
+             None if args.fold is not None else Path(args.metrics), Path(args.weights),
+             args.fold, input_size)
+
+
+def get_args_parser():
+    p = cli.parser(__doc__.splitlines()[0])
+    p.add_argument("--data", default="data/prepared", help="array store (prepare stage)")
+    p.add_argument("--models", default="models/folds", help="folder of the fold models")
+    p.add_argument("--metrics", default="metrics/crossval.json", help="metrics JSON")
+    p.add_argument("--weights", default="models/pretrained",
+                   help="ImageNet weights directory (pretrained stage), read if train.pretrained")
+    p.add_argument("--plan", default=None,
+                   help="the plan stage's recipe (data/plan.yaml), applied as train applies it")
+    p.add_argument("--fold", type=int, default=None,
+                   help="train this fold only (the metrics are left to a run of every fold)")
+    return p
+
+
+if __name__ == "__main__":
+    cli.run("crossval", main, get_args_parser())

@@ -1,0 +1,87 @@
+"""Stage external: one external test set, scored by the unchanged model.
+
+Reads ``params.yaml`` section ``external.<name>`` (a dataset described with the keys of
+``data``; keys left out take the ``data`` section's values) and section ``evaluate``,
+the training store ``data/prepared`` and ``models/model.pt``. Writes the set's raw data
+and store under ``data/external_sets/<name>/`` and, under ``metrics/external/<name>/``,
+what the evaluate stage writes for the internal test split: ``evaluate.json``,
+``report.md`` and the plot data. The threshold is the one the model's own validation
+split gives (see :mod:`medpipe.data.external`). In dvc.yaml this is one stage per set
+(``foreach``), so adding a set runs only its own stage.
+
+    python -m stages.external --name site_b
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from medpipe import PipelineError
+from medpipe.data import external
+from medpipe.data.sources import registry
+from medpipe.params.loading import load_section, load_yaml, parse_section
+from medpipe.params.sections import EvaluateParams, PrepareParams
+from medpipe.utils import cli
+from medpipe.utils.files import write_json
+from stages import evaluate as evaluate_stage
+from stages.download import download
+
+log = logging.getLogger(__name__)
+
+
+def external_cfg(params: Path, name: str):
+    """The ``data`` section with ``external.<name>``'s keys over it, checked."""
+    doc = load_yaml(params)
+    sets = doc.get("external") or {}
+    if name not in sets:
+        raise PipelineError(f"{params}: no external set '{name}' (section 'external' has "
+                            f"{', '.join(sets) or 'none'}) (stage external)")
+    entry = sets[name]
+    if not isinstance(entry, dict) or "path" not in entry:
+        raise PipelineError(f"{params}: 'external.{name}' must be a mapping with at least "
+                            "'path' (the dataset folder DVC watches; data/external for a "
+                            "source without one) (stage external)")
+    base = load_section(params, "data", stage="external")
+    unknown = [k for k in entry if k not in base.__dataclass_fields__]
+    if unknown:
+        raise PipelineError(f"{params}: 'external.{name}.{unknown[0]}' is not a key of "
+                            "'data' (stage external)")
+    return parse_section("data", {**base.__dict__, **entry}, stage="external",
+                         where=f"{params}: external.{name}")
+
+
+def run(name: str, data_cfg, prep: PrepareParams, cfg: EvaluateParams, training_store: Path,
+        model: Path, work: Path, metrics_dir: Path) -> dict:
+    """Download and prepare the set (unreadable files and multi-frame DICOM handled as
+    ``prep`` says), then evaluate the model on it."""
+    download(data_cfg, work / "raw")
+    summary = external.build(registry.read(work / "raw"), training_store, work / "prepared",
+                             name, on_error=prep.on_error, workers=prep.workers,
+                             frame=prep.dicom_frame)
+    write_json(metrics_dir / "prepare.json", summary)
+    return evaluate_stage.evaluate(cfg, model, work / "prepared",
+                                   metrics_dir / "evaluate.json", metrics_dir / "evaluate",
+                                   metrics_dir / "report.md")
+
+
+def main(args) -> None:
+    params = Path(args.params)
+    run(args.name, external_cfg(params, args.name),
+        load_section(params, "prepare", stage="external"),
+        load_section(params, "evaluate", stage="external"), Path(args.data), Path(args.model),
+        Path(args.out) / args.name, Path(args.metrics) / args.name)
+
+
+def get_args_parser():
+    p = cli.parser(__doc__.splitlines()[0])
+    p.add_argument("--name", required=True, help="the set's name in params.yaml 'external'")
+    p.add_argument("--data", default="data/prepared", help="the training store")
+    p.add_argument("--model", default="models/model.pt", help="model file (train stage)")
+    p.add_argument("--out", default="data/external_sets", help="folder of the sets' data")
+    p.add_argument("--metrics", default="metrics/external", help="folder of the sets' metrics")
+    return p
+
+
+if __name__ == "__main__":
+    cli.run("external", main, get_args_parser())

@@ -1,0 +1,67 @@
+"""Stage plan: a training configuration fitted to the store and a compute budget.
+
+Reads ``data/prepared`` (its fingerprint), ``data/raw`` (the native image side) and
+``params.yaml`` sections ``plan`` and ``train.device``; times a few training steps of
+each candidate model on that device and writes the plan as a recipe,
+``data/plan.yaml``, which the train stage lays over the train and augment keys left at
+their defaults, and every choice with its reason to ``metrics/plan.json``. With
+``plan.budget_minutes: null`` (the default) the plan is empty and training follows
+params.yaml. See docs/planning.md.
+
+    python -m stages.plan --data data/prepared --raw data/raw --out data/plan.yaml \
+        --metrics metrics/plan.json
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from medpipe.params.loading import load_section, validate
+from medpipe.params.sections import PlanParams
+from medpipe.planning import planner, recipe
+from medpipe.utils import cli, devices
+from medpipe.utils.files import write_json
+
+log = logging.getLogger(__name__)
+
+
+def plan(cfg: PlanParams, device_name: str, data_dir: Path, raw_dir: Path | None,
+         out_path: Path, metrics_path: Path) -> dict:
+    """Plan for the store at ``data_dir``; write the recipe and the report; return it."""
+    validate(cfg, stage="plan")
+    if cfg.budget_minutes is None:
+        sections, report = planner.no_plan()
+        header = "No plan: plan.budget_minutes is null, so train follows params.yaml."
+    else:
+        device = devices.resolve_device(device_name)
+        sections, report = planner.make_plan(data_dir, raw_dir, cfg.budget_minutes,
+                                             device, cfg.timed_steps)
+        header = (f"Planned for {data_dir} within {cfg.budget_minutes} min of training on "
+                  f"{device.type} (stages/plan.py); the reasons: {metrics_path}.\n"
+                  "The train stage applies it to every key params.yaml leaves at its "
+                  "default.")
+        log.info("plan: %s", report["chosen"])
+    recipe.write(out_path, sections, header)
+    write_json(metrics_path, report)
+    return report
+
+
+def main(args) -> None:
+    cfg = load_section(args.params, "plan", stage="plan")
+    device = load_section(args.params, "train", stage="plan").device
+    raw = Path(args.raw) if args.raw else None
+    plan(cfg, device, Path(args.data), raw, Path(args.out), Path(args.metrics))
+
+
+def get_args_parser():
+    p = cli.parser(__doc__.splitlines()[0])
+    p.add_argument("--data", default="data/prepared", help="array store (prepare stage)")
+    p.add_argument("--raw", default="data/raw", help="raw dataset (native image side)")
+    p.add_argument("--out", default="data/plan.yaml", help="the planned recipe to write")
+    p.add_argument("--metrics", default="metrics/plan.json", help="the plan's report")
+    return p
+
+
+if __name__ == "__main__":
+    cli.run("plan", main, get_args_parser())
