@@ -42,7 +42,8 @@ def test_multilabel_manifest_through_dvc(tmp_path) -> None:
                        "schedule": "constant", "warmup_epochs": 0},
                 evaluate={"bootstrap": 50, "gradcam": 2})
     ran = stages_run(sh("dvc", "repro", cwd=repo).stdout)
-    assert ran == ["download", "prepare", "pretrained", "train", "evaluate"]
+    assert ran == ["download", "prepare", "plan", "pretrained", "train", "crossval",
+                   "evaluate"]
 
     stats = json.loads((repo / "data/prepared/stats.json").read_text())
     assert stats["task"] == "multilabel" and stats["classes"] == FINDINGS

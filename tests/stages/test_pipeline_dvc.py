@@ -119,7 +119,7 @@ def test_forced_repro_is_byte_identical(reproduced: Path) -> None:
 def test_exp_run_and_metrics_diff(reproduced: Path) -> None:
     project = reproduced
     out = sh("dvc", "exp", "run", "-S", "train.lr=0.01", cwd=project).stdout
-    assert stages_run(out) == ["train", "evaluate"]
+    assert stages_run(out) == ["train", "crossval", "evaluate"]
     diff = json.loads(sh("dvc", "metrics", "diff", "--json", cwd=project).stdout)
     changed = {path: keys for path, keys in diff.items() if keys}
     assert "metrics/train.json" in changed and "metrics/evaluate.json" in changed
@@ -212,7 +212,7 @@ def test_killed_training_resumes_to_the_uninterrupted_model(reproduced: Path) ->
 
     project = reproduced
     edit_params(project, train={"epochs": 40})
-    assert repro(project) == ["train", "evaluate"]
+    assert repro(project) == ["train", "crossval", "evaluate"]
     uninterrupted = digest(project / "models/model.pt")
     state = project / "models/train_state.pt"
     assert not state.exists()  # removed once the model is written
