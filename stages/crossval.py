@@ -19,18 +19,16 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import numpy as np
-
 from medpipe import PipelineError
-from medpipe.data import folds, store
-from medpipe.models import checkpoint
+from medpipe.data import store
 from medpipe.params.loading import load_section, validate
 from medpipe.params.sections import AugmentParams, TrainParams
 from medpipe.planning import recipe as plans
-from medpipe.training import run, state
-from medpipe.training.distributed import DistInfo
-from medpipe.utils import cli, devices, gpus, seeding
+from medpipe.utils import cli, gpus
 from medpipe.utils.files import clean_stale, write_json
+
+# Without folds (the default) the stage writes its empty outputs without importing torch,
+# scikit-learn or the training code: those imports are inside the functions that train.
 
 log = logging.getLogger(__name__)
 FIGURES = ("val_auc", "val_accuracy", "val_loss")
@@ -48,7 +46,7 @@ def crossval(cfg: TrainParams, aug: AugmentParams, data_dir: Path, models_dir: P
     the plan's, as the train stage applies it."""
     validate(cfg, stage="crossval")
     validate(aug, stage="crossval")
-    k_folds = folds.count(data_dir)
+    k_folds = int(store.read_stats(data_dir).get("folds", 0))
     models_dir.mkdir(parents=True, exist_ok=True)
     for stale in models_dir.glob("fold_*"):  # folds of an earlier, larger K
         if _fold_number(stale) is None or _fold_number(stale) >= k_folds:
@@ -57,6 +55,10 @@ def crossval(cfg: TrainParams, aug: AugmentParams, data_dir: Path, models_dir: P
     if only is not None and not 0 <= only < k_folds:
         raise PipelineError(f"--fold {only}: the store has {k_folds} folds (prepare.folds); "
                             f"give 0 to {k_folds - 1}")
+    if not wanted:
+        return _write(metrics_path, summarise(models_dir, k_folds))
+    from medpipe.training import state
+
     base = state.fingerprint(cfg, aug, data_dir) + (f"@{input_size}px" if input_size else "")
     for k in wanted:
         fingerprint = f"{base} fold {k}"
@@ -64,7 +66,10 @@ def crossval(cfg: TrainParams, aug: AugmentParams, data_dir: Path, models_dir: P
             log.info("fold %d of %d: its model is current", k + 1, k_folds)
             continue
         _train_fold(cfg, aug, data_dir, models_dir, k, fingerprint, weights_dir, input_size)
-    summary = summarise(models_dir, k_folds)
+    return _write(metrics_path, summarise(models_dir, k_folds))
+
+
+def _write(metrics_path: Path | None, summary: dict) -> dict:
     if metrics_path is not None:
         write_json(metrics_path, summary)
     return summary
@@ -73,6 +78,11 @@ def crossval(cfg: TrainParams, aug: AugmentParams, data_dir: Path, models_dir: P
 def _train_fold(cfg: TrainParams, aug: AugmentParams, data_dir: Path, models_dir: Path,
                 k: int, fingerprint: str, weights_dir: Path | None,
                 input_size: int | None) -> None:
+    from medpipe.data import folds
+    from medpipe.training import run, state
+    from medpipe.training.distributed import DistInfo
+    from medpipe.utils import devices, seeding
+
     log.info("fold %d: training on the pool outside it", k + 1)
     seeding.seed_everything(cfg.seed + k, cfg.deterministic)  # each fold its own draws
     device = devices.resolve_device(cfg.device)
@@ -98,13 +108,21 @@ def _fold_number(path: Path) -> int | None:
 def _current(path: Path, fingerprint: str) -> bool:
     if not path.exists():
         return False
+    from medpipe.models import checkpoint
+
     ckpt = checkpoint.safe_load(path, "cpu", "a fold model this pipeline wrote")
     return isinstance(ckpt, dict) and ckpt.get("info", {}).get("fingerprint") == fingerprint
 
 
 def summarise(models_dir: Path, k_folds: int) -> dict:
     """Each fold's best epoch and validation figures, and their mean and sd."""
-    per_fold = []
+    per_fold: list[dict] = []
+    if not any(fold_path(models_dir, k).exists() for k in range(k_folds)):
+        return {"folds": k_folds, "trained": 0, "per_fold": per_fold}
+    import numpy as np
+
+    from medpipe.models import checkpoint
+
     for k in range(k_folds):
         path = fold_path(models_dir, k)
         if not path.exists():

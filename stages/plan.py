@@ -19,8 +19,8 @@ from pathlib import Path
 
 from medpipe.params.loading import load_section, validate
 from medpipe.params.sections import PlanParams
-from medpipe.planning import planner, recipe
-from medpipe.utils import cli, devices
+from medpipe.planning import recipe
+from medpipe.utils import cli
 from medpipe.utils.files import write_json
 
 log = logging.getLogger(__name__)
@@ -30,10 +30,15 @@ def plan(cfg: PlanParams, device_name: str, data_dir: Path, raw_dir: Path | None
          out_path: Path, metrics_path: Path) -> dict:
     """Plan for the store at ``data_dir``; write the recipe and the report; return it."""
     validate(cfg, stage="plan")
-    if cfg.budget_minutes is None:
-        sections, report = planner.no_plan()
+    if cfg.budget_minutes is None:  # the default: done without importing torch
+        sections, report = {}, {"planned": False,
+                                "reason": "plan.budget_minutes is null: train follows "
+                                          "params.yaml"}
         header = "No plan: plan.budget_minutes is null, so train follows params.yaml."
     else:
+        from medpipe.planning import planner
+        from medpipe.utils import devices
+
         device = devices.resolve_device(device_name)
         sections, report = planner.make_plan(data_dir, raw_dir, cfg.budget_minutes,
                                              device, cfg.timed_steps)
