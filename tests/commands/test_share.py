@@ -173,7 +173,9 @@ def test_run_cache_serves_params_that_were_already_run(origin: Origin, clone: Pa
     out = sh("dvc", "repro", "--pull", cwd=clone).stdout
     for stage in ("train", "evaluate"):
         assert f"Stage '{stage}' is cached - skipping run, checking out outputs" in out, out
-    assert stages_run(out) == []
+    # crossval's persistent output keeps it out of DVC's run cache; without folds it runs
+    # in a moment and trains nothing.
+    assert stages_run(out) in ([], ["crossval"])
     for path in ("models/model.pt", "metrics/train.json", "metrics/evaluate.json",
                  "metrics/report.md"):
         assert sha256((clone / path).read_bytes()) == sha256(origin.exp_file(path)), path
