@@ -20,6 +20,7 @@ import pandas as pd
 from medpipe import PipelineError
 from medpipe.data import store
 from medpipe.data.convert import convert_files
+from medpipe.data.prepare import convert_arrays
 from medpipe.data.raw import RawDataset
 from medpipe.data.sources.pack import PackedImages
 from medpipe.utils.files import atomic_path, write_json
@@ -59,7 +60,7 @@ def build(raw: RawDataset, training_store: Path, out_dir: Path, name: str, *,
                                  on_error, workers, frame)
             index, skipped = index[done.kept["test"]], done.skipped
         else:
-            _convert_arrays(raw.images, index, tmp, c, s)
+            convert_arrays(raw.images, {"test": index}, tmp, c, s)
         np.save(store.labels_path(tmp, "test"), labels[index])
         for suffix in ("images", "labels"):  # the training store's val split, unchanged
             src = training_store / f"val_{suffix}.npy"
@@ -82,14 +83,3 @@ def build(raw: RawDataset, training_store: Path, out_dir: Path, name: str, *,
         write_json(tmp / store.STATS, ext_stats)
     log.info("external set %s: %d images -> %s", name, len(index), out_dir)
     return {**ext_stats, "skipped": {"count": len(skipped), "files": skipped}}
-
-
-def _convert_arrays(images, index: np.ndarray, out_dir: Path, c: int, s: int) -> None:
-    from medpipe.data.pixels import to_store_pixels
-
-    out = np.lib.format.open_memmap(store.images_path(out_dir, "test"), mode="w+",
-                                    dtype=np.uint8, shape=(len(index), c, s, s))
-    for start in range(0, len(index), 256):
-        rows = index[start : start + 256]
-        out[start : start + len(rows)] = to_store_pixels(np.asarray(images[rows]), c, s)
-    out.flush()

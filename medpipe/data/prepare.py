@@ -69,7 +69,7 @@ def prepare(raw: RawDataset, out_dir: Path | str, cfg, *, find_duplicates: bool 
                 check_split_classes(labels, parts, classes)
             sums, squares, skipped = done.sums["train"], done.squares["train"], done.skipped
         else:
-            sums, squares = _convert_arrays(raw.images, parts, tmp, c, s)
+            sums, squares = convert_arrays(raw.images, parts, tmp, c, s)
             skipped = []
         found = None
         if find_duplicates:  # may drop copies: before the labels and statistics are written
@@ -202,7 +202,7 @@ def chunk_rows(channels: int, size: int) -> int:
     return max(1, min(CHUNK, CHUNK_BYTES // (channels * size * size * 4)))
 
 
-def _convert_arrays(images, parts: dict[str, np.ndarray], out_dir: Path, c: int, s: int
+def convert_arrays(images, parts: dict[str, np.ndarray], out_dir: Path, c: int, s: int
                     ) -> tuple[list[int], list[int]]:
     """Arrays (synthetic, MedMNIST): convert in batches; return the train split's integer
     pixel sums and sums of squares per channel."""

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from tinymodels import PARAMS, fit_and_save, train_cfg
 
 from medpipe import PipelineError
 from medpipe.evaluation import groups, multiclass, multilabel, report
@@ -128,16 +128,9 @@ def test_the_evaluate_stage_scores_the_manifest_columns(tmp_path) -> None:
     """Site b's images are noisier: the stage finds its lower AUC, writes the section,
     the plot rows and the report; a column that is not there stops it, naming those that
     are."""
-    import torch
-    import yaml
-
-    from medpipe.data import prepare, store
+    from medpipe.data import prepare
     from medpipe.data.raw import RawDataset
-    from medpipe.models import architectures, checkpoint
-    from medpipe.params.loading import parse_section
     from medpipe.params.sections import PrepareParams
-    from medpipe.training import loop
-    from medpipe.utils import seeding
     from stages import evaluate as evaluate_stage
 
     rng = np.random.default_rng(0)
@@ -155,16 +148,10 @@ def test_the_evaluate_stage_scores_the_manifest_columns(tmp_path) -> None:
     prepare.prepare(raw, tmp_path / "prepared", PrepareParams(
         seed=0, val_fraction=0.25, test_fraction=0.4, image_size=16, channels=1,
         on_error="fail", workers=1))
-    params = yaml.safe_load((Path(__file__).resolve().parents[2] / "params.yaml").read_text())
-    cfg = parse_section("train", {**params["train"], "batch_size": 16, "epochs": 4,
-                                  "device": "cpu"}, stage="train")
-    arch = architectures.make_arch(cfg, store.read_stats(tmp_path / "prepared"))
-    seeding.seed_everything(0)
-    model = architectures.build_model(arch)
-    loop.fit(model, store.load_split(tmp_path / "prepared", "train"),
-             store.load_split(tmp_path / "prepared", "val"), cfg, torch.device("cpu"))
-    checkpoint.save_checkpoint(tmp_path / "model.pt", model.eval(), arch=arch,
-                               classes=CLASSES, params={}, info={})
+    # The committed schedule (one-cycle with its warm-up) over 4 epochs.
+    fit_and_save(tmp_path / "prepared", tmp_path / "model.pt",
+                 train_cfg(epochs=4, schedule=PARAMS["train"]["schedule"],
+                           warmup_epochs=PARAMS["train"]["warmup_epochs"]), CLASSES)
 
     cfg = EvaluateParams(device="cpu", bootstrap=200, gradcam=0, groups=["site"],
                          min_group_cases=10)

@@ -10,30 +10,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
+from tinymodels import aug_cfg, train_cfg
 
 from medpipe import PipelineError
 from medpipe.data import prepare, store
 from medpipe.data.raw import RawDataset
 from medpipe.inference import ensemble, export, imagefiles
 from medpipe.models import checkpoint
-from medpipe.params.loading import parse_section
 from medpipe.params.sections import EvaluateParams, PrepareParams
 from stages import crossval
 from stages import evaluate as evaluate_stage
 
-PARAMS = yaml.safe_load((Path(__file__).resolve().parents[2] / "params.yaml").read_text())
 CLASSES = ["normal", "opacity"]
-
-
-def train_cfg(**changes):
-    return parse_section("train", {**PARAMS["train"], "batch_size": 16, "epochs": 2,
-                                   "schedule": "constant", "warmup_epochs": 0,
-                                   "device": "cpu", **changes}, stage="train")
-
-
-def aug_cfg():
-    return parse_section("augment", PARAMS["augment"], stage="train")
 
 
 @pytest.fixture(scope="module")

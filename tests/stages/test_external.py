@@ -8,18 +8,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 import yaml
 from imagefiles import make_folder
+from tinymodels import fit_and_save, train_cfg
 
 from medpipe import PipelineError
 from medpipe.data import prepare, store
 from medpipe.data.raw import RawDataset
-from medpipe.models import architectures, checkpoint
-from medpipe.params.loading import load_section, parse_section
+from medpipe.params.loading import load_section
 from medpipe.params.sections import EvaluateParams, PrepareParams
-from medpipe.training import loop
-from medpipe.utils import seeding
 from stages import evaluate as evaluate_stage
 from stages import external
 
@@ -37,17 +34,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     raw = RawDataset(classes=CLASSES, images=images, labels=labels,
                      ids=[str(i) for i in range(80)])
     prepare.prepare(raw, root / "prepared", PrepareParams(image_size=8, channels=1, workers=1))
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    cfg = parse_section("train", {**params["train"], "epochs": 2, "batch_size": 16,
-                                  "schedule": "constant", "warmup_epochs": 0,
-                                  "device": "cpu"}, stage="train")
-    arch = architectures.make_arch(cfg, store.read_stats(root / "prepared"))
-    seeding.seed_everything(0)
-    model = architectures.build_model(arch)
-    loop.fit(model, store.load_split(root / "prepared", "train"),
-             store.load_split(root / "prepared", "val"), cfg, torch.device("cpu"))
-    checkpoint.save_checkpoint(root / "model.pt", model.eval(), arch=arch, classes=CLASSES,
-                               params={}, info={})
+    fit_and_save(root / "prepared", root / "model.pt", train_cfg(), CLASSES)
     return root
 
 
