@@ -121,3 +121,59 @@ def test_a_folder_without_fold_models_is_refused(tmp_path: Path) -> None:
     with pytest.raises(PipelineError, match=r"empty: no fold models"):
         ensemble.load_model(tmp_path / "empty", "cpu")
     assert ensemble.default_model(tmp_path) == tmp_path / "model.pt"
+
+
+def test_a_run_killed_during_a_fold_resumes_that_fold(folded: Path, tmp_path: Path) -> None:
+    """SIGKILL the stage while fold 1 trains: the next run keeps fold 0, resumes fold 1
+    from its last saved epoch, and ends with the fold models of an uninterrupted run."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import yaml
+
+    doc = yaml.safe_load((Path(__file__).resolve().parents[2] / "params.yaml").read_text())
+    doc["train"].update(epochs=40, batch_size=16, schedule="constant", warmup_epochs=0,
+                        device="cpu")
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(doc))
+
+    def command(models: Path) -> list[str]:
+        return [sys.executable, "-m", "stages.crossval", "--params", str(params),
+                "--data", str(folded / "prepared"), "--models", str(models),
+                "--metrics", str(models.parent / f"{models.name}.json"),
+                "--weights", str(tmp_path / "no-weights")]
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    root = Path(__file__).resolve().parents[2]
+    subprocess.run(command(tmp_path / "whole"), cwd=root, env=env, check=True,
+                   capture_output=True)
+
+    killed = tmp_path / "killed"
+    state = killed / "fold_1.state.pt"
+    proc = subprocess.Popen(command(killed), cwd=root, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (state.exists() and torch.load(state, weights_only=True)["epoch"] >= 3):
+            assert proc.poll() is None, "the folds finished before the run could be killed"
+            assert time.monotonic() < deadline, "fold 1 saved no training state"
+            time.sleep(0.05)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert (killed / "fold_0.pt").exists() and not (killed / "fold_1.pt").exists()
+
+    again = subprocess.run(command(killed), cwd=root, env=env, check=True,
+                           capture_output=True, text=True)
+    assert "fold 1 of 3: its model is current" in again.stderr
+    assert "fold 2: training" in again.stderr and "resuming after epoch" in again.stderr
+    assert "fold 1: training" not in again.stderr
+    for k in range(3):
+        whole = checkpoint.safe_load(tmp_path / "whole" / f"fold_{k}.pt", "cpu", "a fold")
+        resumed = checkpoint.safe_load(killed / f"fold_{k}.pt", "cpu", "a fold")
+        assert all(torch.equal(whole["state_dict"][n], resumed["state_dict"][n])
+                   for n in whole["state_dict"]), f"fold {k}"
+    assert not list(killed.glob("*.state.pt"))

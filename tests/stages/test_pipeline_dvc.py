@@ -59,6 +59,19 @@ def test_copied_baseline_is_up_to_date(reproduced: Path) -> None:
     assert "Data and pipelines are up to date" in out
 
 
+def test_bytecode_caches_do_not_change_the_code_dependencies(reproduced: Path) -> None:
+    """Python writes __pycache__ into the folders that stages list as dependencies
+    (medpipe/data/sources, medpipe/params) unless told not to; .dvcignore keeps them out
+    of the folders' hashes, so the committed dvc.lock stays valid either way."""
+    for folder in ["medpipe/data/sources", "medpipe/params"]:
+        cache = reproduced / folder / "__pycache__"
+        cache.mkdir(exist_ok=True)
+        (cache / "raw.cpython-311.pyc").write_bytes(b"bytecode")
+    (reproduced / "medpipe/params/stray.pyc").write_bytes(b"bytecode")
+    out = sh("dvc", "status", cwd=reproduced).stdout
+    assert "Data and pipelines are up to date" in out, out
+
+
 def test_params_rerun_only_the_stages_that_read_them(reproduced: Path) -> None:
     """The README table: a key of a section reruns its stage and what depends on it."""
     project = reproduced
