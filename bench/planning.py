@@ -5,7 +5,8 @@ store is prepared at the native side (MedMNIST 28 px; synthetic ``--size``), the
 times its candidates on the device and chooses, train runs the plan (every train and
 augment key at its default, so the plan fills them all), and the model is scored on the
 test split: accuracy at 0.5 (as MedMNIST reports it) and ROC AUC. The plan's own
-seconds are printed; a second plan of the same store shows whether it agrees.
+seconds are printed, and whether a second plan that times the candidates again, and a
+third that reads their rates from the first plan's rate book, choose the same.
 
     uv run python bench/planning.py --data DIR --sets breastmnist --budget 3 --seeds 0
     uv run python bench/planning.py --data DIR --budget 10 --seeds 0 1 2   # the full table
@@ -59,11 +60,19 @@ def make_store(root: Path, name: str, args) -> Path:
 
 
 def run(root: Path, store: Path, seed: int, args) -> dict:
-    report = plan(PlanParams(budget_minutes=args.budget, timed_steps=args.steps),
-                  args.device, store, root / "raw", root / "plan.yaml", root / "plan.json")
-    again = plan(PlanParams(budget_minutes=args.budget, timed_steps=args.steps),
-                 args.device, store, root / "raw", root / "plan2.yaml", root / "plan2.json")
-    same = (root / "plan.yaml").read_text() == (root / "plan2.yaml").read_text()
+    """Plan three times: timing every candidate into a new rate book, timing them all
+    again without a book, and reading the book; then train the first plan and score it."""
+    def plan_into(name: str, book: Path | None) -> dict:
+        cfg = PlanParams(budget_minutes=args.budget, timed_steps=args.steps,
+                         rate_book=str(book) if book else None)
+        return plan(cfg, args.device, store, root / "raw", root / f"{name}.yaml",
+                    root / f"{name}.json")
+
+    book = root / f"rates-{seed}.json"
+    report = plan_into("plan", book)
+    retimed = plan_into("retimed", None)
+    booked = plan_into("booked", book)
+    recipes = {n: (root / f"{n}.yaml").read_text() for n in ("plan", "retimed", "booked")}
     applied = recipe.apply(recipe.read(root / "plan.yaml"),
                            TrainParams(seed=seed, device=args.device), AugmentParams())
     summary = train(applied.train, applied.augment, store, root / "model.pt",
@@ -73,8 +82,13 @@ def run(root: Path, store: Path, seed: int, args) -> dict:
                                    task_of(ckpt))
     acc = float((probs.argmax(1) == labels).mean())
     return {"seed": seed, "chosen": report["chosen"], "epochs": applied.train.epochs,
-            "plan_s": report["plan_seconds"], "plan_s2": again["plan_seconds"],
-            "same_plan": same, "train_min": summary["train_seconds"] / 60,
+            "rates": [c["images_per_second"] for c in report["candidates"]],
+            "plan_s": report["plan_seconds"], "retimed_s": retimed["plan_seconds"],
+            "retimed_rates": [c["images_per_second"] for c in retimed["candidates"]],
+            "same_when_retimed": recipes["retimed"] == recipes["plan"],
+            "booked_s": booked["plan_seconds"],
+            "same_from_book": recipes["booked"] == recipes["plan"],
+            "train_min": summary["train_seconds"] / 60,
             "acc": acc, "auc": float(roc_auc(labels, probs))}
 
 

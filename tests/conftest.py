@@ -28,6 +28,19 @@ SMALL_PARAMS = {
 }
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_user_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The user's cache folder (downloads outside a project, the plan's rate book) is a
+    scratch folder for the whole run, in this process and the commands it starts."""
+    before = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("user-cache"))
+    yield
+    if before is None:
+        os.environ.pop("XDG_CACHE_HOME", None)
+    else:
+        os.environ["XDG_CACHE_HOME"] = before
+
+
 def tool_env() -> dict[str, str]:
     """Environment in which `dvc`, `git` and the stages' `python` are this venv's."""
     env = dict(os.environ)

@@ -101,6 +101,11 @@ class PlanParams:
     budget_minutes: float | None = param(
         None, lambda v: None if v is None or v > 0 else "must be positive or null")
     timed_steps: int = param(10, at_least(1))  # training steps timed per candidate model
+    # the step rates timed before on this device, read instead of timing again (and added
+    # to), so that a store and a device give one plan (medpipe.planning.ratebook). cache:
+    # $XDG_CACHE_HOME/medpipe/step_rates.json (else ~/.cache/...); a path; null: time
+    # every candidate in every plan
+    rate_book: str | None = param("cache")
 
 
 @dataclass(frozen=True)

@@ -16,15 +16,19 @@ import torch
 
 from medpipe.data import store
 from medpipe.planning import fingerprint, rates, rules
+from medpipe.planning.ratebook import RateBook
 from medpipe.task import from_meta
 
 log = logging.getLogger(__name__)
 
 
 def make_plan(data_dir: Path, raw_dir: Path | None, budget_minutes: float,
-              device: torch.device, timed_steps: int = 10) -> tuple[dict, dict]:
+              device: torch.device, timed_steps: int = 10,
+              rate_book: Path | None = None) -> tuple[dict, dict]:
     """(the recipe sections, the report for metrics/plan.json) of a plan for the store
-    at ``data_dir`` within ``budget_minutes`` of training on ``device``."""
+    at ``data_dir`` within ``budget_minutes`` of training on ``device``. ``rate_book``:
+    the rates of candidates timed before on this device (read, and added to); None:
+    time every candidate (medpipe.planning.ratebook)."""
     start = time.perf_counter()
     fp = fingerprint.read(data_dir, raw_dir)
     rules.check_trainable(fp, str(data_dir))
@@ -32,9 +36,15 @@ def make_plan(data_dir: Path, raw_dir: Path | None, budget_minutes: float,
     train = store.load_split(data_dir, "train")
     task = from_meta(stats, str(data_dir / store.STATS))
 
+    book = RateBook(rate_book, device)
+    sources: dict[str, str] = {}
+
     def measure(candidate: rates.Candidate, batch: int) -> float:
-        rate = rates.measure(candidate, stats, train, task, device, batch, timed_steps)
-        log.info("%s: %.1f images/s (rung %.1f)", candidate.name, rate, rates.rung(rate))
+        rate, booked = book.rate(candidate, batch, stats, lambda: rates.measure(
+            candidate, stats, train, task, device, batch, timed_steps))
+        sources[candidate.name] = "rate book" if booked else "timed"
+        log.info("%s: %.1f images/s (rung %.1f), %s", candidate.name, rate,
+                 rates.rung(rate), sources[candidate.name])
         return rate
 
     plan = rules.choose(fp, device.type, budget_minutes, measure)
@@ -44,9 +54,12 @@ def make_plan(data_dir: Path, raw_dir: Path | None, budget_minutes: float,
         sections.setdefault(section, {})[name] = value
     report = {
         "planned": True, "budget_minutes": budget_minutes, "device": device.type,
+        "device_key": book.device,
+        "rate_book": str(rate_book) if rate_book is not None else None,
         "fingerprint": fp.as_dict(),
         "candidates": [{"name": t.candidate.name, "images_per_second": t.images_per_second,
-                        "rung": t.rung, "epochs_in_budget": t.epochs} for t in plan.trials],
+                        "rung": t.rung, "epochs_in_budget": t.epochs,
+                        "rate_from": sources[t.candidate.name]} for t in plan.trials],
         "chosen": plan.chosen.candidate.name,
         "choices": {key: {"value": value, "reason": why}
                     for key, (value, why) in plan.choices.items()},

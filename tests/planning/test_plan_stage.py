@@ -12,7 +12,7 @@ from planstores import make_store
 
 from medpipe import PipelineError
 from medpipe.params.sections import AugmentParams, PlanParams, TrainParams
-from medpipe.planning import recipe
+from medpipe.planning import ratebook, rates, recipe
 from stages.plan import plan
 from stages.train import train
 
@@ -23,9 +23,10 @@ def tiny_store(tmp_path_factory) -> Path:
     return make_store(tmp_path_factory.mktemp("store"), [40, 20])
 
 
-def run_plan(store: Path, out: Path, budget: float | None, steps: int = 2) -> dict:
-    plan(PlanParams(budget_minutes=budget, timed_steps=steps), "cpu", store, None,
-         out / "plan.yaml", out / "plan.json")
+def run_plan(store: Path, out: Path, budget: float | None, steps: int = 2,
+             book: str | None = None) -> dict:
+    plan(PlanParams(budget_minutes=budget, timed_steps=steps, rate_book=book), "cpu", store,
+         None, out / "plan.yaml", out / "plan.json")
     return yaml.safe_load((out / "plan.yaml").read_text())
 
 
@@ -62,3 +63,46 @@ def test_a_store_too_small_is_one_line(tmp_path) -> None:
     store = make_store(tmp_path / "small", [30, 9])  # 5 opacity images in train
     with pytest.raises(PipelineError, match="class 'opacity' has 5 training images"):
         run_plan(store, tmp_path, 5)
+
+
+def test_a_second_plan_reads_the_rate_book_and_agrees(tiny_store, tmp_path, monkeypatch) -> None:
+    book = tmp_path / "rates.json"
+    first = run_plan(tiny_store, tmp_path / "a", 0.05, book=str(book))
+    timed = json.loads((tmp_path / "a" / "plan.json").read_text())
+    assert {c["rate_from"] for c in timed["candidates"]} == {"timed"}
+    entries = json.loads(book.read_text())[timed["device_key"]]
+    assert len(entries) == len(timed["candidates"])
+
+    def no_timing(*args, **kwargs):
+        raise AssertionError("a rate in the book was timed again")
+
+    monkeypatch.setattr(rates, "measure", no_timing)
+    assert run_plan(tiny_store, tmp_path / "b", 0.05, book=str(book)) == first
+    again = json.loads((tmp_path / "b" / "plan.json").read_text())
+    assert {c["rate_from"] for c in again["candidates"]} == {"rate book"}
+    assert [c["images_per_second"] for c in again["candidates"]] == [
+        c["images_per_second"] for c in timed["candidates"]]
+
+
+def test_the_book_is_read_per_device_and_a_bad_book_is_one_line(tiny_store, tmp_path) -> None:
+    book = tmp_path / "rates.json"
+    other = {"cuda: another GPU; torch 0": {"cnn at 16 px, batch 8, store 16 px x 1 ch": 1e9}}
+    book.write_text(json.dumps(other))
+    run_plan(tiny_store, tmp_path / "a", 0.05, book=str(book))
+    report = json.loads((tmp_path / "a" / "plan.json").read_text())
+    assert report["candidates"][0]["rate_from"] == "timed"
+    assert report["candidates"][0]["images_per_second"] < 1e9
+    kept = json.loads(book.read_text())
+    assert kept["cuda: another GPU; torch 0"] == other["cuda: another GPU; torch 0"]
+    assert report["device_key"] in kept
+    book.write_text("{not json")
+    with pytest.raises(PipelineError, match=r"rates.json: not a rate book .*plan.rate_book"):
+        run_plan(tiny_store, tmp_path / "b", 0.05, book=str(book))
+
+
+def test_the_default_book_is_in_the_user_cache(monkeypatch, tmp_path) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert ratebook.book_path("cache") == tmp_path / "medpipe" / "step_rates.json"
+    assert ratebook.book_path(None) is None
+    assert ratebook.book_path("~/rates.json") == Path.home() / "rates.json"
+    assert PlanParams().rate_book == "cache"
