@@ -1,0 +1,44 @@
+"""The plan stage with real `dvc`: a budget plans and trains the plan, keys set in
+params.yaml win, the plan is cached, and a new budget replans."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import edit_params, sh, stages_run
+
+pytestmark = pytest.mark.slow
+
+
+def test_a_budget_plans_and_train_runs_the_plan(reproduced: Path, tmp_path: Path) -> None:
+    project = reproduced
+    book = tmp_path / "rates.json"
+    out = sh("dvc", "exp", "run", "-S", "plan.budget_minutes=0.5", "-S", "plan.timed_steps=2",
+             "-S", f"plan.rate_book={book}", cwd=project).stdout
+    # The store is unchanged: only the plan and what reads it run.
+    assert stages_run(out) == ["plan", "train", "crossval", "evaluate"], out
+    report = json.loads((project / "metrics/plan.json").read_text())
+    assert report["planned"] and report["budget_minutes"] == 0.5
+    assert {c["rate_from"] for c in report["candidates"]} == {"timed"}
+    assert report["device_key"] in json.loads(book.read_text())
+    planned = yaml.safe_load((project / "data/plan.yaml").read_text())
+    train = json.loads((project / "metrics/train.json").read_text())
+    # The test project sets epochs, batch size and schedule itself: those keys win.
+    assert {"train.epochs", "train.batch_size", "train.schedule"} <= set(
+        train["plan_overridden"])
+    assert "train.lr" in train["plan_applied"] and train["model"] == planned["train"]["model"]
+    assert train["epochs"] == 2
+
+    # Cached: nothing reruns. A new budget replans from the book, timing nothing.
+    assert "Data and pipelines are up to date" in sh("dvc", "repro", cwd=project).stdout
+    edit_params(project, plan={"budget_minutes": 0.6, "timed_steps": 2,
+                               "rate_book": str(book)})
+    assert stages_run(sh("dvc", "repro", "plan", cwd=project).stdout) == ["plan"]
+    again = json.loads((project / "metrics/plan.json").read_text())
+    assert again["budget_minutes"] == 0.6
+    timed_before = {c["name"] for c in report["candidates"]}
+    assert all(c["rate_from"] == "rate book" for c in again["candidates"]
+               if c["name"] in timed_before)
