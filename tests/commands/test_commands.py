@@ -15,13 +15,13 @@ from medpipe.commands import COMMANDS, main
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "medpipe", *args], capture_output=True,
-                          text=True, timeout=120)
+                          text=True, timeout=600)
 
 
 def test_the_script_is_installed() -> None:
     script = Path(sys.executable).parent / "medpipe"
     assert script.is_file() or shutil.which("medpipe"), "pyproject [project.scripts]"
-    out = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=60)
+    out = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=600)
     assert out.returncode == 0 and "predict" in out.stdout
 
 
