@@ -135,7 +135,7 @@ def test_a_run_killed_during_a_fold_resumes_that_fold(folded: Path, tmp_path: Pa
     import yaml
 
     doc = yaml.safe_load((Path(__file__).resolve().parents[2] / "params.yaml").read_text())
-    doc["train"].update(epochs=40, batch_size=16, schedule="constant", warmup_epochs=0,
+    doc["train"].update(epochs=12, batch_size=16, schedule="constant", warmup_epochs=0,
                         device="cpu")
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump(doc))
