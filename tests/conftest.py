@@ -5,8 +5,10 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,6 +64,25 @@ def sh(*cmd: str, cwd: Path, check: bool = True, timeout: float = 600,
         pytest.fail(f"{' '.join(cmd)} exited {proc.returncode}\n--- stdout\n{proc.stdout}"
                     f"\n--- stderr\n{proc.stderr}")
     return proc
+
+
+def kill_at_epoch(cmd: list[str], state: Path, epoch: int, cwd: Path,
+                  env: dict[str, str]) -> None:
+    """Start ``cmd`` and SIGKILL its whole process group once the training state file
+    ``state`` records ``epoch`` finished epochs (within 120 s)."""
+    import torch  # only the tests that kill training read its state
+
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (state.exists() and torch.load(state, weights_only=True)["epoch"] >= epoch):
+            assert proc.poll() is None, "training finished before it could be killed"
+            assert time.monotonic() < deadline, f"no training state appeared at {state}"
+            time.sleep(0.05)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
 
 
 def edit_params(repo: Path, **changes: dict) -> None:

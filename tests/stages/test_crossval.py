@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import kill_at_epoch
 from tinymodels import aug_cfg, train_cfg
 
 from medpipe import PipelineError
@@ -127,10 +128,8 @@ def test_a_run_killed_during_a_fold_resumes_that_fold(folded: Path, tmp_path: Pa
     """SIGKILL the stage while fold 1 trains: the next run keeps fold 0, resumes fold 1
     from its last saved epoch, and ends with the fold models of an uninterrupted run."""
     import os
-    import signal
     import subprocess
     import sys
-    import time
 
     import yaml
 
@@ -153,17 +152,7 @@ def test_a_run_killed_during_a_fold_resumes_that_fold(folded: Path, tmp_path: Pa
 
     killed = tmp_path / "killed"
     state = killed / "fold_1.state.pt"
-    proc = subprocess.Popen(command(killed), cwd=root, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 120
-        while not (state.exists() and torch.load(state, weights_only=True)["epoch"] >= 3):
-            assert proc.poll() is None, "the folds finished before the run could be killed"
-            assert time.monotonic() < deadline, "fold 1 saved no training state"
-            time.sleep(0.05)
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+    kill_at_epoch(command(killed), state, 3, root, env)
     assert (killed / "fold_0.pt").exists() and not (killed / "fold_1.pt").exists()
 
     again = subprocess.run(command(killed), cwd=root, env=env, check=True,

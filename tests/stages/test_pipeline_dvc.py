@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ROOT, Baseline, edit_params, sh, stages_run, tool_env
+from conftest import ROOT, Baseline, edit_params, kill_at_epoch, sh, stages_run, tool_env
 
 pytestmark = pytest.mark.slow
 
@@ -233,8 +233,6 @@ def test_killed_train_stage_leaves_nothing_dvc_could_cache(reproduced: Path) -> 
 def test_killed_training_resumes_to_the_uninterrupted_model(reproduced: Path) -> None:
     """SIGKILL `dvc repro` mid-training; the next `dvc repro` continues from the last
     finished epoch and ends with the model an uninterrupted run makes, byte for byte."""
-    import torch  # only this test reads the training state
-
     project = reproduced
     edit_params(project, train={"epochs": 40})
     assert repro(project) == ["train", "crossval", "evaluate"]
@@ -242,18 +240,7 @@ def test_killed_training_resumes_to_the_uninterrupted_model(reproduced: Path) ->
     state = project / "models/train_state.pt"
     assert not state.exists()  # removed once the model is written
 
-    proc = subprocess.Popen(["dvc", "repro", "-f", "-s", "train"], cwd=project,
-                            env=tool_env(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 120
-        while not (state.exists() and torch.load(state, weights_only=True)["epoch"] >= 3):
-            assert proc.poll() is None, "training finished before it could be killed"
-            assert time.monotonic() < deadline, "no training state appeared"
-            time.sleep(0.05)
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+    kill_at_epoch(["dvc", "repro", "-f", "-s", "train"], state, 3, project, tool_env())
     assert not (project / "models/model.pt").exists()
 
     # -f: the finished 40-epoch run is in DVC's cache, which plain `dvc repro` would
