@@ -72,7 +72,7 @@ def run(root: Path, store: Path, seed: int, args) -> dict:
     report = plan_into("plan", book)
     retimed = plan_into("retimed", None)
     booked = plan_into("booked", book)
-    recipes = {n: (root / f"{n}.yaml").read_text() for n in ("plan", "retimed", "booked")}
+    recipes = {n: recipe.read(root / f"{n}.yaml") for n in ("plan", "retimed", "booked")}
     applied = recipe.apply(recipe.read(root / "plan.yaml"),
                            TrainParams(seed=seed, device=args.device), AugmentParams())
     summary = train(applied.train, applied.augment, store, root / "model.pt",
@@ -89,6 +89,7 @@ def run(root: Path, store: Path, seed: int, args) -> dict:
             "booked_s": booked["plan_seconds"],
             "same_from_book": recipes["booked"] == recipes["plan"],
             "train_min": summary["train_seconds"] / 60,
+            "of_budget": round(summary["train_seconds"] / 60 / args.budget, 3),
             "acc": acc, "auc": float(roc_auc(labels, probs))}
 
 

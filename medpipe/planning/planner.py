@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from medpipe.data import store
+from medpipe.params.sections import AugmentParams
 from medpipe.planning import fingerprint, rates, rules
 from medpipe.planning.ratebook import RateBook
 from medpipe.task import from_meta
@@ -40,8 +41,10 @@ def make_plan(data_dir: Path, raw_dir: Path | None, budget_minutes: float,
     sources: dict[str, str] = {}
 
     def measure(candidate: rates.Candidate, batch: int) -> float:
+        augment = AugmentParams(affine_p=rules.affine_p(candidate))
         rate, booked = book.rate(candidate, batch, stats, lambda: rates.measure(
-            candidate, stats, train, task, device, batch, timed_steps))
+            candidate, stats, train, task, device, batch, timed_steps, augment,
+            average=True))
         sources[candidate.name] = "rate book" if booked else "timed"
         log.info("%s: %.1f images/s (rung %.1f), %s", candidate.name, rate,
                  rates.rung(rate), sources[candidate.name])

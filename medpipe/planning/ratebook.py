@@ -9,7 +9,8 @@ The book is a JSON file (``plan.rate_book``; ``cache``, the default, is
 ``step_rates.json`` in the user's cache folder, so every project on the machine shares
 it). An entry is keyed by the device (kind, the CPU's model name and the threads torch
 uses, or the GPU's name), the torch version, and what sets a step's cost: the candidate,
-the batch, the store's side and channels. Delete the file, or point ``plan.rate_book``
+the batch, the store's side and channels, and what a timed step holds (``STEP``: a book
+timed with another kind of step is not read). Delete the file, or point ``plan.rate_book``
 elsewhere, to time again; ``null`` times every plan.
 """
 
@@ -62,9 +63,12 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine() or "unknown CPU"
 
 
+STEP = "augmented, averaged"  # what a timed step holds besides the model's own work
+
+
 def entry_key(candidate: Candidate, batch: int, stats: dict) -> str:
     return (f"{candidate.name}, batch {batch}, store {stats['image_size']} px "
-            f"x {stats['channels']} ch")
+            f"x {stats['channels']} ch; step {STEP}")
 
 
 class RateBook:

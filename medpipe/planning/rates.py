@@ -1,10 +1,11 @@
 """Measured step rates: a few real training steps of a candidate model on the device.
 
-A candidate is timed as the train stage would run it: the same model builder, speed
-settings (bf16 and channels_last as ``auto`` resolves them; on a CPU the unfolded weight
-gradients), optimiser and loss, on a batch of the store's own images. Rates are noisy, so
-the plan reads them on a ladder of rungs a factor sqrt(2) apart (:func:`rung`): within
-a rung, a rerun on the same device kind gives the same plan.
+A candidate is timed as the train stage would run its step: the same model builder,
+speed settings (bf16 and channels_last as ``auto`` resolves them; on a CPU the unfolded
+weight gradients), the augmentation the plan gives it, optimiser, loss and the update of
+the weight average, on a batch of the store's own images. Rates are noisy, so the plan
+reads them on a ladder of rungs a factor sqrt(2) apart (:func:`rung`): within a rung, a
+rerun on the same device kind gives the same plan.
 """
 
 from __future__ import annotations
@@ -19,10 +20,11 @@ import torch
 from medpipe.data.loader import to_device
 from medpipe.data.store import Split
 from medpipe.models.architectures import build_model
-from medpipe.params.sections import TrainParams
+from medpipe.params.sections import AugmentParams, TrainParams
 from medpipe.task import Task
+from medpipe.training.augment import augment_batch, is_identity
 from medpipe.training.cpuconv import unfold_weight_grad
-from medpipe.training.optim import make_loss, make_optimizer
+from medpipe.training.optim import make_ema, make_loss, make_optimizer
 from medpipe.utils.devices import Speed
 from medpipe.utils.seeding import seed_everything
 
@@ -65,10 +67,13 @@ def arch_for(candidate: Candidate, stats: dict) -> dict:
 
 
 def measure(candidate: Candidate, stats: dict, train: Split, task: Task,
-            device: torch.device, batch: int, steps: int) -> float:
+            device: torch.device, batch: int, steps: int,
+            augment: AugmentParams | None = None, average: bool = False) -> float:
     """Images/s of the fastest of ``steps`` training steps of ``candidate`` at ``batch``
     images, after ``WARMUP`` untimed steps (the fastest, as timeit takes the best
-    repeat: other work on a shared machine only ever slows a step down)."""
+    repeat: other work on a shared machine only ever slows a step down). A step is
+    what the training loop runs: ``augment`` on the batch (None: none), forward,
+    backward, the optimiser, and with ``average`` the weight average's update."""
     seed_everything(0, True)
     cfg = TrainParams(model=candidate.model, small_input=candidate.small_input,
                       optimizer="adamw")
@@ -84,16 +89,22 @@ def measure(candidate: Candidate, stats: dict, train: Split, task: Task,
                      device, speed.channels_last)
     optimizer = make_optimizer(cfg, model.parameters())
     loss_fn = make_loss(cfg, task, y.cpu(), device)
+    aug_gen = torch.Generator(device=device).manual_seed(0)
+    ema = make_ema(model, 0.99) if average else None
     best = math.inf
     with unfold_weight_grad(model, speed.unfold_grad):
         for step in range(WARMUP + steps):
             _sync(device)
             start = time.perf_counter()
+            seen = x if augment is None or is_identity(augment) else augment_batch(
+                x, augment, aug_gen)
             with speed.autocast(device):
-                loss = loss_fn(model(x).float(), y)
+                loss = loss_fn(model(seen).float(), y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            if ema is not None:
+                ema.update_parameters(model)
             _sync(device)
             if step >= WARMUP:
                 best = min(best, time.perf_counter() - start)

@@ -159,10 +159,16 @@ def decide(fp: Fingerprint, plan: Plan, why: str) -> dict[str, tuple[object, str
     }
     out.update(_balance(fp))
     out.update(_averaging(steps))
-    out["augment.affine_p"] = ((0.0, "the CNN's measured default has none") if cnn else
-                               (0.5, "rotation, shift and zoom: both hand recipes; flips "
-                                     "and intensity changes lost in benchmarks.md"))
+    out["augment.affine_p"] = (affine_p(c), "the CNN's measured default has none" if cnn
+                               else "rotation, shift and zoom: both hand recipes; flips "
+                                    "and intensity changes lost in benchmarks.md")
     return out
+
+
+def affine_p(c: Candidate) -> float:
+    """The augmentation a candidate trains with (and is timed with): rotation, shift and
+    zoom with this probability."""
+    return 0.0 if c.model == "cnn" else 0.5
 
 
 def _balance(fp: Fingerprint) -> dict[str, tuple[object, str]]:

@@ -67,10 +67,12 @@ def test_a_store_too_small_is_one_line(tmp_path) -> None:
 
 def fake_rates(monkeypatch) -> list[str]:
     """Replace the timing of candidates by fixed rates (the real timing is
-    tests/planning/test_rates.py's); returns the names of the candidates timed."""
+    tests/planning/test_rates.py's); returns the names of the candidates timed. Each is
+    asked to be timed with the augmentation it will train with and the weight average."""
     timed: list[str] = []
 
-    def measure(candidate, stats, train, task, device, batch, steps) -> float:
+    def measure(candidate, stats, train, task, device, batch, steps, augment, average) -> float:
+        assert augment.affine_p == (0.0 if candidate.model == "cnn" else 0.5) and average
         timed.append(candidate.name)
         return {"cnn": 900.0}.get(candidate.model, 60.0) / (1 + candidate.input_size / 64)
 

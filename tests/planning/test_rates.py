@@ -9,6 +9,7 @@ import torch
 from planstores import make_store
 
 from medpipe.data import store
+from medpipe.params.sections import AugmentParams
 from medpipe.planning import rates
 from medpipe.task import from_meta
 
@@ -35,3 +36,34 @@ def test_measure_times_real_steps_and_resizes_in_the_model(tiny_store) -> None:
     assert small > 0 and large > 0
     assert rates.arch_for(rates.Candidate("resnet18", 64), stats)["input_size"] == 64
     assert "input_size" not in rates.arch_for(rates.Candidate("cnn", 16), stats)
+
+
+def test_a_timed_step_augments_and_updates_the_weight_average(tiny_store, monkeypatch) -> None:
+    """The rate is that of the loop's whole step, not of forward and backward alone: a
+    plan that timed less would give more epochs than the budget holds."""
+    stats = store.read_stats(tiny_store)
+    train = store.load_split(tiny_store, "train")
+    calls = {"augment": 0, "average": 0}
+    real_augment, real_ema = rates.augment_batch, rates.make_ema
+
+    def augment(x, cfg, gen):
+        calls["augment"] += 1
+        return real_augment(x, cfg, gen)
+
+    def make_ema(model, decay):
+        ema = real_ema(model, decay)
+        update = ema.update_parameters
+        def counted(m):
+            calls["average"] += 1
+            update(m)
+        ema.update_parameters = counted
+        return ema
+
+    monkeypatch.setattr(rates, "augment_batch", augment)
+    monkeypatch.setattr(rates, "make_ema", make_ema)
+    cnn = rates.Candidate("cnn", 16)
+    args = (stats, train, from_meta(stats), torch.device("cpu"), 8, 3)
+    rates.measure(cnn, *args)
+    assert calls == {"augment": 0, "average": 0}
+    rates.measure(cnn, *args, AugmentParams(affine_p=0.5), average=True)
+    assert calls == {"augment": rates.WARMUP + 3, "average": rates.WARMUP + 3}
