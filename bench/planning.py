@@ -73,7 +73,7 @@ def run(root: Path, store: Path, seed: int, args) -> dict:
     retimed = plan_into("retimed", None)
     booked = plan_into("booked", book)
     recipes = {n: recipe.read(root / f"{n}.yaml") for n in ("plan", "retimed", "booked")}
-    applied = recipe.apply(recipe.read(root / "plan.yaml"),
+    applied = recipe.apply(recipes["plan"],
                            TrainParams(seed=seed, device=args.device), AugmentParams())
     summary = train(applied.train, applied.augment, store, root / "model.pt",
                     root / "train.json", plan=applied)

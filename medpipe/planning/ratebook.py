@@ -31,6 +31,7 @@ from medpipe.utils.files import write_json
 
 log = logging.getLogger(__name__)
 IN_CACHE = "cache"  # plan.rate_book's default: the user's cache folder
+STEP = "augmented, averaged"  # what a timed step holds besides the model's own work
 
 
 def book_path(value: str | None) -> Path | None:
@@ -61,9 +62,6 @@ def _cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine() or "unknown CPU"
-
-
-STEP = "augmented, averaged"  # what a timed step holds besides the model's own work
 
 
 def entry_key(candidate: Candidate, batch: int, stats: dict) -> str:

@@ -89,6 +89,8 @@ def measure(candidate: Candidate, stats: dict, train: Split, task: Task,
                      device, speed.channels_last)
     optimizer = make_optimizer(cfg, model.parameters())
     loss_fn = make_loss(cfg, task, y.cpu(), device)
+    if augment is not None and is_identity(augment):
+        augment = None
     aug_gen = torch.Generator(device=device).manual_seed(0)
     ema = make_ema(model, 0.99) if average else None
     best = math.inf
@@ -96,8 +98,7 @@ def measure(candidate: Candidate, stats: dict, train: Split, task: Task,
         for step in range(WARMUP + steps):
             _sync(device)
             start = time.perf_counter()
-            seen = x if augment is None or is_identity(augment) else augment_batch(
-                x, augment, aug_gen)
+            seen = x if augment is None else augment_batch(x, augment, aug_gen)
             with speed.autocast(device):
                 loss = loss_fn(model(seen).float(), y)
             optimizer.zero_grad(set_to_none=True)
