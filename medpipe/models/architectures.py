@@ -233,13 +233,19 @@ class Classifier(nn.Module):
             module.eval()
         return self
 
+    def to_input_side(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, S, S) -> (B, C, side, side) at ``input_size`` (bilinear, antialiased
+        when shrinking); ``x`` itself when there is no such side or it is at it already.
+        Training applies it before augmentation, so the augmented images are drawn at
+        the side the network sees."""
+        side = self.input_size
+        if side is None or x.shape[-2:] == (side, side):
+            return x
+        return F.interpolate(x, size=(side, side), mode="bilinear", align_corners=False,
+                             antialias=side < x.shape[-1])
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, S, S) in [0, 1]
-        if self.input_size is None:
-            return self.net((x - self.mean) / self.std)
-        side = self.input_size  # (B, C, S, S) -> (B, C, side, side), antialiased if smaller
-        x = F.interpolate(x, size=(side, side), mode="bilinear", align_corners=False,
-                          antialias=side < x.shape[-1])
-        return self.net((x - self.mean) / self.std)
+        return self.net((self.to_input_side(x) - self.mean) / self.std)
 
 
 def build_model(arch: dict, *, weights: dict[str, torch.Tensor] | None = None,

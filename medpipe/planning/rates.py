@@ -22,9 +22,10 @@ from medpipe.data.store import Split
 from medpipe.models.architectures import build_model
 from medpipe.params.sections import AugmentParams, TrainParams
 from medpipe.task import Task
-from medpipe.training.augment import augment_batch, is_identity
+from medpipe.training.augment import is_identity
 from medpipe.training.cpuconv import unfold_weight_grad
 from medpipe.training.optim import make_ema, make_loss, make_optimizer
+from medpipe.training.setup import augmenter
 from medpipe.utils.devices import Speed
 from medpipe.utils.seeding import seed_everything
 
@@ -89,16 +90,16 @@ def measure(candidate: Candidate, stats: dict, train: Split, task: Task,
                      device, speed.channels_last)
     optimizer = make_optimizer(cfg, model.parameters())
     loss_fn = make_loss(cfg, task, y.cpu(), device)
-    if augment is not None and is_identity(augment):
-        augment = None
-    aug_gen = torch.Generator(device=device).manual_seed(0)
+    if augment is not None:  # as the training loop augments (resized first, if planned)
+        augment = (None if is_identity(augment) else
+                   augmenter(model, augment, torch.Generator(device=device).manual_seed(0)))
     ema = make_ema(model, 0.99) if average else None
     best = math.inf
     with unfold_weight_grad(model, speed.unfold_grad):
         for step in range(WARMUP + steps):
             _sync(device)
             start = time.perf_counter()
-            seen = x if augment is None else augment_batch(x, augment, aug_gen)
+            seen = x if augment is None else augment(x)
             with speed.autocast(device):
                 loss = loss_fn(model(seen).float(), y)
             optimizer.zero_grad(set_to_none=True)

@@ -44,11 +44,14 @@ def test_a_timed_step_augments_and_updates_the_weight_average(tiny_store, monkey
     stats = store.read_stats(tiny_store)
     train = store.load_split(tiny_store, "train")
     calls = {"augment": 0, "average": 0}
-    real_augment, real_ema = rates.augment_batch, rates.make_ema
+    real_augmenter, real_ema = rates.augmenter, rates.make_ema
 
-    def augment(x, cfg, gen):
-        calls["augment"] += 1
-        return real_augment(x, cfg, gen)
+    def augmenter(model, cfg, gen):  # the training loop's augmentation, counted
+        augment = real_augmenter(model, cfg, gen)
+        def counted(x):
+            calls["augment"] += 1
+            return augment(x)
+        return counted
 
     def make_ema(model, decay):
         ema = real_ema(model, decay)
@@ -59,7 +62,7 @@ def test_a_timed_step_augments_and_updates_the_weight_average(tiny_store, monkey
         ema.update_parameters = counted
         return ema
 
-    monkeypatch.setattr(rates, "augment_batch", augment)
+    monkeypatch.setattr(rates, "augmenter", augmenter)
     monkeypatch.setattr(rates, "make_ema", make_ema)
     cnn = rates.Candidate("cnn", 16)
     args = (stats, train, from_meta(stats), torch.device("cpu"), 8, 3)
