@@ -13,11 +13,24 @@ third that reads their rates from the first plan's rate book, choose the same.
     uv run python bench/planning.py --sets synthetic --size 64 --classes normal opacity effusion
 
 ``DIR`` holds the official 28 px ``pneumoniamnist.npz`` and ``breastmnist.npz``.
+
+With ``--compare``, the plan's choice of model is put against the alternatives: every
+candidate the plan timed is trained with the plan's rules applied to it (the epochs its
+rate fits in the same budget, its batch, schedule, weight average, balance and
+augmentation) and scored, and the mean AUC per candidate over the seeds is printed with
+the plan's choice beside the best. Besides the MedMNIST sets, ``--sets`` then takes
+synthetic stores written as image folders, ``phantom:SIDE:N1,N2[,N3][:rgb]``: the
+generator's images at SIDE px, N1 normal, N2 opacity (and N3 effusion) images, grey or
+tinted colour::
+
+    uv run python bench/planning.py --compare --budget 1 --seeds 0 1 \
+        --sets phantom:64:300,300 phantom:64:300,90 phantom:64:200,200,200 phantom:64:300,300:rgb
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import tempfile
@@ -36,7 +49,7 @@ from medpipe.params.sections import (
     PrepareParams,
     TrainParams,
 )
-from medpipe.planning import recipe
+from medpipe.planning import planner, recipe, rules
 from medpipe.utils.devices import resolve_device
 from stages.download import download
 from stages.plan import plan
@@ -45,6 +58,8 @@ from stages.train import train
 
 
 def make_store(root: Path, name: str, args) -> Path:
+    if name.startswith("phantom:"):
+        return phantom_store(root, name)
     if name == "synthetic":
         data = DataParams(resolution=args.size, n_per_class=args.n_per_class,
                           classes=args.classes)
@@ -57,6 +72,91 @@ def make_store(root: Path, name: str, args) -> Path:
     prepare(PrepareParams(image_size=size, channels=args.channels), root / "raw",
             root / "prepared", root / "prepare.json")
     return root / "prepared"
+
+
+def phantom_store(root: Path, spec: str) -> Path:
+    """A store from ``phantom:SIDE:N1,N2[,N3][:rgb]``: the synthetic generator's images
+    with the given count per class, written as a folder dataset (PNG per image) and
+    prepared at SIDE px. ``rgb``: each image tinted by its own random colour."""
+    from PIL import Image
+
+    from medpipe.data import phantoms
+
+    parts = spec.split(":")
+    side, counts = int(parts[1]), [int(n) for n in parts[2].split(",")]
+    rgb = parts[3:] == ["rgb"]
+    classes = phantoms.CLASSES[:len(counts)]
+    images, labels = phantoms.generate(max(counts), classes, side, seed=0)
+    tints = np.random.default_rng(0).uniform(0.6, 1.0, (len(images), 3))
+    folder = root / "images"
+    for k, (name, n) in enumerate(zip(classes, counts, strict=True)):
+        (folder / name).mkdir(parents=True)
+        for j, i in enumerate(np.flatnonzero(labels == k)[:n]):
+            pixels = images[i]
+            if rgb:
+                pixels = (pixels[..., None] * tints[i]).round().astype(np.uint8)
+            Image.fromarray(pixels).save(folder / name / f"{j:04d}.png")
+    download(DataParams(source="folder", path=str(folder), classes=None), root / "raw")
+    prepare(PrepareParams(image_size=side), root / "raw", root / "prepared",
+            root / "prepare.json")
+    return root / "prepared"
+
+
+def train_and_score(root: Path, store: Path, sections: dict, seed: int, args) -> dict:
+    """Train the recipe ``sections`` (every train and augment key at its default, so it
+    fills them all) and score the test split: ACC at 0.5 and ROC AUC."""
+    applied = recipe.apply(sections, TrainParams(seed=seed, device=args.device),
+                           AugmentParams())
+    summary = train(applied.train, applied.augment, store, root / "model.pt",
+                    root / "train.json", plan=applied)
+    model, ckpt = load_checkpoint(root / "model.pt")
+    labels, probs, _ = score_split(model, store, "test", 256, resolve_device(args.device),
+                                   task_of(ckpt))
+    return {"epochs": applied.train.epochs, "train_min": summary["train_seconds"] / 60,
+            "acc": float((probs.argmax(1) == labels).mean()),
+            "auc": float(roc_auc(labels, probs))}
+
+
+def compare(root: Path, store: Path, seed: int, args) -> list[dict]:
+    """Plan, then train every candidate the plan timed as the rules would have set it
+    up had they chosen it; a row per candidate."""
+    timed = planner.time_and_choose(store, root / "raw", args.budget,
+                                    resolve_device(args.device), args.steps,
+                                    root / "rates-compare.json")
+    rows = []
+    for trial in timed.plan.trials:
+        if trial.epochs < 1:
+            continue
+        as_chosen = dataclasses.replace(timed.plan, chosen=trial)
+        choices = rules.decide(timed.fingerprint, as_chosen, "compared")
+        rows.append({"seed": seed, "candidate": trial.candidate.name,
+                     "rate": trial.images_per_second,
+                     "planned": trial == timed.plan.chosen,
+                     **train_and_score(root, store, planner.sections_of(choices), seed,
+                                       args)})
+    return rows
+
+
+def compare_summary(name: str, rows: list[dict]) -> None:
+    """Per candidate: mean ± sd of AUC and ACC over the seeds; the plan's choice against
+    the candidate with the best mean AUC."""
+    by: dict[str, list[dict]] = {}
+    for r in rows:
+        by.setdefault(r["candidate"], []).append(r)
+    means = {}
+    for cand, rs in by.items():
+        auc = [r["auc"] for r in rs]
+        acc = [r["acc"] for r in rs]
+        sd = statistics.stdev(auc) if len(auc) > 1 else 0.0
+        means[cand] = float(np.mean(auc))
+        print(f"{name} {cand}: epochs {[r['epochs'] for r in rs]}, AUC {np.mean(auc):.4f} ± "
+              f"{sd:.4f}, ACC {np.mean(acc):.4f}, planned in {sum(r['planned'] for r in rs)}"
+              f" of {len(rs)} seeds")
+    best = max(means, key=means.get)
+    chosen = {r["candidate"] for r in rows if r["planned"]}
+    print(f"{name} best {best} (AUC {means[best]:.4f}); planned "
+          + ", ".join(f"{c} (AUC {means[c]:.4f}, {means[c] - means[best]:+.4f})"
+                      for c in sorted(chosen)))
 
 
 def run(root: Path, store: Path, seed: int, args) -> dict:
@@ -73,24 +173,17 @@ def run(root: Path, store: Path, seed: int, args) -> dict:
     retimed = plan_into("retimed", None)
     booked = plan_into("booked", book)
     recipes = {n: recipe.read(root / f"{n}.yaml") for n in ("plan", "retimed", "booked")}
-    applied = recipe.apply(recipes["plan"],
-                           TrainParams(seed=seed, device=args.device), AugmentParams())
-    summary = train(applied.train, applied.augment, store, root / "model.pt",
-                    root / "train.json", plan=applied)
-    model, ckpt = load_checkpoint(root / "model.pt")
-    labels, probs, _ = score_split(model, store, "test", 256, resolve_device(args.device),
-                                   task_of(ckpt))
-    acc = float((probs.argmax(1) == labels).mean())
-    return {"seed": seed, "chosen": report["chosen"], "epochs": applied.train.epochs,
+    scored = train_and_score(root, store, recipes["plan"], seed, args)
+    return {"seed": seed, "chosen": report["chosen"], "epochs": scored["epochs"],
             "rates": [c["images_per_second"] for c in report["candidates"]],
             "plan_s": report["plan_seconds"], "retimed_s": retimed["plan_seconds"],
             "retimed_rates": [c["images_per_second"] for c in retimed["candidates"]],
             "same_when_retimed": recipes["retimed"] == recipes["plan"],
             "booked_s": booked["plan_seconds"],
             "same_from_book": recipes["booked"] == recipes["plan"],
-            "train_min": summary["train_seconds"] / 60,
-            "of_budget": round(summary["train_seconds"] / 60 / args.budget, 3),
-            "acc": acc, "auc": float(roc_auc(labels, probs))}
+            "train_min": scored["train_min"],
+            "of_budget": round(scored["train_min"] / args.budget, 3),
+            "acc": scored["acc"], "auc": scored["auc"]}
 
 
 def main() -> None:
@@ -105,6 +198,8 @@ def main() -> None:
     p.add_argument("--n-per-class", type=int, default=500, help="synthetic")
     p.add_argument("--classes", nargs="+", default=["normal", "opacity"], help="synthetic")
     p.add_argument("--channels", type=int, default=1, choices=[1, 3])
+    p.add_argument("--compare", action="store_true",
+                   help="train every candidate the plan timed, not only its choice")
     args = p.parse_args()
     print(f"budget {args.budget} min, device {args.device}, threads {torch.get_num_threads()}")
     for name in args.sets:
@@ -112,8 +207,14 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="medpipe-plan-") as tmp:
             store = make_store(Path(tmp), name, args)
             for seed in args.seeds:
-                rows.append(run(Path(tmp), store, seed, args))
-                print(name, json.dumps(rows[-1]), flush=True)
+                new = (compare(Path(tmp), store, seed, args) if args.compare
+                       else [run(Path(tmp), store, seed, args)])
+                for row in new:
+                    print(name, json.dumps(row), flush=True)
+                rows += new
+        if args.compare:
+            compare_summary(name, rows)
+            continue
         for key in ("acc", "auc"):
             values = [r[key] for r in rows]
             sd = statistics.stdev(values) if len(values) > 1 else 0.0

@@ -141,8 +141,9 @@ def decide(fp: Fingerprint, plan: Plan, why: str) -> dict[str, tuple[object, str
     out: dict[str, tuple[object, str]] = {
         "train.model": (c.model, f"{why} ({plan.chosen.rung:.0f} images/s rung on "
                                  f"{plan.device})"),
-        "prepare.image_size": (c.input_size, "the side the model sees (resized in the "
-                               f"model from the store's {fp.image_size} px)"),
+        "prepare.image_size": (c.input_size, "the side the model sees (the store's "
+                               f"{fp.image_size} px images resized to it, before the "
+                               "augmentation in training)"),
         "train.small_input": (c.small_input, "3x3 stride-1 stem for a store of at most "
                               f"{SMALL_STEM_MAX} px" if c.small_input else "standard stem"),
         "train.batch_size": (batch, f"{BATCH[plan.device]} on {plan.device}, halved until "
