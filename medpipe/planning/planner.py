@@ -95,9 +95,3 @@ def sections_of(choices: dict[str, tuple[object, str]]) -> dict[str, dict]:
         section, name = key.split(".")
         sections.setdefault(section, {})[name] = value
     return sections
-
-
-def no_plan() -> tuple[dict, dict]:
-    """What ``plan.budget_minutes: null`` plans: nothing, so train follows params.yaml."""
-    return {}, {"planned": False,
-                "reason": "plan.budget_minutes is null: train follows params.yaml"}
