@@ -90,16 +90,16 @@ def measure(candidate: Candidate, stats: dict, train: Split, task: Task,
                      device, speed.channels_last)
     optimizer = make_optimizer(cfg, model.parameters())
     loss_fn = make_loss(cfg, task, y.cpu(), device)
-    if augment is not None:  # as the training loop augments (resized first, if planned)
-        augment = (None if is_identity(augment) else
-                   augmenter(model, augment, torch.Generator(device=device).manual_seed(0)))
+    # As the training loop augments: resized to a planned side first.
+    augmented = (None if augment is None or is_identity(augment) else
+                 augmenter(model, augment, torch.Generator(device=device).manual_seed(0)))
     ema = make_ema(model, 0.99) if average else None
     best = math.inf
     with unfold_weight_grad(model, speed.unfold_grad):
         for step in range(WARMUP + steps):
             _sync(device)
             start = time.perf_counter()
-            seen = x if augment is None else augment(x)
+            seen = x if augmented is None else augmented(x)
             with speed.autocast(device):
                 loss = loss_fn(model(seen).float(), y)
             optimizer.zero_grad(set_to_none=True)
