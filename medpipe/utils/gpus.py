@@ -6,23 +6,25 @@ With ``MEDPIPE_GPUS=0,1,2,3`` in the environment, the train and evaluate stages 
 an exclusive lock on free GPUs from that list and see only those (``CUDA_VISIBLE_DEVICES``
 is set before CUDA starts), waiting while every listed GPU is taken.
 
-The locks are ``fcntl.flock`` locks on ``gpu-<id>.lock`` files in one directory for the
-whole machine, ``MEDPIPE_GPU_LOCK_DIR`` (default ``<tmp>/medpipe-gpu-locks``); it must lie
-outside the experiments' workspaces, which DVC creates and deletes per run. The kernel
-drops a lock when its process ends, however it ends (exit, crash, SIGKILL), so a dead run
-never holds a GPU. Which GPU a run gets is not a parameter and changes no output, which
-is also why this module is not among the stages' DVC dependencies.
+The locks are :mod:`filelock` locks (``flock`` on Unix, ``msvcrt.locking`` on Windows) on
+``gpu-<id>.lock`` files in one directory for the whole machine, ``MEDPIPE_GPU_LOCK_DIR``
+(default ``<tmp>/medpipe-gpu-locks``); it must lie outside the experiments' workspaces,
+which DVC creates and deletes per run. The operating system drops a lock when its process
+ends, however it ends (exit, crash, SIGKILL), so a dead run never holds a GPU. Which GPU
+a run gets is not a parameter and changes no output, which is also why this module is not
+among the stages' DVC dependencies.
 """
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import re
 import tempfile
 import time
 from pathlib import Path
+
+from filelock import FileLock, Timeout
 
 from medpipe import PipelineError
 
@@ -33,9 +35,9 @@ ENV_LOCK_DIR = "MEDPIPE_GPU_LOCK_DIR"
 # CUDA_VISIBLE_DEVICES accepts indices and GPU-/MIG- UUIDs.
 _GPU_ID = re.compile(r"^(\d+|(GPU|MIG)-[0-9A-Za-z/-]+)$")
 
-# Descriptors of the held lock files: open for the life of the process, since closing one
-# would release its lock.
-_held: list[int] = []
+# The held locks: kept for the life of the process, since a lock object that is released
+# or garbage-collected releases its GPU.
+_held: list[FileLock] = []
 
 
 def parse_gpus(value: str) -> list[str]:
@@ -53,16 +55,13 @@ def lock_dir() -> Path:
     return path
 
 
-def _try_lock(path: Path) -> int | None:
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+def _try_lock(path: Path) -> FileLock | None:
+    lock = FileLock(path)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
+        lock.acquire(timeout=0)
+    except Timeout:
         return None
-    os.ftruncate(fd, 0)
-    os.write(fd, f"{os.getpid()}\n".encode())  # who holds it, for a curious admin
-    return fd
+    return lock
 
 
 def acquire(gpus: list[str], count: int = 1, *, poll: float = 1.0) -> list[str]:
@@ -75,16 +74,16 @@ def acquire(gpus: list[str], count: int = 1, *, poll: float = 1.0) -> list[str]:
     directory = lock_dir()
     announced = False
     while True:
-        fds: dict[str, int] = {}
+        locks: dict[str, FileLock] = {}
         for gpu in gpus:
-            fd = _try_lock(directory / f"gpu-{gpu.replace('/', '_')}.lock")
-            if fd is not None:
-                fds[gpu] = fd
-                if len(fds) == count:
-                    _held.extend(fds.values())
-                    return list(fds)
-        for fd in fds.values():  # not enough: let others have these while we wait
-            os.close(fd)
+            lock = _try_lock(directory / f"gpu-{gpu.replace('/', '_')}.lock")
+            if lock is not None:
+                locks[gpu] = lock
+                if len(locks) == count:
+                    _held.extend(locks.values())
+                    return list(locks)
+        for lock in locks.values():  # not enough: let others have these while we wait
+            lock.release()
         if not announced:
             announced = True
             log.info("all GPUs of %s=%s are taken; waiting for %d to be free", ENV_GPUS,
