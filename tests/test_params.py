@@ -189,6 +189,25 @@ def test_classes_must_be_a_list_of_strings() -> None:
     assert "'data.classes'" in message and "'normal' (str)" in message
 
 
+def test_class_folders_is_a_mapping_of_folder_names_to_class_names() -> None:
+    mapping = {"adeno_T2_N0": "adeno", "large.cell_T2": "large.cell"}
+    ok = parse_section("data", {**VALID["data"], "class_folders": mapping}, stage="download")
+    assert ok.class_folders == mapping
+    assert parse_section("data", {**VALID["data"], "class_folders": {}},
+                         stage="download").class_folders == {}
+    message = error_of("data", {**VALID["data"], "class_folders": {1: "a"}}, stage="download")
+    assert ("'data.class_folders' must be a mapping of a string to a string or null, got "
+            "{1: 'a'} (dict)") in message
+    message = error_of("data", {**VALID["data"], "class_folders": ["a", "b"]}, stage="download")
+    assert "'data.class_folders' must be a mapping" in message
+    message = error_of("data", {**VALID["data"], "class_folders": {"train/a": "a"}},
+                       stage="download")
+    assert message == ("p.yaml: 'data.class_folders' must map folder names (not paths) to "
+                       "class names, got {'train/a': 'a'} (stage download)")
+    message = error_of("data", {**VALID["data"], "class_folders": {"a": ""}}, stage="download")
+    assert "'data.class_folders' must map each folder to a class name" in message
+
+
 # ----------------------------------------------------------------------------- load_section
 
 

@@ -140,6 +140,18 @@ def _coerce(value: Any, hint: Any) -> tuple[bool, Any]:
                 return False, value
             out.append(v)
         return True, out
+    if origin is dict:
+        key_hint, value_hint = typing.get_args(hint)
+        if not isinstance(value, dict):
+            return False, value
+        out = {}
+        for k, v in value.items():
+            ok_key, k = _coerce(k, key_hint)
+            ok_value, v = _coerce(v, value_hint)
+            if not (ok_key and ok_value):
+                return False, value
+            out[k] = v
+        return True, out
     if origin in (typing.Union, types.UnionType):
         for option in typing.get_args(hint):
             ok, v = _coerce(value, option)
@@ -166,6 +178,9 @@ def _describe(hint: Any) -> str:
         return "one of " + ", ".join(repr(c) for c in typing.get_args(hint))
     if origin is list:
         return f"a list of {_describe(typing.get_args(hint)[0])}"
+    if origin is dict:
+        key_hint, value_hint = typing.get_args(hint)
+        return f"a mapping of {_describe(key_hint)} to {_describe(value_hint)}"
     if origin in (typing.Union, types.UnionType):
         return " or ".join(_describe(h) for h in typing.get_args(hint))
     if hint is type(None):

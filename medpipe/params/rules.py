@@ -94,6 +94,17 @@ def class_names(v: list[str] | None) -> str | None:
     return None
 
 
+def folder_classes(v: dict[str, str] | None) -> str | None:
+    """``data.class_folders``: null, or folder names (no '/') mapped to class names."""
+    if v is None:
+        return None
+    if any(not folder or "/" in folder or "\\" in folder for folder in v):
+        return "must map folder names (not paths) to class names"
+    if any(not name for name in v.values()):
+        return "must map each folder to a class name (an empty name is given)"
+    return None
+
+
 def one_group_pattern(v: str | None) -> str | None:
     """``data.patient_pattern``: null, or a regular expression with exactly one group."""
     if v is None:

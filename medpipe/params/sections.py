@@ -14,6 +14,7 @@ from medpipe.params.rules import (
     class_names,
     dicom_frame,
     distinct_names,
+    folder_classes,
     non_negative,
     one_group_pattern,
     open_fraction,
@@ -57,6 +58,10 @@ class DataParams:
     # of the data, reordered. null: the source's own order (folder/csv: sorted names;
     # medmnist: the official labels; synthetic: all of phantoms.CLASSES).
     classes: list[str] | None = param(["normal", "opacity"], class_names)
+    # folder: class names of class folders, {folder name: class name}, so that folders
+    # named differently in two splits (or two folders in one) are one class; folders not
+    # named keep their own name. null: the folder names
+    class_folders: dict[str, str] | None = param(None, folder_classes)
     # folder/csv: a regular expression with one group, searched in each image's file name;
     # the group is its patient id, so the split keeps a patient's images together. null: off
     patient_pattern: str | None = param(None, one_group_pattern)

@@ -39,6 +39,9 @@ def fetch(cfg, out_dir: Path) -> None:
         raise PipelineError(f"params.yaml: 'data.name' must name the manifest, a .csv file "
                             f"inside the dataset folder, for source csv; got {cfg.name!r} "
                             f"{STAGE}")
+    if cfg.class_folders:
+        raise PipelineError("params.yaml: 'data.class_folders' is not read by source csv (its "
+                            f"classes are the manifest's labels); set it to null {STAGE}")
     pack.check_params(cfg, "csv")
     out_dir.mkdir(parents=True)
     root = pack.dataset_root(cfg, out_dir)

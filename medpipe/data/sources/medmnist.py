@@ -72,6 +72,9 @@ def resolve(cfg) -> tuple[Subset, str, str]:
     if cfg.patient_pattern is not None:
         raise PipelineError(f"params.yaml: 'data.patient_pattern' is not read by source "
                             f"medmnist (it has no patient ids); set it to null {STAGE}")
+    if cfg.class_folders:
+        raise PipelineError(f"params.yaml: 'data.class_folders' is not read by source "
+                            f"medmnist (it has no class folders); set it to null {STAGE}")
     if cfg.resolution not in SIZES:
         raise PipelineError(
             f"params.yaml: 'data.resolution' must be one of {', '.join(map(str, SIZES))} for "

@@ -15,9 +15,9 @@ IMAGES, LABELS = "images.npy", "labels.npy"
 
 def fetch(cfg, out_dir: Path) -> None:
     """Generate ``cfg.n_per_class`` images per class into ``out_dir``."""
-    for key in ("name", "url", "md5", "sha256", "patient_pattern"):
+    for key in ("name", "url", "md5", "sha256", "patient_pattern", "class_folders"):
         # Set but unread is almost surely a forgotten 'data.source: ...'.
-        if getattr(cfg, key) is not None:
+        if getattr(cfg, key) not in (None, {}):
             raise PipelineError(
                 f"params.yaml: 'data.{key}' is not read by source synthetic; set it to null "
                 f"(stage download)"

@@ -215,3 +215,107 @@ def test_a_link_to_nothing_is_named(tmp_path) -> None:
     (folder / "a" / "gone.png").symlink_to(folder / "a" / "missing.png")
     assert errors_of(tmp_path, folder) == (
         f"{folder / 'a' / 'gone.png'}: not a regular file (stage download)")
+
+
+@pytest.mark.parametrize(("train", "val", "test"), [
+    ("Training", None, "Testing"), ("training", "validation", "testing"),
+    ("Train", "Valid", "Test"), ("TRAIN", "val", "test"), ("train", "Validation", "test")])
+def test_split_folders_are_recognised_by_their_usual_names(tmp_path, train, val, test) -> None:
+    folder = make_folder(tmp_path / "d", {"glioma": 6, "meningioma": 6}, split=train)
+    make_folder(folder, {"glioma": 3, "meningioma": 3}, split=test, seed=1)
+    if val:
+        make_folder(folder, {"glioma": 2, "meningioma": 2}, split=val, seed=2)
+    download(data_cfg(path=str(folder)), tmp_path / "raw")
+    data = read(tmp_path / "raw")
+    assert data.classes == ["glioma", "meningioma"]  # not the split folders
+    splits = dict(zip(data.ids, data.splits, strict=True))
+    assert splits[f"{train}/glioma/000.png"] == "train"
+    assert splits[f"{test}/meningioma/002.png"] == "test"
+    counts = {s: int((data.splits == s).sum()) for s in ("train", "val", "test")}
+    assert counts == {"train": 12, "val": 4 if val else 0, "test": 6}
+    meta = json.loads((tmp_path / "raw" / "dataset.json").read_text())
+    assert meta["splits"] == counts
+
+
+def test_a_wrapped_split_layout_is_descended(tmp_path) -> None:
+    folder = make_folder(tmp_path / "outer" / "Brain", {"a": 4, "b": 4}, split="Training")
+    make_folder(folder, {"a": 2, "b": 2}, split="Testing", seed=1)
+    download(data_cfg(path=str(tmp_path / "outer")), tmp_path / "raw")
+    assert read(tmp_path / "raw").classes == ["a", "b"]
+
+
+def test_two_folders_of_one_split(tmp_path) -> None:
+    folder = make_folder(tmp_path / "d", {"a": 2, "b": 2}, split="train")
+    make_folder(folder, {"a": 2, "b": 2}, split="test")
+    make_folder(folder, {"a": 1, "b": 1}, split="val")
+    make_folder(folder, {"a": 1, "b": 1}, split="Validation")
+    assert errors_of(tmp_path, folder) == (
+        f"{folder}: folders Validation and val are both the val split; keep one "
+        f"(stage download)")
+
+
+def test_class_folders_holding_the_same_subfolders_are_ambiguous(tmp_path) -> None:
+    folder = tmp_path / "brain"
+    for split in ("Training", "Testing"):  # the split one level too deep
+        make_folder(folder / "glioma", {split: 2})
+        make_folder(folder / "meningioma", {split: 2})
+    assert errors_of(tmp_path, folder) == (
+        f"{folder}: ambiguous layout: every folder holds the same subfolders, found "
+        f"{{glioma,meningioma}}/{{Testing,Training}}/<image>; expected <class>/<image> or "
+        f"<split>/<class>/<image>, split folders named train|training, val|valid|validation, "
+        f"test|testing in any case (stage download)")
+    masks = tmp_path / "covid"  # masks beside the images, in an official split
+    for split in ("train", "test"):
+        for name in ("covid", "normal"):
+            make_folder(masks / split / name, {"images": 1, "masks": 1})
+    assert "found test/{covid,normal}/{images,masks}/<image>;" in errors_of(tmp_path, masks)
+
+
+def test_class_folders_with_a_subfolder_each_are_not_ambiguous(tmp_path) -> None:
+    folder = make_folder(tmp_path / "d", {"a": 2, "b": 2})
+    make_folder(folder / "a", {"extra": 1})  # one common subfolder is a nested folder
+    make_folder(folder / "b", {"extra": 1})
+    download(data_cfg(path=str(folder)), tmp_path / "raw")
+    assert read(tmp_path / "raw").classes == ["a", "b"]
+
+
+def test_class_folders_map_folder_names_to_classes(tmp_path) -> None:
+    long = {"adenocarcinoma": "adenocarcinoma_left.lower.lobe_T2_N0_M0_Ib",
+            "large.cell.carcinoma": "large.cell.carcinoma_left.hilum_T2_N2_M0_IIIa"}
+    folder = make_folder(tmp_path / "ct", {long["adenocarcinoma"]: 4,
+                                           long["large.cell.carcinoma"]: 4, "normal": 4},
+                         split="train")
+    make_folder(folder, {long["adenocarcinoma"]: 2, long["large.cell.carcinoma"]: 2,
+                         "normal": 2}, split="valid", seed=1)
+    make_folder(folder, {"adenocarcinoma": 2, "large.cell.carcinoma": 2, "normal": 2},
+                split="test", seed=2)
+    assert "class 'adenocarcinoma' has a folder in test but not in train" in errors_of(
+        tmp_path, folder)
+    download(data_cfg(path=str(folder), class_folders={v: k for k, v in long.items()}),
+             tmp_path / "raw")
+    data = read(tmp_path / "raw")
+    assert data.classes == ["adenocarcinoma", "large.cell.carcinoma", "normal"]
+    meta = json.loads((tmp_path / "raw" / "dataset.json").read_text())
+    assert meta["counts"] == {"adenocarcinoma": 8, "large.cell.carcinoma": 8, "normal": 8}
+    label = dict(zip(data.ids, data.labels.tolist(), strict=True))
+    assert label[f"train/{long['adenocarcinoma']}/000.png"] == 0  # the file keeps its path
+    assert label["test/adenocarcinoma/000.png"] == 0
+
+
+def test_class_folders_naming_no_folder_is_refused(tmp_path) -> None:
+    folder = make_folder(tmp_path / "d", {"a": 2, "b": 2})
+    assert errors_of(tmp_path, folder, class_folders={"A_long": "a"}) == (
+        "params.yaml: 'data.class_folders' names folder 'A_long', which is no class folder "
+        f"of {folder} (class folders: 'a', 'b') (stage download)")
+
+
+def test_class_folders_is_read_by_the_folder_source_only(tmp_path) -> None:
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "m.csv").write_text("path,label\n")
+    message = errors_of(tmp_path, tmp_path / "d", source="csv", name="m.csv",
+                        class_folders={"a": "b"})
+    assert message.startswith("params.yaml: 'data.class_folders' is not read by source csv")
+    message = errors_of(tmp_path, tmp_path / "d", source="synthetic", name=None,
+                        class_folders={"a": "b"})
+    assert message.startswith(
+        "params.yaml: 'data.class_folders' is not read by source synthetic")

@@ -37,7 +37,8 @@ needs_shared = pytest.mark.skipif(
 def data_cfg(**changes):
     values = {"source": "medmnist", "name": "pneumoniamnist", "url": None, "md5": None,
               "sha256": None, "path": "data/external", "seed": 0, "resolution": 28,
-              "n_per_class": 10, "classes": None, "patient_pattern": None}
+              "n_per_class": 10, "classes": None, "class_folders": None,
+              "patient_pattern": None}
     values.update(changes)
     return parse_section("data", values, stage="download")
 
@@ -217,6 +218,12 @@ def test_synthetic_classes_null_is_every_generator_class(tmp_path) -> None:
     with pytest.raises(PipelineError, match="'data.patient_pattern' is not read by source "
                                             "synthetic"):
         download(cfg, tmp_path / "raw2")
+
+
+def test_class_folders_is_not_read_by_medmnist(tmp_path) -> None:
+    with pytest.raises(PipelineError, match="'data.class_folders' is not read by source "
+                                            "medmnist"):
+        download(data_cfg(class_folders={"a": "b"}), tmp_path / "raw")
 
 
 # --------------------------------------------------------------- download and read, for real
