@@ -48,4 +48,6 @@ def to_store_pixels(images: np.ndarray, channels: int, size: int) -> torch.Tenso
     ``(B, channels, size, size)``. Prediction calls this too, so that a new image is
     prepared exactly as the training images were."""
     x = resize(to_tensor_batch(images, channels), size)
-    return torch.round(x.clamp_(0.0, 1.0) * 255.0).to(torch.uint8)
+    # Not in place: without a resize, a grey image made RGB is still an expanded view
+    # whose three channels share one memory location.
+    return torch.round(x.clamp(0.0, 1.0) * 255.0).to(torch.uint8)

@@ -208,6 +208,31 @@ def test_jpeg_grey_and_colour_are_read(evaluated: SimpleNamespace, tmp_path: Pat
     assert len(table) == 2 and table["p_opacity"].between(0, 1).all()
 
 
+def test_grey_and_rgb_files_at_the_store_size_for_a_colour_model(tmp_path: Path) -> None:
+    """A colour model's images already at its side: the grey ones are replicated to RGB
+    without a resize in between, and give the prediction of their RGB copy."""
+    train = yaml.safe_load((Path(__file__).resolve().parents[2] / "params.yaml").read_text())
+    cfg = parse_section("train", {**train["train"], "model": "cnn", "device": "cpu"},
+                        stage="train")
+    stats = {"channels": 3, "classes": CLASSES, "image_size": 16, "mean": [0.4, 0.5, 0.6],
+             "std": [0.2, 0.25, 0.3]}
+    arch = architectures.make_arch(cfg, stats)
+    seeding.seed_everything(0)
+    checkpoint.save_checkpoint(tmp_path / "model.pt", architectures.build_model(arch).eval(),
+                               arch=arch, classes=CLASSES, params={}, info={})
+    grey = np.random.default_rng(0).integers(0, 256, (16, 16), dtype=np.uint8)
+    Image.fromarray(grey, mode="L").save(tmp_path / "grey.png")
+    Image.fromarray(np.stack([grey] * 3, axis=-1), mode="RGB").save(tmp_path / "rgb.png")
+    x = imagefiles.prepare_image(grey, 3, 16)
+    assert x.shape == (3, 16, 16)
+    assert torch.equal(x[0], torch.from_numpy(grey).float() / 255.0)
+    assert torch.equal(x[0], x[2])
+    table = imagefiles.predict_files(tmp_path / "model.pt", [tmp_path / "grey.png",
+                                                             tmp_path / "rgb.png"])
+    p = table["p_opacity"].to_numpy()
+    assert len(table) == 2 and p[0] == p[1]
+
+
 def test_csv_input_with_relative_paths(evaluated: SimpleNamespace, tmp_path: Path) -> None:
     names = [f"{i}.png" for i in sorted(export_split_as_png(evaluated.store, "test",
                                                             tmp_path / "png"))[:2]]

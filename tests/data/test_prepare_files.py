@@ -76,6 +76,40 @@ def test_file_images_are_prepared_like_arrays(tmp_path) -> None:
                               store.load_split(tmp_path / "from-arrays", split).images)
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+def test_grey_images_at_the_store_size_in_a_colour_set(tmp_path, workers) -> None:
+    """Grey and RGB files already at prepare.image_size: the grey ones are replicated to
+    three channels without a resize in between."""
+    for i in range(16):
+        shape = (8, 8) if i % 2 else (8, 8, 3)  # grey and colour in each class
+        save(tmp_path / "d" / "ab"[(i // 2) % 2] / f"{i:02d}.png", pixels(i, shape))
+    download(data_cfg(path=str(tmp_path / "d")), tmp_path / "raw")
+    files = read(tmp_path / "raw")
+    stats = prepare.prepare(files, tmp_path / "store", prepare_cfg(image_size=8,
+                                                                     channels="auto",
+                                                                     workers=workers))
+    assert stats["channels"] == 3
+    manifest = pd.read_csv(tmp_path / "store" / store.MANIFEST)
+    for split in store.SPLITS:
+        images = store.load_split(tmp_path / "store", split).images
+        ids = manifest.loc[manifest["split"] == split, "source_id"].tolist()
+        for image, name in zip(images, ids, strict=True):
+            i = int(name.split("/")[1][:2])
+            expected = pixels(i, (8, 8) if i % 2 else (8, 8, 3))
+            expected = np.stack([expected] * 3) if i % 2 else expected.transpose(2, 0, 1)
+            assert np.array_equal(image, expected), name
+
+
+def test_grey_arrays_at_the_store_size_made_rgb(tmp_path) -> None:
+    arrays = np.stack([pixels(i, (8, 8)) for i in range(16)])
+    raw = RawDataset(classes=["a", "b"], images=arrays, labels=np.arange(16) % 2,
+                     ids=[f"img-{i}" for i in range(16)])
+    prepare.prepare(raw, tmp_path / "store", prepare_cfg(image_size=8, channels=3))
+    train = store.load_split(tmp_path / "store", "train").images
+    assert train.shape[1:] == (3, 8, 8)
+    assert np.array_equal(train[:, 0], train[:, 2]) and train.max() > 0
+
+
 def corrupt_folder(root):
     make_folder(root, {"a": 10, "b": 10})
     good = (root / "a" / "000.png").read_bytes()
