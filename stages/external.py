@@ -1,7 +1,8 @@
 """Stage external: one external test set, scored by the unchanged model.
 
 Reads ``params.yaml`` section ``external.<name>`` (a dataset described with the keys of
-``data``; keys left out take the ``data`` section's values) and section ``evaluate``,
+``data``; keys left out take the ``data`` section's values where they apply to the set's
+source, see :mod:`medpipe.params.external`) and section ``evaluate``,
 the training store ``data/prepared`` and ``models/model.pt``. Writes the set's raw data
 and store under ``data/external_sets/<name>/`` and, under ``metrics/external/<name>/``,
 what the evaluate stage writes for the internal test split: ``evaluate.json``,
@@ -17,10 +18,9 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from medpipe import PipelineError
 from medpipe.data import external
 from medpipe.data.sources import registry
-from medpipe.params.loading import load_section, load_yaml, parse_section
+from medpipe.params.loading import load_external, load_section
 from medpipe.params.sections import EvaluateParams, PrepareParams
 from medpipe.utils import cli
 from medpipe.utils.files import write_json
@@ -31,24 +31,9 @@ log = logging.getLogger(__name__)
 
 
 def external_cfg(params: Path, name: str):
-    """The ``data`` section with ``external.<name>``'s keys over it, checked."""
-    doc = load_yaml(params)
-    sets = doc.get("external") or {}
-    if name not in sets:
-        raise PipelineError(f"{params}: no external set '{name}' (section 'external' has "
-                            f"{', '.join(sets) or 'none'}) (stage external)")
-    entry = sets[name]
-    if not isinstance(entry, dict) or "path" not in entry:
-        raise PipelineError(f"{params}: 'external.{name}' must be a mapping with at least "
-                            "'path' (the dataset folder DVC watches; data/external for a "
-                            "source without one) (stage external)")
-    base = load_section(params, "data", stage="external")
-    unknown = [k for k in entry if k not in base.__dataclass_fields__]
-    if unknown:
-        raise PipelineError(f"{params}: 'external.{name}.{unknown[0]}' is not a key of "
-                            "'data' (stage external)")
-    return parse_section("data", {**base.__dict__, **entry}, stage="external",
-                         where=f"{params}: external.{name}")
+    """The ``data`` keys of ``external.<name>``, checked: the set's own, then those of the
+    ``data`` section that apply to its source (:mod:`medpipe.params.external`)."""
+    return load_external(params, name, stage="external")
 
 
 def run(name: str, data_cfg, prep: PrepareParams, cfg: EvaluateParams, training_store: Path,

@@ -13,6 +13,7 @@ from typing import Any, Literal
 import yaml
 
 from medpipe import PipelineError
+from medpipe.params import external
 from medpipe.params.sections import RENAMED, SECTIONS, STAGE_SECTIONS
 
 
@@ -35,13 +36,81 @@ def load_yaml(path: Path) -> dict[str, Any]:
 
 
 def load_section(path: Path | str, section: str, stage: str) -> Any:
-    """Load and validate one section of ``params.yaml`` for ``stage``."""
+    """Load and validate one section of ``params.yaml`` for ``stage``, after checking the
+    whole file (:func:`check_all`)."""
     path = Path(path)
     doc = load_yaml(path)
     _check_top_level(doc, path, stage)
     if section not in doc:
         raise PipelineError(f"{path}: section '{section}' is missing (stage {stage})")
-    return parse_section(section, doc[section], stage=stage, where=str(path))
+    cfg = parse_section(section, doc[section], stage=stage, where=str(path))
+    check_all(doc, path, stage)
+    return cfg
+
+
+# The stage that reads each section, named in an error about it.
+READ_BY = {"data": "download", "prepare": "prepare", "plan": "plan", "train": "train",
+           "augment": "train", "evaluate": "evaluate", "external": "external"}
+
+
+def check_all(doc: dict[str, Any], path: Path, stage: str) -> None:
+    """Check every section of ``doc`` that is present, ``external`` included, so that a
+    mistake in a section that a later stage reads stops whichever stage runs first, before
+    the expensive ones (docs/params.md). A check only: nothing it reads reaches the
+    stage's outputs, which is why a stage lists in dvc.yaml only the params it uses."""
+    for section in SECTIONS:
+        if section in doc:
+            parse_section(section, doc[section], stage=_reader(section, stage),
+                          where=str(path))
+    external_sets(doc, path, stage)
+
+
+def load_external(path: Path | str, name: str, stage: str = "external") -> Any:
+    """The ``data`` keys of the external set ``name`` (:mod:`medpipe.params.external`),
+    checked, as a ``DataParams``; the whole file is checked first."""
+    path = Path(path)
+    doc = load_yaml(path)
+    _check_top_level(doc, path, stage)
+    if "data" not in doc:
+        raise PipelineError(f"{path}: section 'data' is missing (stage {stage})")
+    check_all(doc, path, stage)
+    sets = external_sets(doc, path, stage)
+    if name not in sets:
+        raise PipelineError(f"{path}: no external set '{name}' (section 'external' has "
+                            f"{', '.join(sets) or 'none'}) (stage {stage})")
+    return sets[name]
+
+
+def external_sets(doc: dict[str, Any], path: Path, stage: str) -> dict[str, Any]:
+    """Every set of the ``external`` section by name, each a checked ``DataParams``."""
+    sets, label = doc.get("external") or {}, _reader("external", stage)
+    if not isinstance(sets, dict):
+        raise PipelineError(f"{path}: 'external' must be a mapping of set names to data keys, "
+                            f"got {_show(sets)} (stage {label})")
+    data = doc.get("data") if isinstance(doc.get("data"), dict) else {}
+    out = {}
+    for name, entry in sets.items():
+        problem = external.name_problem(name)
+        if problem:
+            raise PipelineError(f"{path}: {problem} (stage {label})")
+        if not isinstance(entry, dict) or "path" not in entry:
+            raise PipelineError(f"{path}: 'external.{name}' must be a mapping with at least "
+                                "'path' (the dataset folder DVC watches; data/external for a "
+                                f"source without one) (stage {label})")
+        fields = defaults("data")
+        unknown = [k for k in entry if k not in fields]
+        if unknown:
+            raise PipelineError(f"{path}: 'external.{name}.{unknown[0]}' is not a key of "
+                                f"'data' (stage {label})")
+        out[name] = parse_section("data", external.entry_values(data, entry, fields),
+                                  stage=label, where=f"{path}: external.{name}")
+    return out
+
+
+def _reader(section: str, stage: str) -> str:
+    """The stage named in an error about ``section`` found while ``stage`` loads."""
+    reader = READ_BY[section]
+    return reader if reader == stage else f"{reader}, checked by stage {stage}"
 
 
 def parse_section(section: str, values: Any, *, stage: str, where: str = "params.yaml") -> Any:

@@ -15,10 +15,14 @@ from tinymodels import fit_and_save, train_cfg
 from medpipe import PipelineError
 from medpipe.data import prepare, store
 from medpipe.data.raw import RawDataset
+from medpipe.data.sources import registry
+from medpipe.params import external as external_params
+from medpipe.params import loading
 from medpipe.params.loading import load_section
 from medpipe.params.sections import EvaluateParams, PrepareParams
 from stages import evaluate as evaluate_stage
 from stages import external
+from stages.download import download
 
 ROOT = Path(__file__).resolve().parents[2]
 CLASSES = ["normal", "opacity"]
@@ -93,3 +97,68 @@ def test_bad_external_params_are_one_line_errors(tmp_path: Path, sets: dict,
                                                  expected: str) -> None:
     with pytest.raises(PipelineError, match=expected):
         external.external_cfg(params_with(tmp_path, sets), "site_b")
+
+
+def test_a_folder_set_beside_a_csv_manifest_takes_only_the_keys_a_folder_reads(
+        tmp_path: Path) -> None:
+    """The csv manifest's file name, the training archive's url and checksum and the
+    pattern of its file names stay with the data section; the label order carries over."""
+    site = make_folder(tmp_path / "site_b", {"opacity": 3, "normal": 3}, shape=(20, 16))
+    doc = yaml.safe_load((ROOT / "params.yaml").read_text())
+    doc["data"].update(source="csv", name="manifest.csv", patient_pattern=r"^(\d+)_",
+                       classes=CLASSES,
+                       url="https://example.org/train.zip", sha256="ab" * 32)
+    doc["external"] = {"site_b": {"source": "folder", "path": str(site)}}
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(doc, sort_keys=False))
+    cfg = external.external_cfg(params, "site_b")
+    assert (cfg.name, cfg.url, cfg.sha256) == (None, None, None)
+    assert cfg.classes == CLASSES and cfg.patient_pattern is None
+    download(cfg, tmp_path / "raw")  # the folder source accepts what it inherited
+    assert registry.read(tmp_path / "raw").classes == CLASSES
+
+
+@pytest.mark.parametrize("data, entry, expected", [
+    # the same source: what it reads carries over, the dataset's own file does not
+    ({"source": "medmnist", "name": "pneumoniamnist", "resolution": 64, "md5": "x",
+      "url": "u"}, {"path": "p"}, {"name": "pneumoniamnist", "resolution": 64, "md5": None,
+                                   "url": None}),
+    ({"source": "synthetic", "seed": 3, "n_per_class": 7}, {"path": "p", "seed": 4},
+     {"seed": 4, "n_per_class": 7}),
+    # another source: only the keys every source reads alike
+    ({"source": "synthetic", "resolution": 100}, {"path": "p", "source": "medmnist",
+                                                  "name": "breastmnist"},
+     {"resolution": 128, "name": "breastmnist"}),
+    ({"source": "csv", "name": "labels.csv", "patient_pattern": "(.)"},
+     {"path": "p", "source": "medmnist"}, {"name": None, "patient_pattern": None}),
+    ({"source": "folder", "class_folders": {"a_1": "a"}}, {"path": "p"},
+     {"class_folders": None}),
+])
+def test_a_set_inherits_only_the_keys_that_apply_to_its_source(
+        data: dict, entry: dict, expected: dict) -> None:
+    defaults = loading.defaults("data")
+    values = external_params.entry_values({**defaults, **data}, entry, defaults)
+    assert {k: values[k] for k in expected} == expected
+
+
+@pytest.mark.parametrize("name", ["site b", "site/b", "../escape", "site.b", "-b", "", 7])
+def test_a_set_name_that_is_not_one_safe_word_is_refused_before_any_stage_runs(
+        tmp_path: Path, name) -> None:
+    params = params_with(tmp_path, {name: {"source": "folder", "path": "x"}})
+    for section, stage in (("data", "download"), ("evaluate", "evaluate")):
+        with pytest.raises(PipelineError) as info:
+            load_section(params, section, stage=stage)
+        message = str(info.value)
+        assert "\n" not in message and f"external set name {name!r} must be" in message
+        assert f"checked by stage {stage}" in message
+    with pytest.raises(PipelineError, match="must be letters, digits"):
+        external.external_cfg(params, str(name))
+
+
+def test_a_bad_set_stops_the_download_stage_with_one_line(tmp_path: Path) -> None:
+    """A set's mistake surfaces when the pipeline's first stage loads params.yaml, not
+    after download, prepare and train have run."""
+    params = params_with(tmp_path, {"site_b": {"path": "x", "source": "ftp"}})
+    with pytest.raises(PipelineError, match=r"external.site_b: 'data.source' must be one of .* "
+                                            r"\(stage external, checked by stage download\)"):
+        load_section(params, "data", stage="download")
