@@ -442,3 +442,13 @@ def test_stage_shell_in_process_exits_1_with_one_line(
 def test_seed_out_of_range_is_named(section: str, stage: str, seed: int) -> None:
     message = error_of(section, {**VALID[section], "seed": seed}, stage=stage)
     assert f"'{section}.seed' must be between 0 and 4294967295, got {seed}" in message
+
+
+@pytest.mark.parametrize(("classes", "expected"), [
+    (["a", "a", "b"], "'data.classes' names class 'a' twice; each class is listed once"),
+    (["a", "b", "b", "a"], "'data.classes' names class 'a' twice"),
+    (["a", ""], "'data.classes' must list class names (an empty name is given)"),
+    (["a"], "'data.classes' must list at least 2 distinct classes, or be null"),
+])
+def test_a_bad_class_list_names_what_is_wrong(classes: list[str], expected: str) -> None:
+    assert expected in error_of("data", {**VALID["data"], "classes": classes}, stage="download")

@@ -89,7 +89,12 @@ def class_names(v: list[str] | None) -> str | None:
     """``data.classes``: null, or at least two distinct, non-empty class names."""
     if v is None:
         return None
-    if len(v) < 2 or len(set(v)) != len(v) or any(not name for name in v):
+    twice = sorted({name for name in v if v.count(name) > 1})
+    if twice:
+        return f"names class '{twice[0]}' twice; each class is listed once"
+    if any(not name for name in v):
+        return "must list class names (an empty name is given)"
+    if len(v) < 2:
         return "must list at least 2 distinct classes, or be null"
     return None
 
