@@ -70,7 +70,7 @@ def test_valid_sections_parse_to_typed_dataclasses() -> None:
     prepare = parse_section("prepare", VALID["prepare"], stage="prepare")
     train = parse_section("train", VALID["train"], stage="train")
     evaluate = parse_section("evaluate", VALID["evaluate"], stage="evaluate")
-    assert isinstance(data, DataParams) and data.classes == ["normal", "opacity"]
+    assert isinstance(data, DataParams) and data.classes is None  # each source its own
     assert isinstance(prepare, PrepareParams) and prepare.channels == "auto"
     assert isinstance(train, TrainParams) and train.model == "cnn"
     assert train.lr == VALID["train"]["lr"] and train.schedule == "constant"

@@ -6,7 +6,7 @@ vessel markings, and acquisition variation (patient position, exposure, gamma, s
 quantum noise). Both classes carry look-alike distractors (nipple shadows, rib
 crossings), so a model must find the finding, not a shortcut.
 
-Classes (pick a subset, in label order, with ``data.classes``):
+Classes (pick a subset, in label order, with ``data.classes``; null: normal, opacity):
 
 - ``normal``   - no finding;
 - ``opacity``  - one to three focal opacities (nodules or small consolidations) inside
@@ -24,6 +24,8 @@ from __future__ import annotations
 import numpy as np
 
 CLASSES = ("normal", "opacity", "effusion")
+# The classes generated when ``data.classes`` is null: the default data's, in its order.
+DEFAULT_CLASSES = ("normal", "opacity")
 
 
 def generate(

@@ -56,8 +56,9 @@ class DataParams:
     # The classes in label order; with two, the second is the positive class. synthetic:
     # the classes generated, from medpipe.data.phantoms.CLASSES; other sources: every class
     # of the data, reordered. null: the source's own order (folder/csv: sorted names;
-    # medmnist: the official labels; synthetic: all of phantoms.CLASSES).
-    classes: list[str] | None = param(["normal", "opacity"], class_names)
+    # medmnist: the official labels; synthetic: phantoms.DEFAULT_CLASSES, normal and
+    # opacity), so that no source needs the key set.
+    classes: list[str] | None = param(None, class_names)
     # folder: class names of class folders, {folder name: class name}, so that folders
     # named differently in two splits (or two folders in one) are one class; folders not
     # named keep their own name. null: the folder names

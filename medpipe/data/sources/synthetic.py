@@ -23,8 +23,8 @@ def fetch(cfg, out_dir: Path) -> None:
                 f"(stage download)"
             )
     # A subset of the generator's classes, in label order (at least 2 distinct: checked
-    # with the params); null: all of them.
-    classes = list(phantoms.CLASSES) if cfg.classes is None else list(cfg.classes)
+    # with the params); null: the default data's, normal and opacity.
+    classes = list(phantoms.DEFAULT_CLASSES if cfg.classes is None else cfg.classes)
     unknown = [c for c in classes if c not in phantoms.CLASSES]
     if unknown:
         raise PipelineError(
