@@ -85,6 +85,25 @@ def distinct_names(v: list[str]) -> str | None:
     return f"names {', '.join(twice)} twice" if twice else None
 
 
+# The columns of the store's own manifest (medpipe.data.store): label and class are the
+# truth being scored (one class per group would leave nothing to rank; the figures per
+# class are in per_class already), split has one value in the scored split, and index and
+# source_id one per case. None of them cuts the cases into subgroups.
+STORE_COLUMNS = ("split", "index", "label", "class", "source_id")
+
+
+def group_columns(v: list[str]) -> str | None:
+    """``evaluate.groups``: distinct columns of the data's own, none of the store's."""
+    problem = distinct_names(v)
+    if problem:
+        return problem
+    own = [name for name in v if name in STORE_COLUMNS]
+    if own:
+        return (f"names '{own[0]}', a column of the store itself, not an attribute of the "
+                "cases (per-class figures are in per_class)")
+    return None
+
+
 def class_names(v: list[str] | None) -> str | None:
     """``data.classes``: null, or at least two distinct, non-empty class names."""
     if v is None:

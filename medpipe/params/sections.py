@@ -13,8 +13,8 @@ from medpipe.params.rules import (
     between,
     class_names,
     dicom_frame,
-    distinct_names,
     folder_classes,
+    group_columns,
     non_negative,
     one_group_pattern,
     open_fraction,
@@ -212,7 +212,7 @@ class EvaluateParams:
     tta: Literal["none", "hflip", "flips"] = param("none")
     # Subgroup performance: columns of the CSV manifest (data.source: csv), e.g. [sex,
     # site]; each value of each column is scored on its own, with bootstrap intervals.
-    groups: list[str] = param([], distinct_names)
+    groups: list[str] = param([], group_columns)
     # a value with fewer cases is reported and marked, and left out of the largest gap
     min_group_cases: int = param(20, at_least(1))
 

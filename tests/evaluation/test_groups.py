@@ -13,6 +13,7 @@ from tinymodels import PARAMS, fit_and_save, train_cfg
 
 from medpipe import PipelineError
 from medpipe.evaluation import groups, multiclass, multilabel, report
+from medpipe.params.rules import STORE_COLUMNS
 from medpipe.params.sections import EvaluateParams
 
 CFG = EvaluateParams(bootstrap=300, groups=["site"], min_group_cases=20)
@@ -122,6 +123,32 @@ def test_group_names_are_checked_as_params() -> None:
 
     with pytest.raises(PipelineError, match=r"evaluate.groups.*names site twice"):
         validate(dataclasses.replace(CFG, groups=["site", "site"]), stage="evaluate")
+
+
+@pytest.mark.parametrize("column", STORE_COLUMNS)
+def test_a_column_of_the_store_itself_is_refused_as_a_group(column: str) -> None:
+    """``label`` would group by the label numbers, ``class`` by the truth being scored."""
+    from medpipe.params.loading import validate
+
+    with pytest.raises(PipelineError, match=rf"'evaluate.groups' names '{column}', a column "
+                                            r"of the store itself, not an attribute of the "
+                                            r"cases"):
+        validate(dataclasses.replace(CFG, groups=["site", column]), stage="evaluate")
+
+
+def test_the_refused_columns_are_those_prepare_writes(tmp_path) -> None:
+    from medpipe.data import prepare
+    from medpipe.data.raw import RawDataset
+    from medpipe.params.sections import PrepareParams
+
+    images = np.random.default_rng(0).integers(0, 255, (20, 8, 8)).astype(np.uint8)
+    raw = RawDataset(classes=CLASSES, images=images,
+                     labels=np.tile([0, 1], 10), ids=[str(i) for i in range(20)],
+                     attributes=pd.DataFrame({"site": ["a"] * 20}))
+    prepare.prepare(raw, tmp_path / "prepared", PrepareParams(image_size=8, channels=1,
+                                                              workers=1, duplicates="warn"))
+    columns = pd.read_csv(tmp_path / "prepared" / "manifest.csv").columns
+    assert sorted(set(columns) - {"site"}) == sorted(STORE_COLUMNS)
 
 
 def test_the_evaluate_stage_scores_the_manifest_columns(tmp_path) -> None:
