@@ -80,9 +80,7 @@ def main() -> None:
         root = Path(tmp)
         store = make_store(root, cfg["size"], cfg["n_per_class"])
         start = time.perf_counter()
-        # every candidate timed here (no rate book): the script measures the device
-        report = plan(PlanParams(budget_minutes=cfg["budget"], timed_steps=cfg["steps"],
-                                 rate_book=None),
+        report = plan(PlanParams(budget_minutes=cfg["budget"], timed_steps=cfg["steps"]),
                       cfg["device"], store, None, root / "plan.yaml", root / "plan.json")
         print(f"plan in {time.perf_counter() - start:.1f} s: {report['chosen']}, "
               f"{report['choices']['train.epochs']['value']} epochs in {cfg['budget']} min; "

@@ -1,43 +1,47 @@
-"""Benchmark: the planned configuration on a dataset, trained and scored on its test split.
+"""Benchmark: the plan against plain baselines on a dataset, each scored on its test split.
 
-Each run does what the pipeline does with ``plan.budget_minutes`` set, without DVC: the
-store is prepared at the native side (MedMNIST 28 px; synthetic ``--size``), the plan
-times its candidates on the device and chooses, train runs the plan (every train and
-augment key at its default, so the plan fills them all), and the model is scored on the
-test split: accuracy at 0.5 (as MedMNIST reports it) and ROC AUC. The plan's own
-seconds are printed, and whether a second plan that times the candidates again, and a
-third that reads their rates from the first plan's rate book, choose the same.
+Each seed runs what the pipeline does with ``plan.budget_minutes`` set, without DVC: the
+store is prepared (MedMNIST and phantoms at their side; image folders at ``--side``),
+the plan times the candidates, runs its trials on the validation split and writes the
+winner, train runs it (every train and augment key at its default, so the plan fills
+them all), and the model is scored on the test split: accuracy (argmax, as MedMNIST
+reports it) and ROC AUC (one-vs-rest, macro, for more than two classes). The same
+seed then trains the baselines:
+
+- ``cnn``: params.yaml's defaults (the small CNN, 30 epochs);
+- ``resnet18``: ResNet-18 at the store's side as the MedMNIST v2 paper trains it (Adam at
+  0.001, no augmentation, the small stem up to 64 px; cosine), for the epochs that fit
+  the same budget at its timed rate (at most 30);
+- ``recipe``: the hand recipe ``recipes/<set>.yaml``, where one exists.
+
+Per arm the mean ± sd over the seeds is printed, with the minutes taken, and the plan's
+planning share of its budget.
 
     uv run python bench/planning.py --data DIR --sets breastmnist --budget 3 --seeds 0
-    uv run python bench/planning.py --data DIR --budget 10 --seeds 0 1 2   # the full table
-    uv run python bench/planning.py --sets synthetic --size 64 --classes normal opacity effusion
+    uv run python bench/planning.py --real /work/shared/data/real --sets real:malaria4000
+    uv run python bench/planning.py --sets phantom:64:300,300:rgb --budget 1 --seeds 0 1
 
-``DIR`` holds the official 28 px ``pneumoniamnist.npz`` and ``breastmnist.npz``.
-
-With ``--compare``, the plan's choice of model is put against the alternatives: every
-candidate the plan timed is trained with the plan's rules applied to it (the epochs its
-rate fits in the same budget, its batch, schedule, weight average, balance and
-augmentation) and scored, and the mean AUC per candidate over the seeds is printed with
-the plan's choice beside the best. Besides the MedMNIST sets, ``--sets`` then takes
-synthetic stores written as image folders, ``phantom:SIDE:N1,N2[,N3][:rgb]``: the
-generator's images at SIDE px, N1 normal, N2 opacity (and N3 effusion) images, grey or
-tinted colour::
-
-    uv run python bench/planning.py --compare --budget 1 --seeds 0 1 \
-        --sets phantom:64:300,300 phantom:64:300,90 phantom:64:200,200,200 phantom:64:300,300:rgb
+``DIR`` holds the official 28 px ``pneumoniamnist.npz`` and ``breastmnist.npz``;
+``--real`` a folder of ``<name>.tar.gz`` image-folder archives (``real:<name>``), read
+by the folder source (a ``train``/``test`` layout keeps its test split). Phantom stores,
+``phantom:SIDE:N1,N2[,N3][:rgb]``: the synthetic generator's images at SIDE px, N1
+normal, N2 opacity (and N3 effusion), grey or tinted colour, written as a folder.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
+import math
 import statistics
+import tarfile
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 
 from medpipe.evaluation.metrics import roc_auc
 from medpipe.inference.predictor import score_split
@@ -49,18 +53,26 @@ from medpipe.params.sections import (
     PrepareParams,
     TrainParams,
 )
-from medpipe.planning import planner, recipe, rules
+from medpipe.planning import fingerprint, rates, recipe, rules
 from medpipe.utils.devices import resolve_device
 from stages.download import download
 from stages.plan import plan
 from stages.prepare import prepare
 from stages.train import train
 
+RECIPES = Path(__file__).resolve().parent.parent / "recipes"
+
 
 def make_store(root: Path, name: str, args) -> Path:
     if name.startswith("phantom:"):
         return phantom_store(root, name)
-    if name == "synthetic":
+    if name.startswith("real:"):
+        folder = root / "images"
+        with tarfile.open(args.real / f"{name[5:]}.tar.gz") as tar:
+            tar.extractall(folder, filter="data")
+        (top,) = folder.iterdir()
+        data, size = DataParams(source="folder", path=str(top), classes=None), args.side
+    elif name == "synthetic":
         data = DataParams(resolution=args.size, n_per_class=args.n_per_class,
                           classes=args.classes)
         size = args.size
@@ -69,8 +81,8 @@ def make_store(root: Path, name: str, args) -> Path:
                           url=(args.data / f"{name}.npz").resolve().as_uri())
         size = 28
     download(data, root / "raw")
-    prepare(PrepareParams(image_size=size, channels=args.channels), root / "raw",
-            root / "prepared", root / "prepare.json")
+    prepare(PrepareParams(image_size=size), root / "raw", root / "prepared",
+            root / "prepare.json")
     return root / "prepared"
 
 
@@ -104,7 +116,7 @@ def phantom_store(root: Path, spec: str) -> Path:
 
 def train_and_score(root: Path, store: Path, sections: dict, seed: int, args) -> dict:
     """Train the recipe ``sections`` (every train and augment key at its default, so it
-    fills them all) and score the test split: ACC at 0.5 and ROC AUC."""
+    fills them all) and score the test split: accuracy (argmax) and ROC AUC."""
     applied = recipe.apply(sections, TrainParams(seed=seed, device=args.device),
                            AugmentParams())
     summary = train(applied.train, applied.augment, store, root / "model.pt",
@@ -117,108 +129,101 @@ def train_and_score(root: Path, store: Path, sections: dict, seed: int, args) ->
             "auc": float(roc_auc(labels, probs))}
 
 
-def compare(root: Path, store: Path, seed: int, args) -> list[dict]:
-    """Plan, then train every candidate the plan timed as the rules would have set it
-    up had they chosen it; a row per candidate."""
-    timed = planner.time_and_choose(store, root / "raw", args.budget,
-                                    resolve_device(args.device), args.steps,
-                                    root / "rates-compare.json")
-    rows = []
-    for trial in timed.plan.trials:
-        if trial.epochs < 1:
-            continue
-        as_chosen = dataclasses.replace(timed.plan, chosen=trial)
-        choices = rules.decide(timed.fingerprint, as_chosen, "compared")
-        rows.append({"seed": seed, "candidate": trial.candidate.name,
-                     "rate": trial.images_per_second,
-                     "planned": trial == timed.plan.chosen,
-                     **train_and_score(root, store, planner.sections_of(choices), seed,
-                                       args)})
-    return rows
+def planned(root: Path, store: Path, seed: int, args) -> dict:
+    """Plan within the budget, train the plan, score it."""
+    start = time.perf_counter()
+    report = plan(PlanParams(budget_minutes=args.budget, timed_steps=args.steps),
+                  args.device, store, root / "raw", root / "plan.yaml", root / "plan.json")
+    plan_min = (time.perf_counter() - start) / 60
+    scored = train_and_score(root, store, recipe.read(root / "plan.yaml"), seed, args)
+    winner = report["trials"][report["winner"]]
+    return {"chosen": report["chosen"], "winner": {k: winner[k] for k in (
+                "origin", "optimizer", "lr", "weight_decay", "balance", "affine_p",
+                "label_smoothing", "average", "schedule")},
+            "trials": len(report["trials"]), "plan_min": round(plan_min, 2),
+            "of_budget": round((plan_min + scored["train_min"]) / args.budget, 3), **scored}
 
 
-def compare_summary(name: str, rows: list[dict]) -> None:
-    """Per candidate: mean ± sd of AUC and ACC over the seeds; the plan's choice against
-    the candidate with the best mean AUC."""
-    by: dict[str, list[dict]] = {}
-    for r in rows:
-        by.setdefault(r["candidate"], []).append(r)
-    means = {}
-    for cand, rs in by.items():
-        auc = [r["auc"] for r in rs]
-        acc = [r["acc"] for r in rs]
-        sd = statistics.stdev(auc) if len(auc) > 1 else 0.0
-        means[cand] = float(np.mean(auc))
-        print(f"{name} {cand}: epochs {[r['epochs'] for r in rs]}, AUC {np.mean(auc):.4f} ± "
-              f"{sd:.4f}, ACC {np.mean(acc):.4f}, planned in {sum(r['planned'] for r in rs)}"
-              f" of {len(rs)} seeds")
-    best = max(means, key=means.get)
-    chosen = {r["candidate"] for r in rows if r["planned"]}
-    print(f"{name} best {best} (AUC {means[best]:.4f}); planned "
-          + ", ".join(f"{c} (AUC {means[c]:.4f}, {means[c] - means[best]:+.4f})"
-                      for c in sorted(chosen)))
+def paper_resnet(root: Path, store: Path, seed: int, args) -> dict:
+    """ResNet-18 as the MedMNIST v2 paper trains it, for the epochs the budget holds at
+    its timed rate."""
+    fp = fingerprint.read(store)
+    config = rules.paper_config(fp)
+    device = resolve_device(args.device)
+    from medpipe.data import store as stores
+    from medpipe.planning.planner import trial_params
+
+    batch = rules.batch_size(fp, device.type)
+    cfg, aug = trial_params(config, 1, batch, device.type, fp)
+    stats = stores.read_stats(store)
+    train_split, val = (stores.load_split(store, s) for s in ("train", "val"))
+    rate = rates.measure(config.candidate, cfg, aug, stats, train_split, val, store, device,
+                         args.steps)
+    epochs = max(1, rules.epochs_in(fp, rate, args.budget * 60 * rules.USABLE))
+    sections = {"train": {"model": "resnet18", "small_input": config.candidate.small_input,
+                          "optimizer": "adam", "lr": 0.001, "schedule": "cosine",
+                          "warmup_epochs": 0, "epochs": epochs, "batch_size": batch}}
+    return train_and_score(root, store, sections, seed, args)
 
 
-def run(root: Path, store: Path, seed: int, args) -> dict:
-    """Plan three times: timing every candidate into a new rate book, timing them all
-    again without a book, and reading the book; then train the first plan and score it."""
-    def plan_into(name: str, book: Path | None) -> dict:
-        cfg = PlanParams(budget_minutes=args.budget, timed_steps=args.steps,
-                         rate_book=str(book) if book else None)
-        return plan(cfg, args.device, store, root / "raw", root / f"{name}.yaml",
-                    root / f"{name}.json")
+def arms(name: str) -> list[str]:
+    out = ["plan", "cnn", "resnet18"]
+    if (RECIPES / f"{name}.yaml").exists():
+        out.append("recipe")
+    return out
 
-    book = root / f"rates-{seed}.json"
-    report = plan_into("plan", book)
-    retimed = plan_into("retimed", None)
-    booked = plan_into("booked", book)
-    recipes = {n: recipe.read(root / f"{n}.yaml") for n in ("plan", "retimed", "booked")}
-    scored = train_and_score(root, store, recipes["plan"], seed, args)
-    return {"seed": seed, "chosen": report["chosen"], "epochs": scored["epochs"],
-            "rates": [c["images_per_second"] for c in report["candidates"]],
-            "plan_s": report["plan_seconds"], "retimed_s": retimed["plan_seconds"],
-            "retimed_rates": [c["images_per_second"] for c in retimed["candidates"]],
-            "same_when_retimed": recipes["retimed"] == recipes["plan"],
-            "booked_s": booked["plan_seconds"],
-            "same_from_book": recipes["booked"] == recipes["plan"],
-            "train_min": scored["train_min"],
-            "of_budget": round(scored["train_min"] / args.budget, 3),
-            "acc": scored["acc"], "auc": scored["auc"]}
+
+def run_arm(arm: str, name: str, root: Path, store: Path, seed: int, args) -> dict:
+    if arm == "plan":
+        return planned(root, store, seed, args)
+    if arm == "cnn":
+        return train_and_score(root, store, {}, seed, args)
+    if arm == "resnet18":
+        return paper_resnet(root, store, seed, args)
+    doc = yaml.safe_load((RECIPES / f"{name}.yaml").read_text())
+    return train_and_score(root, store, {k: doc.get(k, {}) for k in recipe.APPLIED}, seed,
+                           args)
+
+
+def summary(name: str, arm: str, rows: list[dict]) -> None:
+    parts = []
+    for key in ("acc", "auc"):
+        values = [r[key] for r in rows]
+        sd = statistics.stdev(values) if len(values) > 1 else 0.0
+        parts.append(f"{key} {np.mean(values):.4f} ± {sd:.4f}")
+    minutes = np.mean([r["train_min"] + r.get("plan_min", 0) for r in rows])
+    print(f"{name} {arm}: {', '.join(parts)} over {len(rows)} seeds; {minutes:.1f} min",
+          flush=True)
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sets", nargs="+", default=["pneumoniamnist", "breastmnist"])
     p.add_argument("--data", type=Path, help="folder holding <name>.npz (28 px)")
+    p.add_argument("--real", type=Path, help="folder holding <name>.tar.gz image folders")
+    p.add_argument("--side", type=int, default=64, help="real: prepare.image_size")
     p.add_argument("--budget", type=float, default=10.0, help="plan.budget_minutes")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--steps", type=int, default=10, help="plan.timed_steps")
+    p.add_argument("--arms", nargs="+", help="only these: plan cnn resnet18 recipe")
     p.add_argument("--device", default="auto")
     p.add_argument("--size", type=int, default=64, help="synthetic: side, px")
     p.add_argument("--n-per-class", type=int, default=500, help="synthetic")
     p.add_argument("--classes", nargs="+", default=["normal", "opacity"], help="synthetic")
-    p.add_argument("--channels", type=int, default=1, choices=[1, 3])
-    p.add_argument("--compare", action="store_true",
-                   help="train every candidate the plan timed, not only its choice")
     args = p.parse_args()
     print(f"budget {args.budget} min, device {args.device}, threads {torch.get_num_threads()}")
     for name in args.sets:
-        rows = []
         with tempfile.TemporaryDirectory(prefix="medpipe-plan-") as tmp:
             store = make_store(Path(tmp), name, args)
-            for seed in args.seeds:
-                new = (compare(Path(tmp), store, seed, args) if args.compare
-                       else [run(Path(tmp), store, seed, args)])
-                for row in new:
+            for arm in [a for a in arms(name) if not args.arms or a in args.arms]:
+                rows = []
+                for seed in args.seeds:
+                    row = {"arm": arm, "seed": seed, **run_arm(arm, name, Path(tmp), store,
+                                                               seed, args)}
                     print(name, json.dumps(row), flush=True)
-                rows += new
-        if args.compare:
-            compare_summary(name, rows)
-            continue
-        for key in ("acc", "auc"):
-            values = [r[key] for r in rows]
-            sd = statistics.stdev(values) if len(values) > 1 else 0.0
-            print(f"{name} {key} {np.mean(values):.4f} ± {sd:.4f} over {len(values)} seeds")
+                    rows.append(row)
+                if all(math.isfinite(r["auc"]) for r in rows):
+                    summary(name, arm, rows)
 
 
 if __name__ == "__main__":

@@ -80,7 +80,6 @@ def _train_fold(cfg: TrainParams, aug: AugmentParams, data_dir: Path, models_dir
                 input_size: int | None) -> None:
     from medpipe.data import folds
     from medpipe.training import run, state
-    from medpipe.training.distributed import DistInfo
     from medpipe.utils import devices, seeding
 
     log.info("fold %d: training on the pool outside it", k + 1)
@@ -89,13 +88,10 @@ def _train_fold(cfg: TrainParams, aug: AugmentParams, data_dir: Path, models_dir
     stats = store.read_stats(data_dir)
     train, val = folds.load_fold(data_dir, k)
     state_path = models_dir / f"fold_{k}.state.pt"
-    built = run.build(cfg, stats, train, val, data_dir, device, DistInfo(),
-                      weights_dir=weights_dir, input_size=input_size)
-    trained = run.fit(built, cfg, aug, train, val, device, DistInfo(),
-                      resume=state.Resume(state_path, fingerprint))
-    run.save(fold_path(models_dir, k), trained, cfg, aug, stats["classes"], fold=k,
-             folds=stats["folds"], fingerprint=fingerprint,
-             train_seconds=round(trained.result.seconds, 2))
+    run.train_model(cfg, aug, stats, train, val, data_dir, device, weights_dir=weights_dir,
+                    input_size=input_size, resume=state.Resume(state_path, fingerprint),
+                    save_to=fold_path(models_dir, k), fold=k, folds=stats["folds"],
+                    fingerprint=fingerprint, record_seconds=True)
     state_path.unlink(missing_ok=True)
     clean_stale(state_path)
 

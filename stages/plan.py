@@ -1,11 +1,12 @@
-"""Stage plan: a training configuration fitted to the store and a compute budget.
+"""Stage plan: a training configuration validated on the store within a compute budget.
 
-Reads ``data/prepared`` (its fingerprint), ``data/raw`` (the native image side) and
-``params.yaml`` sections ``plan`` and ``train.device``; times a few training steps of
-each candidate model on that device (or reads the rates timed before there from the
-rate book, ``plan.rate_book``) and writes the plan as a recipe,
-``data/plan.yaml``, which the train stage lays over the train and augment keys left at
-their defaults, and every choice with its reason to ``metrics/plan.json``. With
+Reads ``data/prepared`` (its fingerprint, the train and val splits: never test),
+``data/raw`` (the native image side) and ``params.yaml`` sections ``plan`` and
+``train.device``; times a few training steps of each candidate model on that device,
+trains short trials of candidate configurations and ranks them on the validation split
+by successive halving, and writes the winner as a recipe, ``data/plan.yaml``, which the
+train stage lays over the train and augment keys left at their defaults, and every
+trial and choice with its reason to ``metrics/plan.json``. With
 ``plan.budget_minutes: null`` (the default) the plan is empty and training follows
 params.yaml. See docs/planning.md.
 
@@ -41,15 +42,14 @@ def plan(cfg: PlanParams, device_name: str, data_dir: Path, raw_dir: Path | None
         from medpipe.utils import devices
 
         device = devices.resolve_device(device_name)
-        from medpipe.planning.ratebook import book_path
-
         sections, report = planner.make_plan(data_dir, raw_dir, cfg.budget_minutes, device,
-                                             cfg.timed_steps, book_path(cfg.rate_book))
+                                             cfg.timed_steps)
         header = (f"Planned for {data_dir} within {cfg.budget_minutes} min of training on "
                   f"{device.type} (stages/plan.py); the reasons: {metrics_path}.\n"
                   "The train stage applies it to every key params.yaml leaves at its "
                   "default.")
-        log.info("plan: %s", report["chosen"])
+        log.info("plan: %s, trial %d of %d", report["chosen"], report["winner"],
+                 len(report["trials"]))
     recipe.write(out_path, sections, header)
     write_json(metrics_path, report)
     return report

@@ -61,23 +61,20 @@ def _train(cfg: TrainParams, aug: AugmentParams, data_dir: Path, model_path: Pat
            metrics_path: Path, preview_path: Path | None, on_epoch, state_path: Path | None,
            weights_dir: Path | None, device, dist: distributed.DistInfo,
            plan: plans.Applied) -> dict:
-    # The store and its checks against the params, then the model.
     stats = store.read_stats(data_dir)
     train_split, val_split = (store.load_split(data_dir, name) for name in ("train", "val"))
-    built = run.build(cfg, stats, train_split, val_split, data_dir, device, dist,
-                      weights_dir=weights_dir, input_size=plan.input_size)
     if preview_path is not None and dist.main:
         with atomic_path(preview_path) as tmp:
             preview(train_split.images[:8], aug, seed=cfg.seed).save(tmp, format="PNG")
-
-    resume = (state.Resume(state_path, run.resume_key(cfg, aug, data_dir, built.arch))
+    resume = (state.Resume(state_path, run.resume_key(cfg, aug, data_dir, plan.input_size))
               if state_path is not None else None)
-    trained = run.fit(built, cfg, aug, train_split, val_split, device, dist,
-                      on_epoch=on_epoch, resume=resume)
+    trained = run.train_model(cfg, aug, stats, train_split, val_split, data_dir, device, dist,
+                              weights_dir=weights_dir, input_size=plan.input_size,
+                              on_epoch=on_epoch, resume=resume,
+                              save_to=model_path if dist.main else None)
     summary = {**run.summary_of(trained, cfg, device, dist.world), **plan.summary()}
     if not dist.main:
         return summary  # rank 0 writes every file
-    run.save(model_path, trained, cfg, aug, stats["classes"])
     write_json(metrics_path, summary)  # last: its presence means the run completed
     if state_path is not None:
         state_path.unlink(missing_ok=True)

@@ -32,7 +32,7 @@ SMALL_PARAMS = {
 
 @pytest.fixture(scope="session", autouse=True)
 def private_user_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """The user's cache folder (downloads outside a project, the plan's rate book) is a
+    """The user's cache folder (downloads outside a project) is a
     scratch folder for the whole run, in this process and the commands it starts."""
     before = os.environ.get("XDG_CACHE_HOME")
     os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("user-cache"))

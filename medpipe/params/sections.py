@@ -103,15 +103,11 @@ class PlanParams:
     """``plan``: the configuration planned from the store's fingerprint and a compute
     budget (read by the plan stage; see docs/planning.md)."""
 
-    # minutes of training to plan for; null: no plan, train follows params.yaml as set
+    # minutes for the plan's trials and the winner's training; null: no plan, train
+    # follows params.yaml as set
     budget_minutes: float | None = param(
         None, lambda v: None if v is None or v > 0 else "must be positive or null")
     timed_steps: int = param(10, at_least(1))  # training steps timed per candidate model
-    # the step rates timed before on this device, read instead of timing again (and added
-    # to), so that a store and a device give one plan (medpipe.planning.ratebook). cache:
-    # $XDG_CACHE_HOME/medpipe/step_rates.json (else ~/.cache/...); a path; null: time
-    # every candidate in every plan
-    rate_book: str | None = param("cache")
 
 
 @dataclass(frozen=True)

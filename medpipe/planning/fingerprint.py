@@ -1,9 +1,10 @@
 """The fingerprint of a prepared store: what the plan needs to know about the data.
 
-Images per split and per class (or finding), the task (binary, multi-class,
-multi-label), channels, the store's side and the native side before resizing, and the
-train split's intensity statistics. Everything is read from the store (``stats.json`` and
-the label arrays) and, for the native side, from the raw dataset the store was made from.
+Images of the training and validation splits, per class (or finding), the task (binary,
+multi-class, multi-label), channels, the store's side and the native side before
+resizing, and the train split's intensity statistics. Everything is read from the store
+(``stats.json`` and the train and val label arrays: the plan never reads the test split)
+and, for the native side, from the raw dataset the store was made from.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from medpipe.data import store
 
 log = logging.getLogger(__name__)
 
+PLAN_SPLITS = ("train", "val")  # the test split is left for the evaluation alone
 NATIVE_SAMPLE = 16  # image files decoded to find the native side (they may differ)
 
 
@@ -29,7 +31,7 @@ class Fingerprint:
     channels: int
     image_size: int  # side of the store's images, px
     native_size: int  # median side of the images before prepare resized them, px
-    images: dict[str, int]  # per split
+    images: dict[str, int]  # per split: train and val (the plan never reads test)
     train_counts: dict[str, int]  # train images per class (multi-label: positives)
     val_counts: dict[str, int]
     mean: list[float]
@@ -55,7 +57,7 @@ def read(data_dir: Path, raw_dir: Path | None = None) -> Fingerprint:
     """The fingerprint of the store at ``data_dir``; ``raw_dir``: the raw dataset it was
     prepared from, for the native side (without it, the store's side stands in)."""
     stats = store.read_stats(data_dir)
-    labels = {split: np.load(store.labels_path(data_dir, split)) for split in store.SPLITS}
+    labels = {split: np.load(store.labels_path(data_dir, split)) for split in PLAN_SPLITS}
     classes = list(stats["classes"])
     multilabel = stats.get("task") == "multilabel"
     task = "multilabel" if multilabel else ("binary" if len(classes) == 2 else "multiclass")

@@ -1,4 +1,5 @@
-"""The plan: fingerprint the store, time the candidates on the device, apply the rules.
+"""The plan: fingerprint the store, time the candidate models, search the configurations
+on the validation split, and size the winner's training to the rest of the budget.
 
 Without DVC, as a GPU machine or a benchmark runs it::
 
@@ -9,83 +10,136 @@ Without DVC, as a GPU machine or a benchmark runs it::
 from __future__ import annotations
 
 import logging
+import math
 import time
-from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from medpipe.data import store
-from medpipe.params.sections import AugmentParams
-from medpipe.planning import fingerprint, rates, rules
-from medpipe.planning.ratebook import RateBook
-from medpipe.task import from_meta
+from medpipe.params.sections import AugmentParams, TrainParams
+from medpipe.planning import fingerprint, rates, rules, search
+from medpipe.training import run
+from medpipe.utils.seeding import seed_everything
 
 log = logging.getLogger(__name__)
 
 
 def make_plan(data_dir: Path, raw_dir: Path | None, budget_minutes: float,
-              device: torch.device, timed_steps: int = 10,
-              rate_book: Path | None = None) -> tuple[dict, dict]:
+              device: torch.device, timed_steps: int = 10) -> tuple[dict, dict]:
     """(the recipe sections, the report for metrics/plan.json) of a plan for the store
-    at ``data_dir`` within ``budget_minutes`` of training on ``device``. ``rate_book``:
-    the rates of candidates timed before on this device (read, and added to); None:
-    time every candidate (medpipe.planning.ratebook)."""
+    at ``data_dir`` within ``budget_minutes`` of training on ``device``. Reads the store's
+    train and val splits only."""
     start = time.perf_counter()
-    timed = time_and_choose(data_dir, raw_dir, budget_minutes, device, timed_steps, rate_book)
-    plan = timed.plan
-    report = {
-        "planned": True, "budget_minutes": budget_minutes, "device": device.type,
-        "device_key": timed.device_key,
-        "rate_book": str(rate_book) if rate_book is not None else None,
-        "fingerprint": timed.fingerprint.as_dict(),
-        "candidates": [{"name": t.candidate.name, "images_per_second": t.images_per_second,
-                        "rung": t.rung, "epochs_in_budget": t.epochs,
-                        "rate_from": timed.rate_from[t.candidate.name]} for t in plan.trials],
-        "chosen": plan.chosen.candidate.name,
-        "choices": {key: {"value": value, "reason": why}
-                    for key, (value, why) in plan.choices.items()},
-        "plan_seconds": round(time.perf_counter() - start, 2),
-    }
-    return sections_of(plan.choices), report
-
-
-@dataclass
-class Timed:
-    """A plan with what it was made from."""
-
-    fingerprint: fingerprint.Fingerprint
-    plan: rules.Plan
-    rate_from: dict[str, str]  # candidate name: "timed" | "rate book"
-    device_key: str
-
-
-def time_and_choose(data_dir: Path, raw_dir: Path | None, budget_minutes: float,
-                    device: torch.device, timed_steps: int = 10,
-                    rate_book: Path | None = None) -> Timed:
-    """Fingerprint the store, time its candidates (or read their rates from the book)
-    and apply the rules (see :func:`make_plan`)."""
     fp = fingerprint.read(data_dir, raw_dir)
     rules.check_trainable(fp, str(data_dir))
     stats = store.read_stats(data_dir)
-    train = store.load_split(data_dir, "train")
-    task = from_meta(stats, str(data_dir / store.STATS))
-
-    book = RateBook(rate_book, device)
-    sources: dict[str, str] = {}
+    train, val = (store.load_split(data_dir, name) for name in fingerprint.PLAN_SPLITS)
+    batch = rules.batch_size(fp, device.type)
+    usable = budget_minutes * 60 * rules.USABLE
 
     def measure(candidate: rates.Candidate, batch: int) -> float:
-        augment = AugmentParams(affine_p=rules.affine_p(candidate))
-        rate, booked = book.rate(candidate, batch, stats, lambda: rates.measure(
-            candidate, stats, train, task, device, batch, timed_steps, augment,
-            average=True))
-        sources[candidate.name] = "rate book" if booked else "timed"
-        log.info("%s: %.1f images/s (rung %.1f), %s", candidate.name, rate,
-                 rates.rung(rate), sources[candidate.name])
+        cfg, aug = trial_params(rules.recipe_config(fp, candidate), 1, batch, device.type, fp)
+        # augmented and averaged: the costliest step a trial of it may take
+        cfg, aug = replace(cfg, ema=0.99), AugmentParams(affine_p=0.5)
+        rate = rates.measure(candidate, cfg, aug, stats, train, val, data_dir, device,
+                             timed_steps)
+        log.info("%s: %.1f images/s (rung %.1f)", candidate.name, rate, rates.rung(rate))
         return rate
 
-    plan = rules.choose(fp, device.type, budget_minutes, measure)
-    return Timed(fp, plan, sources, book.device)
+    timed = rules.time_candidates(fp, device.type, usable * (1 - search.SEARCH_SHARE),
+                                  measure)
+    fits = rules.fitting(timed)
+    rung_of = {t.candidate: t.rung for t in timed}
+
+    def per_epoch(candidate: rates.Candidate, n_images: int) -> float:
+        return rules.per_epoch(fp, rung_of[candidate], n_images)
+
+    pool = search.space(fp, [t.candidate for t in fits], rules.anchors(fp, fits))
+    try:
+        layout = search.layout(fp, pool, per_epoch, usable * search.SEARCH_SHARE)
+    except search.TooSmall as e:
+        need = e.smallest_search_seconds(per_epoch(fits[0].candidate, e.n_images))
+        raise search.too_small(budget_minutes, rules.USABLE * search.SEARCH_SHARE, need,
+                               f"{search.MIN_CONFIGS} one-epoch trials of the cheapest "
+                               f"model ({fits[0].candidate.name}, {e.n_images} training "
+                               f"images at about {fits[0].rung:.0f} images/s on "
+                               f"{device.type}) and the best one's {search.ETA} epochs"
+                               ) from None
+    subset = stratified(train, layout.trial_images, fp.task)
+
+    def train_trial(config: search.Config, epochs: int) -> tuple[float, float]:
+        cfg, aug = trial_params(config, epochs, batch, device.type, fp, len(subset.labels))
+        seed_everything(cfg.seed, cfg.deterministic)
+        trained = run.train_model(cfg, aug, stats, subset, val, data_dir, device,
+                                  input_size=config.candidate.input_size)
+        best = trained.result.best
+        return best["val_auc"], best["val_accuracy"]
+
+    searched = search.run(layout, train_trial, per_epoch)
+    winner = searched.winner
+    left = usable - searched.planned_seconds
+    epochs = max(1, min(rules.MAX_EPOCHS,
+                        math.floor(left / per_epoch(winner.config.candidate, fp.n_train))))
+    why = (f"trial {winner.number}: the best validation score (mean of AUC and accuracy) "
+           f"of {len(layout.configs)} configurations by successive halving")
+    choices = rules.decide(fp, winner.config, epochs, batch, device.type, why)
+    report = {
+        "planned": True, "budget_minutes": budget_minutes, "device": device.type,
+        "fingerprint": fp.as_dict(),
+        "candidates": [{"name": t.candidate.name, "images_per_second": t.images_per_second,
+                        "rung": t.rung, "fits": t in fits} for t in timed],
+        "search": {"configurations": len(layout.configs), "eta": search.ETA,
+                   "rung_epochs": [layout.first_epochs, search.ETA * layout.first_epochs],
+                   "trial_images": layout.trial_images,
+                   "planned_seconds": round(searched.planned_seconds, 1),
+                   "share_of_budget": round(searched.planned_seconds / usable
+                                            * rules.USABLE, 3)},
+        "trials": [t.as_dict() for t in searched.trials],
+        "winner": winner.number,
+        "chosen": winner.config.candidate.name,
+        "choices": {key: {"value": value, "reason": why}
+                    for key, (value, why) in choices.items()},
+        "plan_seconds": round(time.perf_counter() - start, 2),
+    }
+    return sections_of(choices), report
+
+
+def trial_params(config: search.Config, epochs: int, batch: int, device: str,
+                 fp: fingerprint.Fingerprint, n_train: int | None = None
+                 ) -> tuple[TrainParams, AugmentParams]:
+    """The train and augment params a trial of ``config`` runs with: the keys the plan
+    would write for it (:func:`rules.decide`) over params.yaml's defaults."""
+    n = fp.n_train if n_train is None else n_train
+    steps_per_epoch = math.ceil(n / batch)
+    cfg = TrainParams(
+        model=config.candidate.model, small_input=config.candidate.small_input,
+        optimizer=config.optimizer, lr=config.lr, weight_decay=config.weight_decay,
+        schedule=config.schedule, warmup_epochs=rules.warmup_epochs(epochs, steps_per_epoch),
+        label_smoothing=config.label_smoothing, balance=config.balance,
+        ema=rules.averaging(epochs * steps_per_epoch) if config.average else 0.0,
+        batch_size=batch, epochs=epochs, device=device)
+    return cfg, AugmentParams(affine_p=config.affine_p)
+
+
+def stratified(split: store.Split, n: int, task: str) -> store.Split:
+    """``n`` images of ``split`` with its class shares (multi-label: drawn at random), in
+    the store's order; the whole split when it has at most ``n``."""
+    total = len(split.labels)
+    if n >= total:
+        return split
+    rng = np.random.default_rng(0)
+    if task == "multilabel":
+        keep = rng.choice(total, n, replace=False)
+    else:
+        labels = np.asarray(split.labels)
+        keep = np.concatenate([
+            rng.choice(idx, max(1, round(n * len(idx) / total)), replace=False)
+            for idx in (np.flatnonzero(labels == k) for k in np.unique(labels))])
+    keep = np.sort(keep)
+    return store.Split(np.asarray(split.images[keep]), np.asarray(split.labels[keep]))
 
 
 def sections_of(choices: dict[str, tuple[object, str]]) -> dict[str, dict]:

@@ -1,32 +1,27 @@
-"""Measured step rates: a few real training steps of a candidate model on the device.
+"""Measured step rates: real training steps of a candidate model on the device.
 
-A candidate is timed as the train stage would run its step: the same model builder,
-speed settings (bf16 and channels_last as ``auto`` resolves them; on a CPU the unfolded
-weight gradients), the augmentation the plan gives it, optimiser, loss and the update of
-the weight average, on a batch of the store's own images. Rates are noisy, so the plan
-reads them on a ladder of rungs a factor sqrt(2) apart (:func:`rung`): within a rung, a
-rerun on the same device kind gives the same plan.
+A candidate is timed with the training loop's own step
+(:func:`medpipe.training.loop.fastest_step`: the same builder, speed settings, batches,
+augmentation, optimiser, loss and weight average as a trial and the train stage), on
+the store's own images. Rates are noisy, so the plan reads them on a ladder of rungs a
+factor sqrt(2) apart (:func:`rung`): within a rung, a rerun on the same device kind gives
+the same plan. Within one model and stem a larger side cannot be faster than a smaller
+one; a rate timed so (a step slowed by other work) is lowered to the smaller side's
+(:func:`monotone`).
 """
 
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass
+from pathlib import Path
 
-import numpy as np
 import torch
 
-from medpipe.data.loader import to_device
 from medpipe.data.store import Split
-from medpipe.models.architectures import build_model
 from medpipe.params.sections import AugmentParams, TrainParams
-from medpipe.task import Task
-from medpipe.training.augment import is_identity
-from medpipe.training.cpuconv import unfold_weight_grad
-from medpipe.training.optim import make_ema, make_loss, make_optimizer
-from medpipe.training.setup import augmenter
-from medpipe.utils.devices import Speed
+from medpipe.training import loop, run
+from medpipe.training.distributed import DistInfo
 from medpipe.utils.seeding import seed_everything
 
 RUNGS_PER_DOUBLING = 2  # the ladder: rates 2 ** (k / 2) images/s
@@ -55,64 +50,27 @@ def rung(rate: float) -> float:
     return 2.0 ** (k / RUNGS_PER_DOUBLING)
 
 
-def arch_for(candidate: Candidate, stats: dict) -> dict:
-    """The architecture dict the train stage would build for ``candidate`` on a store
-    with ``stats``; ``input_size`` only where it differs from the store's side."""
-    arch = {"name": candidate.model, "in_channels": stats["channels"],
-            "num_classes": len(stats["classes"]), "image_size": stats["image_size"],
-            "width_mult": 1.0, "small_input": candidate.small_input, "dropout": 0.2,
-            "mean": stats["mean"], "std": stats["std"]}
-    if candidate.input_size != stats["image_size"]:
-        arch["input_size"] = candidate.input_size
-    return arch
+def monotone(rates: dict[Candidate, float]) -> dict[Candidate, float]:
+    """``rates`` with each candidate's rate at most that of the same model and stem at
+    a smaller side: more pixels never train faster, so a higher rate was timed while
+    the smaller side's steps were slowed by other work."""
+    out = dict(rates)
+    for c in sorted(rates, key=lambda c: (c.model, c.small_input, c.input_size)):
+        smaller = [out[o] for o in out if (o.model, o.small_input) == (c.model, c.small_input)
+                   and o.input_size < c.input_size]
+        if smaller:
+            out[c] = min(out[c], min(smaller))
+    return out
 
 
-def measure(candidate: Candidate, stats: dict, train: Split, task: Task,
-            device: torch.device, batch: int, steps: int,
-            augment: AugmentParams | None = None, average: bool = False) -> float:
-    """Images/s of the fastest of ``steps`` training steps of ``candidate`` at ``batch``
-    images, after ``WARMUP`` untimed steps (the fastest, as timeit takes the best
-    repeat: other work on a shared machine only ever slows a step down). A step is
-    what the training loop runs: ``augment`` on the batch (None: none), forward,
-    backward, the optimiser, and with ``average`` the weight average's update."""
+def measure(candidate: Candidate, cfg: TrainParams, aug: AugmentParams, stats: dict,
+            train: Split, val: Split, data_dir: Path, device: torch.device,
+            steps: int) -> float:
+    """Images/s of the fastest of ``steps`` training steps of ``candidate`` trained with
+    ``cfg`` and ``aug`` (after ``WARMUP`` untimed ones)."""
     seed_everything(0, True)
-    cfg = TrainParams(model=candidate.model, small_input=candidate.small_input,
-                      optimizer="adamw")
-    speed = Speed.resolve(cfg, device)
-    model = build_model(arch_for(candidate, stats)).to(device)
-    if speed.channels_last:
-        model.to(memory_format=torch.channels_last)
-    model.train()
-    index = np.arange(batch) % len(train.labels)  # a small split is repeated to a batch
-    x, y = to_device(torch.from_numpy(np.asarray(train.images[index])),
-                     torch.from_numpy(np.asarray(train.labels[index],
-                                                 dtype=task.target_dtype)),
-                     device, speed.channels_last)
-    optimizer = make_optimizer(cfg, model.parameters())
-    loss_fn = make_loss(cfg, task, y.cpu(), device)
-    # As the training loop augments: resized to a planned side first.
-    augmented = (None if augment is None or is_identity(augment) else
-                 augmenter(model, augment, torch.Generator(device=device).manual_seed(0)))
-    ema = make_ema(model, 0.99) if average else None
-    best = math.inf
-    with unfold_weight_grad(model, speed.unfold_grad):
-        for step in range(WARMUP + steps):
-            _sync(device)
-            start = time.perf_counter()
-            seen = x if augmented is None else augmented(x)
-            with speed.autocast(device):
-                loss = loss_fn(model(seen).float(), y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            if ema is not None:
-                ema.update_parameters(model)
-            _sync(device)
-            if step >= WARMUP:
-                best = min(best, time.perf_counter() - start)
-    return batch / best
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    built = run.build(cfg, stats, train, val, data_dir, device, DistInfo(),
+                      input_size=candidate.input_size)
+    seconds = loop.fastest_step(built.model, train, cfg, device, augment=aug,
+                                task=built.task, steps=steps, warmup=WARMUP)
+    return cfg.batch_size / seconds

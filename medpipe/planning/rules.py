@@ -1,25 +1,29 @@
-"""The rules that turn a fingerprint and measured step rates into a configuration.
+"""The rules that bound and order the plan's search: which models and sides fit the
+budget, the batch, the configurations tried first, and the keys of the winner.
 
 Each constant names the measurement it comes from; the table of what was tried and what
 won is in docs/planning.md. The rules read the rates only through their rungs
-(:func:`~medpipe.planning.rates.rung`), so a plan does not move with timing noise.
+(:func:`~medpipe.planning.rates.rung`), so a plan does not move with timing noise. The
+choice among the configurations is the search's (:mod:`medpipe.planning.search`): it is
+validated on the store, not fixed from the datasets the rules were measured on.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from medpipe import PipelineError
 from medpipe.planning.fingerprint import Fingerprint
-from medpipe.planning.rates import Candidate, rung
+from medpipe.planning.rates import Candidate, monotone, rung
+from medpipe.planning.search import Config
 
 # Fewest epochs a model is chosen for. PneumoniaMNIST, ResNet-18 at 48 px: 10, 11 and 12
 # epochs scored within the spread of seeds; 3 epochs at 28 px lost 0.013 AUC.
-MIN_EPOCHS = 10
+MIN_EPOCHS = 10  # of the final training
 MAX_EPOCHS = 30  # the default run's 30; its best epoch was 16, and longer runs gained nothing
-USABLE = 0.85  # share of the budget planned as training steps; the rest builds and validates
+USABLE = 0.85  # share of the budget planned as training steps; the rest builds and times
 VAL_COST = 0.35  # one image validated costs about a third of one trained (forward only)
 # Input side: at most twice the store's or the native side, whichever is smaller (48 px
 # from 28 px beat 64 px), at least 32 for a stride-32 network, at most 224 px.
@@ -37,21 +41,13 @@ EMA_MIN_STEPS = 100  # fewer steps: no average
 
 
 @dataclass(frozen=True)
-class Trial:
+class Timed:
+    """A candidate model and its measured rate."""
+
     candidate: Candidate
-    images_per_second: float  # measured
+    images_per_second: float  # measured (lowered to a smaller side's: rates.monotone)
     rung: float  # what the rules read
-    epochs: int  # that fit the budget at the rung
-
-
-@dataclass
-class Plan:
-    budget_minutes: float
-    device: str
-    batch_size: int
-    trials: list[Trial]
-    chosen: Trial
-    choices: dict[str, tuple[object, str]] = field(default_factory=dict)  # key: value, why
+    final_epochs: int  # epochs of the final training that fit its share of the budget
 
 
 def check_trainable(fp: Fingerprint, where: str) -> None:
@@ -96,74 +92,109 @@ def batch_size(fp: Fingerprint, device: str) -> int:
     return batch
 
 
+def per_epoch(fp: Fingerprint, rate: float, n_train: int | None = None) -> float:
+    """Seconds of one epoch of ``n_train`` training images (all of them by default) and the
+    validation split at ``rate`` images/s."""
+    n = fp.n_train if n_train is None else n_train
+    return (n + VAL_COST * fp.images["val"]) / max(rate, 1e-9)
+
+
 def epochs_in(fp: Fingerprint, rate: float, seconds: float) -> int:
     """Epochs of training and validation that fit ``seconds`` at ``rate`` images/s."""
-    per_epoch = (fp.n_train + VAL_COST * fp.images["val"]) / max(rate, 1e-9)
-    return min(MAX_EPOCHS, math.floor(seconds / per_epoch))
+    return min(MAX_EPOCHS, math.floor(seconds / per_epoch(fp, rate)))
 
 
-def choose(fp: Fingerprint, device: str, budget_minutes: float,
-           measure: Callable[[Candidate, int], float]) -> Plan:
+def time_candidates(fp: Fingerprint, device: str, final_seconds: float,
+                    measure: Callable[[Candidate, int], float]) -> list[Timed]:
     """Time the candidates cheapest first (``measure(candidate, batch)`` -> images/s)
-    until one no longer fits ``MIN_EPOCHS``; choose the costliest that does."""
+    until one no longer fits ``MIN_EPOCHS`` of final training in ``final_seconds``."""
     batch = batch_size(fp, device)
-    seconds = budget_minutes * 60 * USABLE
-    trials = []
+    measured: dict[Candidate, float] = {}
     for cand in candidates(fp, device):
-        rate = measure(cand, batch)
-        trials.append(Trial(cand, round(rate, 1), rung(rate), epochs_in(fp, rung(rate),
-                                                                        seconds)))
-        if trials[-1].epochs < MIN_EPOCHS:
+        measured[cand] = measure(cand, batch)
+        if epochs_in(fp, rung(monotone(measured)[cand]), final_seconds) < MIN_EPOCHS:
             break
-    fits = [t for t in trials if t.epochs >= MIN_EPOCHS]
-    chosen = fits[-1] if fits else trials[0]
-    if chosen.epochs < 1:
-        per_epoch = (fp.n_train + VAL_COST * fp.images["val"]) / max(chosen.rung, 1e-9)
-        need = math.ceil(per_epoch / 60 / USABLE * 100) / 100
-        raise PipelineError(
-            f"params.yaml: 'plan.budget_minutes' {budget_minutes} is too small: one epoch "
-            f"of the cheapest model ({chosen.candidate.name}, {fp.n_train} training images "
-            f"at about {chosen.rung:.0f} images/s on {device}) needs "
-            f"{per_epoch / 60:.2f} minutes; set at least {need} (stage plan)")
-    why = (f"the costliest candidate that fits {MIN_EPOCHS} epochs in the budget"
-           if fits else f"no candidate fits {MIN_EPOCHS} epochs: the cheapest, for the "
-           "most epochs")
-    plan = Plan(budget_minutes, device, batch, trials, chosen)
-    plan.choices = decide(fp, plan, why)
-    return plan
+    return [Timed(c, round(rate, 1), rung(rate), epochs_in(fp, rung(rate), final_seconds))
+            for c, rate in monotone(measured).items()]
 
 
-def decide(fp: Fingerprint, plan: Plan, why: str) -> dict[str, tuple[object, str]]:
-    """Every planned key with its value and reason, given the chosen candidate."""
-    c, epochs, batch = plan.chosen.candidate, plan.chosen.epochs, plan.batch_size
+def fitting(timed: list[Timed]) -> list[Timed]:
+    """The candidates whose final training fits ``MIN_EPOCHS``; none: the cheapest."""
+    return [t for t in timed if t.final_epochs >= MIN_EPOCHS] or timed[:1]
+
+
+def anchors(fp: Fingerprint, fits: list[Timed]) -> list[Config]:
+    """The configurations tried first, in this order: the rules' choice (the costliest
+    candidate that fits, with the hand recipes' settings), the default small CNN and
+    ResNet-18 as the MedMNIST v2 paper trains it."""
+    return [recipe_config(fp, fits[-1].candidate), default_config(fp), paper_config(fp)]
+
+
+def default_config(fp: Fingerprint) -> Config:
+    """params.yaml's defaults: the small CNN at the store's side."""
+    return Config(Candidate("cnn", fp.image_size), lr=0.003, weight_decay=0.0,
+                  balance="none", affine_p=0.0, label_smoothing=0.0, average=False,
+                  schedule="onecycle", optimizer="adam", origin="params.yaml's default")
+
+
+def paper_config(fp: Fingerprint) -> Config:
+    """ResNet-18 at the store's side as the MedMNIST v2 paper trains it: Adam at 0.001,
+    no augmentation, the small stem up to 64 px (its 28 px models), a decaying rate."""
+    return Config(Candidate("resnet18", fp.image_size, fp.image_size <= SMALL_STEM_MAX),
+                  lr=0.001, weight_decay=0.0, balance="none", affine_p=0.0,
+                  label_smoothing=0.0, average=False, schedule="cosine", optimizer="adam",
+                  origin="ResNet-18 as the MedMNIST v2 paper trains it")
+
+
+def recipe_config(fp: Fingerprint, candidate: Candidate) -> Config:
+    """``candidate`` with the hand recipes' settings (the CNN with its measured default),
+    as the rules chose before any search; candidates are timed with it."""
+    cnn = candidate.model == "cnn"
+    return Config(candidate, lr=0.003, weight_decay=0.0 if cnn else 0.05,
+                  balance=balance(fp)[0], affine_p=affine_p(candidate), label_smoothing=0.0,
+                  average=True, schedule="onecycle", optimizer="adam" if cnn else "adamw",
+                  origin="rules: the costliest model that fits, the hand recipes' settings")
+
+
+def decide(fp: Fingerprint, winner: Config, epochs: int, batch: int, device: str,
+           why: str) -> dict[str, tuple[object, str]]:
+    """Every planned key with its value and reason, for the winning configuration
+    trained ``epochs`` epochs."""
+    c = winner.candidate
     steps = epochs * math.ceil(fp.n_train / batch)
-    cnn = c.model == "cnn"
     out: dict[str, tuple[object, str]] = {
-        "train.model": (c.model, f"{why} ({plan.chosen.rung:.0f} images/s rung on "
-                                 f"{plan.device})"),
+        "train.model": (c.model, why),
         "prepare.image_size": (c.input_size, "the side the model sees (the store's "
                                f"{fp.image_size} px images resized to it, before the "
                                "augmentation in training)"),
-        "train.small_input": (c.small_input, "3x3 stride-1 stem for a store of at most "
-                              f"{SMALL_STEM_MAX} px" if c.small_input else "standard stem"),
-        "train.batch_size": (batch, f"{BATCH[plan.device]} on {plan.device}, halved until "
-                             f"an epoch has {MIN_STEPS_PER_EPOCH} steps"),
-        "train.epochs": (epochs, f"what fits {USABLE:.0%} of {plan.budget_minutes} min at "
-                         f"the rung, at most {MAX_EPOCHS}"),
-        "train.optimizer": ("adam" if cnn else "adamw", "as the measured default (cnn) "
-                            "and hand recipes (ResNet)"),
-        "train.weight_decay": (0.0 if cnn else 0.05, "as the optimiser's measured runs"),
-        "train.lr": (0.003, "peak of the one-cycle schedule in every measured run"),
-        "train.schedule": ("onecycle", "every measured run"),
-        "train.warmup_epochs": (max(1, round(0.2 * epochs)) if epochs >= 5 else 0.5,
-                                "a fifth of the epochs (hand recipes: 3 of 12, 6 of 30)"),
+        "train.small_input": (c.small_input, "3x3 stride-1 stem" if c.small_input
+                              else "standard stem"),
+        "train.batch_size": (batch, f"{BATCH[device]} on {device}, halved until an epoch "
+                             f"has {MIN_STEPS_PER_EPOCH} steps"),
+        "train.epochs": (epochs, "what the budget left after the trials fits at the "
+                         f"rate's rung, at most {MAX_EPOCHS}"),
+        "train.optimizer": (winner.optimizer, why),
+        "train.lr": (winner.lr, why),
+        "train.weight_decay": (winner.weight_decay, why),
+        "train.schedule": (winner.schedule, why),
+        "train.warmup_epochs": (warmup_epochs(epochs, math.ceil(fp.n_train / batch)),
+                                "a fifth of the epochs, at least 2 steps"),
+        "train.balance": (winner.balance, why),
+        "train.label_smoothing": (winner.label_smoothing, why),
+        "augment.affine_p": (winner.affine_p, why),
     }
-    out.update(_balance(fp))
-    out.update(_averaging(steps))
-    out["augment.affine_p"] = (affine_p(c), "the CNN's measured default has none" if cnn
-                               else "rotation, shift and zoom: both hand recipes; flips "
-                                    "and intensity changes lost in benchmarks.md")
+    decay = averaging(steps) if winner.average else 0.0
+    out["train.ema"] = (decay, f"{why}; averaged over about the last {EMA_HORIZON:.0%} of "
+                               f"{steps} steps" if decay else
+                        f"{why}: no average" if not winner.average else
+                        f"{steps} steps < {EMA_MIN_STEPS}: no average")
     return out
+
+
+def warmup_epochs(epochs: int, steps_per_epoch: int) -> float:
+    """A fifth of the epochs rising (hand recipes: 3 of 12, 6 of 30), at least the two
+    steps the one-cycle schedule needs."""
+    return round(max(0.2 * epochs, 2 / steps_per_epoch), 2)
 
 
 def affine_p(c: Candidate) -> float:
@@ -172,17 +203,17 @@ def affine_p(c: Candidate) -> float:
     return 0.0 if c.model == "cnn" else 0.5
 
 
-def _balance(fp: Fingerprint) -> dict[str, tuple[object, str]]:
+def balance(fp: Fingerprint) -> tuple[str, str]:
+    """The rules' class balance: a class-weighted loss below the ``IMBALANCED`` ratio."""
     ratio = fp.balance_ratio
     if ratio < IMBALANCED:
-        return {"train.balance": ("loss", f"class ratio {ratio:.2f} < {IMBALANCED}: "
-                                          "class-weighted loss")}
-    return {"train.balance": ("none", f"class ratio {ratio:.2f} >= {IMBALANCED}")}
+        return "loss", f"class ratio {ratio:.2f} < {IMBALANCED}: class-weighted loss"
+    return "none", f"class ratio {ratio:.2f} >= {IMBALANCED}"
 
 
-def _averaging(steps: int) -> dict[str, tuple[object, str]]:
+def averaging(steps: int) -> float:
+    """The weight average's decay for a run of ``steps`` steps: over about the last
+    ``EMA_HORIZON`` of them; none under ``EMA_MIN_STEPS``."""
     if steps < EMA_MIN_STEPS:
-        return {"train.ema": (0.0, f"{steps} steps < {EMA_MIN_STEPS}: no average")}
-    decay = min(0.999, round(1 - 1 / (EMA_HORIZON * steps), 3))
-    return {"train.ema": (decay, f"averaged over about the last {EMA_HORIZON:.0%} of "
-                                 f"{steps} steps")}
+        return 0.0
+    return min(0.999, round(1 - 1 / (EMA_HORIZON * steps), 3))

@@ -9,12 +9,14 @@ Nothing here imports DVC, so a benchmark or a GPU machine without DVC can drive 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -180,6 +182,36 @@ def fit(model: nn.Module, train: Split, val: Split, cfg: TrainParams, device: to
                      history=progress.history, epochs_run=len(progress.history),
                      seconds=seconds,
                      images_per_second=trained * len(train.labels) / max(seconds, 1e-9))
+
+
+def fastest_step(model: nn.Module, train: Split, cfg: TrainParams, device: torch.device,
+                 *, augment: AugmentParams | None, task: Task, steps: int,
+                 warmup: int = 2) -> float:
+    """Seconds of the fastest of ``steps`` training steps of ``model`` after ``warmup``
+    untimed ones (a new shape's first steps are slower), each step exactly as
+    :func:`fit` takes it (its batch drawn from ``train``, augmentation, forward, loss,
+    backward, optimiser, schedule and weight average), built by the same
+    :func:`~medpipe.training.setup.build`. The fastest, as timeit takes the best repeat:
+    other work on a shared machine only ever slows a step down."""
+    index = np.arange((warmup + steps) * cfg.batch_size) % len(train.labels)
+    sample = Split(np.asarray(train.images[index]), np.asarray(train.labels[index]))
+    timing = dataclasses.replace(cfg, epochs=1, schedule="constant", warmup_epochs=0)
+    run = build(model, sample, sample, timing, device, augment, DistInfo(), task)
+    ticks: list[float] = []
+
+    def tick() -> None:
+        if run.ema is not None:
+            run.ema.update_parameters(run.model)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        ticks.append(time.perf_counter())
+
+    with unfold_weight_grad(model, run.speed.unfold_grad):
+        ticks.append(time.perf_counter())
+        train_one_epoch(run.net, run.train_batches, run.optimizer, device, desc="timing",
+                        scheduler=run.scheduler, loss_fn=run.loss_fn, augment=run.augment,
+                        speed=run.speed, after_step=tick)
+    return float(np.diff(ticks)[warmup:].min())
 
 
 def _resume(run: Setup, resume: Resume | None, dist: DistInfo, device: torch.device,

@@ -1,5 +1,6 @@
-"""One model trained on a train/val pair of the store and saved: what the train stage does
-for the store's own split and the crossval stage for each fold. Nothing here imports DVC.
+"""One model built, trained on a train/val pair of the store and saved: what the train
+stage does for the store's own split, the crossval stage for each fold and the plan for
+each of its trials, all through :func:`train_model`. Nothing here imports DVC.
 """
 
 from __future__ import annotations
@@ -49,6 +50,27 @@ def build(cfg: TrainParams, stats: dict, train: store.Split, val: store.Split,
     return Trained(model=model, arch=arch, task=task, parameters=n_params)
 
 
+def train_model(cfg: TrainParams, aug: AugmentParams, stats: dict, train: store.Split,
+                val: store.Split, data_dir: Path, device: torch.device,
+                dist: DistInfo | None = None, *, weights_dir: Path | None = None,
+                input_size: int | None = None, on_epoch=None,
+                resume: state.Resume | None = None, save_to: Path | None = None,
+                record_seconds: bool = False, **info) -> Trained:
+    """Build a model (:func:`build`), fit it (:func:`fit`) and, with ``save_to``, save it
+    there (rank 0 only; ``info`` adds to the file's record, and ``record_seconds`` the
+    training time, which makes the file differ from run to run). The one way a model is
+    trained: the train stage, every cross-validation fold and every plan trial."""
+    dist = dist or DistInfo()
+    built = build(cfg, stats, train, val, data_dir, device, dist, weights_dir=weights_dir,
+                  input_size=input_size)
+    fit(built, cfg, aug, train, val, device, dist, on_epoch=on_epoch, resume=resume)
+    if save_to is not None and dist.main:
+        if record_seconds:
+            info["train_seconds"] = round(built.result.seconds, 2)
+        save(save_to, built, cfg, aug, stats["classes"], **info)
+    return built
+
+
 def fit(built: Trained, cfg: TrainParams, aug: AugmentParams, train: store.Split,
         val: store.Split, device: torch.device, dist: DistInfo, *, on_epoch=None,
         resume: state.Resume | None = None) -> Trained:
@@ -58,10 +80,12 @@ def fit(built: Trained, cfg: TrainParams, aug: AugmentParams, train: store.Split
     return built
 
 
-def resume_key(cfg: TrainParams, aug: AugmentParams, data_dir: Path, arch: dict) -> str:
-    """What a saved training state must match: params, data and a planned input size."""
-    return state.fingerprint(cfg, aug, data_dir) + (f"@{arch['input_size']}px"
-                                                    if "input_size" in arch else "")
+def resume_key(cfg: TrainParams, aug: AugmentParams, data_dir: Path,
+               input_size: int | None = None) -> str:
+    """What a saved training state must match: params, data and a planned input size
+    (one that differs from the store's side)."""
+    side = input_size not in (None, store.read_stats(data_dir)["image_size"])
+    return state.fingerprint(cfg, aug, data_dir) + (f"@{input_size}px" if side else "")
 
 
 def summary_of(trained: Trained, cfg: TrainParams, device: torch.device, world: int) -> dict:

@@ -21,7 +21,7 @@ def test_fingerprint_reads_counts_task_and_sizes(tiny_store) -> None:
     fp = fingerprint.read(tiny_store)
     assert fp.task == "binary" and fp.classes == ["normal", "opacity"]
     assert (fp.channels, fp.image_size, fp.native_size) == (1, 16, 16)
-    assert sum(fp.images.values()) == 60
+    assert fp.images == {"train": 36, "val": 12}  # the test split is not read
     assert fp.train_counts["normal"] == 2 * fp.train_counts["opacity"]
     assert fp.balance_ratio == 0.5
     assert 0 < fp.mean[0] < 1 and fp.std[0] > 0
@@ -37,6 +37,6 @@ def test_native_size_comes_from_the_raw_images(tmp_path) -> None:
 
 def test_multilabel_balance_is_the_rarest_prevalence() -> None:
     fp = fingerprint.Fingerprint("multilabel", ["a", "b"], 1, 16, 16,
-                                 {"train": 100, "val": 10, "test": 10},
+                                 {"train": 100, "val": 10},
                                  {"a": 10, "b": 50}, {"a": 1, "b": 5}, [0.5], [0.2])
     assert np.isclose(fp.balance_ratio, 0.2)

@@ -1,19 +1,20 @@
-"""The rules: candidates, epochs from the rung, choices and the one-line refusals. The
-rates are given here (the timing itself is tested in test_rates.py)."""
+"""The rules: candidates, which fit the budget, the anchors, the winner's keys and the
+one-line refusals. The rates are given here (the timing itself is tested in
+test_rates.py)."""
 
 from __future__ import annotations
 
 import pytest
 
 from medpipe import PipelineError
-from medpipe.planning import rules
+from medpipe.planning import rules, search
 from medpipe.planning.fingerprint import Fingerprint
 from medpipe.planning.rates import Candidate
 
 
-def fp(n_train=4708, n_val=524, size=28, native=28, counts=(1214, 3494)) -> Fingerprint:
-    return Fingerprint("binary", ["a", "b"], 1, size, native,
-                       {"train": n_train, "val": n_val, "test": 600},
+def fp(n_train=4708, n_val=524, size=28, native=28, counts=(1214, 3494),
+       task="binary") -> Fingerprint:
+    return Fingerprint(task, ["a", "b"], 1, size, native, {"train": n_train, "val": n_val},
                        dict(zip("ab", counts, strict=True)), {"a": 5, "b": 5}, [0.5], [0.2])
 
 
@@ -32,43 +33,50 @@ def test_candidates_are_cheapest_first_and_capped_by_the_native_side() -> None:
     assert Candidate("resnet50", 224) in gpu and Candidate("resnet18", 32) not in gpu
 
 
-def test_more_compute_buys_a_costlier_candidate() -> None:
-    slow = rules.choose(fp(), "cpu", 10, speed(2.8e5))
-    fast = rules.choose(fp(), "cpu", 10, speed(2.8e7))
-    assert rules._cost(fast.chosen.candidate) > rules._cost(slow.chosen.candidate)
-    assert slow.chosen.epochs >= rules.MIN_EPOCHS and fast.chosen.epochs >= rules.MIN_EPOCHS
-    # timing stops at the first candidate that no longer fits MIN_EPOCHS
-    assert len(rules.choose(fp(), "cpu", 2, speed(2.8e5)).trials) == 2
-    assert (slow.chosen.candidate.name, slow.chosen.epochs) == ("resnet18 at 48 px", 13)
+def test_timing_stops_at_the_first_candidate_whose_final_training_does_not_fit() -> None:
+    seconds = 10 * 60 * rules.USABLE * (1 - search.SEARCH_SHARE)
+    slow = rules.time_candidates(fp(), "cpu", seconds, speed(2.8e5))
+    fast = rules.time_candidates(fp(), "cpu", seconds, speed(2.8e7))
+    assert len(fast) > len(slow)
+    assert slow[-1].final_epochs < rules.MIN_EPOCHS <= slow[-2].final_epochs
+    fits = rules.fitting(slow)
+    assert all(t.final_epochs >= rules.MIN_EPOCHS for t in fits) and fits == slow[:-1]
+    # none fits: the cheapest alone
+    assert rules.fitting(rules.time_candidates(fp(), "cpu", 5, speed(2e4))) == [
+        rules.time_candidates(fp(), "cpu", 5, speed(2e4))[0]]
 
 
-def test_rates_within_one_rung_give_the_same_plan() -> None:
-    a = rules.choose(fp(), "cpu", 10, speed(2.80e5))
-    b = rules.choose(fp(), "cpu", 10, speed(2.83e5))
-    assert a.choices == b.choices
+def test_rates_within_one_rung_give_the_same_candidates() -> None:
+    a = rules.time_candidates(fp(), "cpu", 300, speed(2.80e5))
+    b = rules.time_candidates(fp(), "cpu", 300, speed(2.83e5))
+    assert [(t.candidate, t.rung, t.final_epochs) for t in a] == [
+        (t.candidate, t.rung, t.final_epochs) for t in b]
 
 
-def test_choices_follow_balance_and_length() -> None:
-    plan = rules.choose(fp(), "cpu", 10, speed(2.8e5))
-    assert plan.choices["train.balance"][0] == "loss"  # 1214 : 3494
-    assert plan.choices["train.batch_size"][0] == 64
-    assert 0.9 <= plan.choices["train.ema"][0] < 1
-    balanced = rules.choose(fp(counts=(2000, 2708)), "cpu", 10, speed(2.8e5))
-    assert balanced.choices["train.balance"][0] == "none"
-    small = fp(n_train=100, n_val=20, counts=(50, 50))
-    assert rules.batch_size(small, "cpu") == 8
-    assert all(why for _, why in plan.choices.values())
+def test_the_anchors_are_the_rules_choice_the_default_and_the_paper_model() -> None:
+    fits = rules.fitting(rules.time_candidates(fp(), "cpu", 300, speed(2.8e5)))
+    first, default, paper = rules.anchors(fp(), fits)
+    assert first.candidate == fits[-1].candidate and first.balance == "loss"  # 1214 : 3494
+    assert (default.candidate, default.optimizer, default.affine_p) == (
+        Candidate("cnn", 28), "adam", 0.0)
+    assert (paper.candidate, paper.lr) == (Candidate("resnet18", 28, True), 0.001)
+    assert rules.paper_config(fp(size=128, native=128)).candidate == Candidate("resnet18", 128)
+    assert rules.balance(fp(counts=(2000, 2708)))[0] == "none"
 
 
-def test_no_candidate_fits_ten_epochs_gives_the_cheapest() -> None:
-    plan = rules.choose(fp(), "cpu", 1, speed(2e4))
-    assert plan.chosen.candidate.model == "cnn" and 1 <= plan.chosen.epochs < 10
-
-
-def test_a_budget_too_small_for_one_epoch_says_what_it_needs() -> None:
-    with pytest.raises(PipelineError, match=r"'plan.budget_minutes' 0.01 is too small: one "
-                       r"epoch .* needs [\d.]+ minutes; set at least [\d.]+ \(stage plan\)"):
-        rules.choose(fp(), "cpu", 0.01, speed(2.8e5))
+def test_the_winners_keys_follow_its_configuration_and_length() -> None:
+    winner = rules.recipe_config(fp(), Candidate("resnet18", 48))
+    keys = rules.decide(fp(), winner, 12, 64, "cpu", "the best trial")
+    assert keys["train.model"][0] == "resnet18" and keys["prepare.image_size"][0] == 48
+    assert keys["train.epochs"][0] == 12 and keys["train.batch_size"][0] == 64
+    assert keys["train.balance"][0] == "loss" and keys["augment.affine_p"][0] == 0.5
+    assert keys["train.ema"][0] == 0.989  # 1 - 1 / (0.1 x 12 x 74 steps)
+    assert keys["train.warmup_epochs"][0] == 2.4
+    plain = rules.decide(fp(), rules.default_config(fp()), 12, 64, "cpu", "the best trial")
+    assert plain["train.ema"][0] == 0.0 and plain["train.optimizer"][0] == "adam"
+    assert all(why for _, why in keys.items())
+    assert rules.batch_size(fp(n_train=100, n_val=20, counts=(50, 50)), "cpu") == 8
+    assert rules.warmup_epochs(1, 5) == 0.4  # two of the five steps
 
 
 def test_a_class_smaller_than_a_batch_is_refused() -> None:

@@ -13,17 +13,15 @@ from conftest import edit_params, sh, stages_run
 pytestmark = pytest.mark.slow
 
 
-def test_a_budget_plans_and_train_runs_the_plan(reproduced: Path, tmp_path: Path) -> None:
+def test_a_budget_plans_and_train_runs_the_plan(reproduced: Path) -> None:
     project = reproduced
-    book = tmp_path / "rates.json"
     out = sh("dvc", "exp", "run", "-S", "plan.budget_minutes=0.5", "-S", "plan.timed_steps=2",
-             "-S", f"plan.rate_book={book}", cwd=project).stdout
+             cwd=project).stdout
     # The store is unchanged: only the plan and what reads it run.
     assert stages_run(out) == ["plan", "train", "crossval", "evaluate"], out
     report = json.loads((project / "metrics/plan.json").read_text())
     assert report["planned"] and report["budget_minutes"] == 0.5
-    assert {c["rate_from"] for c in report["candidates"]} == {"timed"}
-    assert report["device_key"] in json.loads(book.read_text())
+    assert len(report["trials"]) >= 3 and report["trials"][report["winner"]]["winner"]
     planned = yaml.safe_load((project / "data/plan.yaml").read_text())
     train = json.loads((project / "metrics/train.json").read_text())
     # The test project sets epochs, batch size and schedule itself: those keys win.
@@ -32,13 +30,8 @@ def test_a_budget_plans_and_train_runs_the_plan(reproduced: Path, tmp_path: Path
     assert "train.lr" in train["plan_applied"] and train["model"] == planned["train"]["model"]
     assert train["epochs"] == 2
 
-    # Cached: nothing reruns. A new budget replans from the book, timing nothing.
+    # Cached: nothing reruns. A new budget replans.
     assert "Data and pipelines are up to date" in sh("dvc", "repro", cwd=project).stdout
-    edit_params(project, plan={"budget_minutes": 0.6, "timed_steps": 2,
-                               "rate_book": str(book)})
+    edit_params(project, plan={"budget_minutes": 0.6, "timed_steps": 2})
     assert stages_run(sh("dvc", "repro", "plan", cwd=project).stdout) == ["plan"]
-    again = json.loads((project / "metrics/plan.json").read_text())
-    assert again["budget_minutes"] == 0.6
-    timed_before = {c["name"] for c in report["candidates"]}
-    assert all(c["rate_from"] == "rate book" for c in again["candidates"]
-               if c["name"] in timed_before)
+    assert json.loads((project / "metrics/plan.json").read_text())["budget_minutes"] == 0.6

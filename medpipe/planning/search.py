@@ -1,0 +1,244 @@
+"""Validated choices: configurations trained briefly on the training split, ranked on the
+validation split, by synchronous successive halving.
+
+The rules (:mod:`medpipe.planning.rules`) bound and order the search: the models and
+sides whose final training fits the budget, and the first configurations tried (the
+rules' own choice, the default small CNN, ResNet-18 as the MedMNIST v2 paper trains
+it). A scrambled Sobol sequence (``scipy.stats.qmc``, seeded) spreads the rest over the
+space: model, side and stem, learning rate, weight decay, class balance, augmentation
+strength, label smoothing, weight averaging and schedule.
+
+Successive halving with restarts (Jamieson and Talwalkar 2016; one bracket of
+Hyperband): every configuration trains ``e`` epochs with a complete schedule of that
+length; the best third train again, from scratch, for ``ETA * e`` epochs; the best of
+those wins. Every trial of a rung is scored before any is promoted, so the outcome does
+not depend on the order in which trials finish. Optuna's pruners are asynchronous
+(ASHA, median): run one trial at a time they promote by arrival order and never prune
+the first trials, and with a dozen trials its model-based samplers have not left their
+random start-up phase, so the plan runs the halving itself and draws its points from
+scipy's Sobol sequence, which Optuna's own QMC sampler wraps.
+
+The budget is counted in seconds at the rungs of the timed rates
+(:func:`~medpipe.planning.rates.rung`), never on a clock: trial sizes, their number and
+the winner's epochs follow from the rates' rungs, and the trials themselves train
+deterministically, so one store, budget and device kind give one plan.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from medpipe import PipelineError
+from medpipe.planning.fingerprint import Fingerprint
+from medpipe.planning.rates import Candidate
+
+log = logging.getLogger(__name__)
+
+ETA = 3  # the halving factor: a third of each rung goes on, for three times the epochs
+MAX_CONFIGS = 12  # configurations in the first rung, at most
+MIN_CONFIGS = 3  # fewer is no search
+FIRST_RUNG_EPOCHS = (2, 3)  # epochs of a first-rung trial: preferred at least, at most
+SEARCH_SHARE = 0.4  # share of the usable budget the trials may take; the winner the rest
+TRIAL_IMAGES = 3000  # a trial trains on at most this many training images (stratified)
+SOBOL_POINTS = 32  # points drawn (a power of two, as the Sobol sequence wants)
+
+# The space. The learning rate is drawn log-uniformly, the rest from these choices.
+LR = (3e-4, 1e-2)
+WEIGHT_DECAY = (0.0, 1e-4, 0.01, 0.05)
+BALANCE = ("none", "loss", "sampler")
+AFFINE_P = (0.0, 0.25, 0.5, 0.8)  # augmentation strength: rotation, shift and zoom
+LABEL_SMOOTHING = (0.0, 0.1)
+AVERAGE = (False, True)  # weight averaging (its decay follows the steps: rules.averaging)
+SCHEDULE = ("onecycle", "cosine")
+
+
+@dataclass(frozen=True)
+class Config:
+    """One configuration the search may train."""
+
+    candidate: Candidate
+    lr: float
+    weight_decay: float
+    balance: str
+    affine_p: float
+    label_smoothing: float
+    average: bool
+    schedule: str
+    optimizer: str = "adamw"
+    origin: str = "sobol"  # where it comes from: a rule, an anchor, or the Sobol sequence
+
+    def as_dict(self) -> dict:
+        return {"model": self.candidate.model, "input_size": self.candidate.input_size,
+                "small_input": self.candidate.small_input, "optimizer": self.optimizer,
+                "lr": self.lr, "weight_decay": self.weight_decay, "balance": self.balance,
+                "affine_p": self.affine_p, "label_smoothing": self.label_smoothing,
+                "average": self.average, "schedule": self.schedule}
+
+
+@dataclass
+class Trial:
+    """A configuration trained for ``epochs`` in rung ``rung``, and its validation figures."""
+
+    number: int
+    config: Config
+    rung: int
+    epochs: int
+    planned_seconds: float  # at the rates' rungs: what the budget counts
+    val_auc: float = math.nan
+    val_accuracy: float = math.nan
+    seconds: float = 0.0  # measured, for the record only
+    winner: bool = False
+
+    @property
+    def score(self) -> float:
+        """What trials are ranked by: the mean of the validation AUC and accuracy, the two
+        headline figures (NaN, a degenerate split, ranks last)."""
+        value = (self.val_auc + self.val_accuracy) / 2
+        return value if math.isfinite(value) else -math.inf
+
+    def as_dict(self) -> dict:
+        return {"trial": self.number, "origin": self.config.origin, "rung": self.rung,
+                "epochs": self.epochs, **self.config.as_dict(),
+                "val_auc": _round(self.val_auc), "val_accuracy": _round(self.val_accuracy),
+                "score": _round(self.score), "planned_seconds": round(self.planned_seconds, 1),
+                "seconds": round(self.seconds, 1), "winner": self.winner}
+
+
+def _round(value: float) -> float | None:
+    return round(value, 6) if math.isfinite(value) else None
+
+
+@dataclass
+class Search:
+    """The halving's layout, sized before any trial, and its trials once run."""
+
+    configs: list[Config]
+    first_epochs: int
+    trial_images: int
+    trials: list[Trial] = field(default_factory=list)
+
+    @property
+    def planned_seconds(self) -> float:
+        return sum(t.planned_seconds for t in self.trials)
+
+    @property
+    def winner(self) -> Trial:
+        return next(t for t in self.trials if t.winner)
+
+
+def space(fp: Fingerprint, fitting: list[Candidate], anchors: list[Config],
+          seed: int = 0) -> list[Config]:
+    """The configurations in the order they are tried: ``anchors`` (the rules' choices),
+    then Sobol points over ``fitting`` and the hyperparameters; duplicates dropped."""
+    from scipy.stats import qmc
+
+    balance = BALANCE if fp.task != "multilabel" else BALANCE[:2]  # no sampler by finding
+    dims = (fitting, None, WEIGHT_DECAY, balance, AFFINE_P, LABEL_SMOOTHING, AVERAGE,
+            SCHEDULE)
+    points = qmc.Sobol(d=len(dims), scramble=True, seed=seed).random(SOBOL_POINTS)
+    out, seen = [], set()
+    drawn = (_config(u, dims) for u in points)
+    for config in [*anchors, *drawn]:
+        key = replace(config, origin="")
+        if key not in seen and config.candidate in fitting:
+            seen.add(key)
+            out.append(config)
+    return out
+
+
+def _config(u: np.ndarray, dims: tuple) -> Config:
+    def pick(k: int):
+        choices = dims[k]
+        return choices[min(int(u[k] * len(choices)), len(choices) - 1)]
+
+    low, high = LR
+    lr = float(f"{math.exp(math.log(low) + u[1] * (math.log(high) - math.log(low))):.2g}")
+    return Config(candidate=pick(0), lr=lr, weight_decay=pick(2), balance=pick(3),
+                  affine_p=pick(4), label_smoothing=pick(5), average=pick(6),
+                  schedule=pick(7))
+
+
+def trial_images(fp: Fingerprint) -> int:
+    return min(fp.n_train, TRIAL_IMAGES)
+
+
+def layout(fp: Fingerprint, pool: list[Config], per_epoch: Callable[[Candidate, int], float],
+           seconds: float) -> Search:
+    """How many of ``pool`` to try and for how many first-rung epochs, within ``seconds``
+    at ``per_epoch(candidate, training images)``: the most configurations whose first rung
+    gets ``FIRST_RUNG_EPOCHS[0]`` epochs, else the most that get one; the first rung's
+    epochs then as many as fit, at most ``FIRST_RUNG_EPOCHS[1]``. Raises if not even
+    ``MIN_CONFIGS`` one-epoch trials fit."""
+    n_images = trial_images(fp)
+
+    def epochs_for(configs: list[Config]) -> int:
+        costs = sorted((per_epoch(c.candidate, n_images) for c in configs), reverse=True)
+        promoted = math.ceil(len(configs) / ETA)
+        # the costliest configurations are the most the second rung can cost
+        return math.floor(seconds / (sum(costs) + ETA * sum(costs[:promoted])))
+
+    sizes = range(min(MAX_CONFIGS, len(pool)), MIN_CONFIGS - 1, -1)
+    for want in FIRST_RUNG_EPOCHS[0], 1:
+        for n in sizes:
+            if epochs_for(pool[:n]) >= want:
+                return Search(pool[:n], min(FIRST_RUNG_EPOCHS[1], epochs_for(pool[:n])),
+                              n_images)
+    raise TooSmall(n_images)
+
+
+class TooSmall(Exception):
+    """Not even the smallest search fits the budget."""
+
+    def __init__(self, n_images: int):
+        super().__init__(n_images)
+        self.n_images = n_images
+
+    def smallest_search_seconds(self, cheapest_per_epoch: float) -> float:
+        """MIN_CONFIGS one-epoch trials of the cheapest model, and the best ETA epochs."""
+        return (MIN_CONFIGS + ETA * math.ceil(MIN_CONFIGS / ETA)) * cheapest_per_epoch
+
+
+Train = Callable[[Config, int], tuple[float, float]]  # (config, epochs) -> (val AUC, val ACC)
+
+
+def run(search: Search, train: Train, per_epoch: Callable[[Candidate, int], float]) -> Search:
+    """Train the first rung, promote the best third to ``ETA`` times the epochs, and mark
+    the best trial of the last rung the winner. ``train(config, epochs)`` trains one trial
+    and returns its validation AUC and accuracy."""
+    alive, epochs = list(search.configs), search.first_epochs
+    for rung in range(2):
+        results = []
+        for config in alive:
+            trial = Trial(len(search.trials), config, rung, epochs,
+                          epochs * per_epoch(config.candidate, search.trial_images))
+            log.info("trial %d (rung %d, %d epoch%s): %s", trial.number, rung, epochs,
+                     "s" * (epochs != 1), config.as_dict())
+            start = time.perf_counter()
+            trial.val_auc, trial.val_accuracy = train(config, epochs)
+            trial.seconds = time.perf_counter() - start
+            log.info("trial %d: val AUC %.4f, accuracy %.4f", trial.number, trial.val_auc,
+                     trial.val_accuracy)
+            search.trials.append(trial)
+            results.append(trial)
+        # a stable sort: ties keep the rules' order (the anchors first)
+        results.sort(key=lambda t: -t.score)
+        if rung == 1 or len(results) == 1:
+            results[0].winner = True
+            break
+        alive = [t.config for t in results[:math.ceil(len(results) / ETA)]]
+        epochs *= ETA
+    return search
+
+
+def too_small(budget_minutes: float, usable: float, seconds_needed: float, what: str
+              ) -> PipelineError:
+    need = math.ceil(seconds_needed / 60 / usable * 100) / 100
+    return PipelineError(f"params.yaml: 'plan.budget_minutes' {budget_minutes} is too "
+                         f"small: {what} need {seconds_needed / 60:.2f} minutes; set at "
+                         f"least {need} (stage plan)")
