@@ -15,6 +15,7 @@ import argparse
 import logging
 from pathlib import Path
 
+from medpipe.commands.output import check_writable
 from medpipe.inference import ensemble
 from medpipe.inference.export import FORMATS, export_onnx, export_torchscript, format_of
 
@@ -22,6 +23,7 @@ log = logging.getLogger(__name__)
 
 
 def main(args: argparse.Namespace) -> None:
+    check_writable(args.out)  # before the export, which takes a while (ONNX: seconds)
     fmt = format_of(Path(args.out), args.format)
     export = export_onnx if fmt == "onnx" else export_torchscript
     model = Path(args.model) if args.model else ensemble.default_model()

@@ -35,6 +35,7 @@ import logging
 from pathlib import Path
 
 from medpipe import PipelineError
+from medpipe.commands.output import check_writable
 from medpipe.evaluation import multilabel
 from medpipe.inference import ensemble, predictor
 from medpipe.inference.imagefiles import find_images, predict_files
@@ -102,6 +103,7 @@ def frame_choice(text: str) -> str | int:
 
 
 def main(args: argparse.Namespace) -> None:
+    check_writable(args.out)  # before the images are read and scored
     model_path = Path(args.model) if args.model else ensemble.default_model()
     if args.threshold is not None and not 0.0 < args.threshold < 1.0:
         raise PipelineError(f"--threshold must be a probability in (0, 1), got {args.threshold}")
