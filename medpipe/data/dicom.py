@@ -62,6 +62,23 @@ def is_dicom_file(path: Path | str) -> bool:
         return False
 
 
+def patient_id(path: Path | str) -> str | None:
+    """The Patient ID (0010,0020) of the DICOM file at ``path``, without surrounding
+    spaces; None when it is absent or empty, or the file's header cannot be read (prepare
+    names such a file when it decodes it). Only the header is read, not the pixel data."""
+    import pydicom
+
+    with _pydicom_messages():  # a damaged header is prepare's to report, once
+        try:
+            ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["PatientID"],
+                                 force=not is_dicom_file(path))
+            value = ds.get("PatientID")
+        except Exception:  # noqa: BLE001 - pydicom raises many types on damaged files
+            return None
+    text = "" if value is None else str(value).strip()
+    return text or None
+
+
 def check_frame(frame: str | int) -> None:
     """Refuse a frame choice other than ``middle``, ``first``, ``refuse`` or a number >= 1."""
     ok = frame in FRAMES if isinstance(frame, str) else (

@@ -40,7 +40,8 @@ def prepare(raw: RawDataset, out_dir: Path | str, cfg, *, find_duplicates: bool 
     """Split, convert and resize ``raw`` into the array store at ``out_dir``.
 
     Returns the summary for the prepare metrics: the store's ``stats.json`` (task,
-    classes, counts, image size, statistics) plus the positive class, the unreadable files
+    classes, counts, image size, statistics) plus the positive class, the patients the
+    split was grouped by and where their ids came from, the unreadable files
     skipped under ``on_error: skip`` and the duplicate images found (see
     :mod:`medpipe.data.duplicates`; ``find_duplicates=False`` skips the search, for
     benchmarks of its cost). The store appears at ``out_dir`` only when complete.
@@ -88,6 +89,7 @@ def prepare(raw: RawDataset, out_dir: Path | str, cfg, *, find_duplicates: bool 
     log.info("prepared %s images into %s", sum(len(i) for i in parts.values()), out_dir)
     binary = not multilabel and len(classes) == 2  # the second class is the positive one
     return {**stats, "positive_class": classes[1] if binary else None,
+            "patients": _patients(raw, parts),
             "skipped": {"count": len(skipped), "files": skipped}, "duplicates": found}
 
 
@@ -131,6 +133,16 @@ def _split(raw: RawDataset, labels: np.ndarray, classes: list[str], cfg
                               classes)
     check_split_classes(labels, parts, classes)
     return parts
+
+
+def _patients(raw: RawDataset, parts: dict[str, np.ndarray]) -> dict:
+    """The patients of the images stored, and where their ids came from (null: none
+    known, the split is by image)."""
+    if raw.groups is None:
+        return {"count": None, "from": None}
+    kept = np.concatenate(list(parts.values()))
+    return {"count": len(np.unique(np.asarray(raw.groups)[kept])),
+            "from": raw.patients_from or "source"}
 
 
 def _mean_std(sums: list[int], squares: list[int], n_pix: int

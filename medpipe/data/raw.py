@@ -23,7 +23,9 @@ class RawDataset:
     (multi-label: any number of the K ``classes`` per image, a row of zeros for none).
     ``splits`` holds official split names ("train"/"val"/"test") where the source
     defines them (val may be absent: prepare then carves it out of train); ``groups``
-    holds patient ids where they are known. ``ids`` names each image in the manifest.
+    holds patient ids where they are known, and ``patients_from`` where they come from
+    (a manifest column, a file-name pattern, the DICOM Patient ID). ``ids`` names each
+    image in the manifest.
     ``attributes`` holds the source's own columns per image (a CSV manifest's columns
     beyond those it reads, e.g. sex or site), carried into the store's manifest.
     ``channels`` is 1 (grey) or 3 (colour) where the source knows it (synthetic,
@@ -38,6 +40,7 @@ class RawDataset:
     groups: np.ndarray | None = None
     attributes: pd.DataFrame | None = None
     channels: int | None = None
+    patients_from: str | None = None
 
     @property
     def multilabel(self) -> bool:

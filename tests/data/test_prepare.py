@@ -200,9 +200,10 @@ def test_prepare_writes_the_store(tmp_path: Path) -> None:
         assert raw.labels[raw_idx].tolist() == labels.tolist()
 
     on_disk = json.loads((out / store.STATS).read_text())
-    only_metrics = ("positive_class", "skipped", "duplicates")  # not in the store's stats
+    only_metrics = ("positive_class", "patients", "skipped", "duplicates")  # not in stats
     assert on_disk == {k: v for k, v in stats.items() if k not in only_metrics}
     assert stats["skipped"] == {"count": 0, "files": []} and stats["positive_class"] == "b"
+    assert stats["patients"] == {"count": None, "from": None}
     assert stats["duplicates"] == {"count": 0, "exact": 0, "dropped": 0, "groups": []}
     assert stats["classes"] == ["a", "b"] and stats["image_size"] == 8
     assert stats["channels"] == 3 and len(stats["mean"]) == 3 and len(stats["std"]) == 3

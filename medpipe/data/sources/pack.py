@@ -8,9 +8,11 @@ its own dependency, ``data/raw``, by random access into the zip::
     images.zip    the image files, stored (not compressed), named by their path in the
                   dataset folder; fixed timestamps, so the same images give the same bytes
     index.csv     one row per image: file, label (a class, or findings joined by '|'),
-                  and split and patient_id where the dataset gives them (patient_id:
-                  or ``data.patient_pattern`` finds it in the file name)
-    dataset.json  source, task (multiclass | multilabel), classes, counts
+                  and split and patient_id where known: a manifest's patient_id column,
+                  else ``data.patient_pattern`` on the file names, else the DICOM files'
+                  Patient ID (0010,0020) when every image has one
+    dataset.json  source, task (multiclass | multilabel), classes, counts, patients and
+                  where their ids come from (``patients_from``)
 
 A dataset folder comes from ``data.path``, or from ``data.url``: an archive downloaded,
 verified against ``data.sha256`` and extracted (safely) into a scratch folder first.
@@ -31,7 +33,8 @@ import pandas as pd
 from tqdm import tqdm
 
 from medpipe import PipelineError
-from medpipe.data.imageio import decode
+from medpipe.data.dicom import patient_id
+from medpipe.data.imageio import PILLOW_SUFFIXES, decode
 from medpipe.data.raw import order_classes
 from medpipe.data.sources.archive import extract
 from medpipe.utils import downloads
@@ -44,6 +47,8 @@ STAGE = "(stage download)"
 SPLITS = ("train", "val", "test")
 NO_FINDING = ("", "no finding")  # multi-label rows with no finding (ChestX-ray14 style)
 FIXED_TIME = (1980, 1, 1, 0, 0, 0)  # the zip format's earliest date
+# Where the patient ids come from, as dataset.json and metrics/prepare.json say it.
+FROM_COLUMN, FROM_PATTERN, FROM_DICOM = "manifest column", "file-name pattern", "dicom PatientID"
 
 
 def check_params(cfg, source: str) -> None:
@@ -152,11 +157,52 @@ def with_patients(table: pd.DataFrame, pattern: str | None, root: Path) -> pd.Da
     return table
 
 
+def with_dicom_patients(table: pd.DataFrame, root: Path) -> tuple[pd.DataFrame, str | None]:
+    """``table`` with a ``patient_id`` column of the DICOM files' Patient ID (0010,0020),
+    and :data:`FROM_DICOM`; unchanged, and None, unless every image is a DICOM file with
+    a Patient ID and they name more than one patient (an anonymised set often gives every
+    file one id), which is logged."""
+    files = table["file"].tolist()
+    # An image named .dcm, or without a Pillow suffix (then it was recognised as DICOM by
+    # its content): the other files are not read again.
+    dicom = [Path(f).suffix.lower() not in PILLOW_SUFFIXES for f in files]
+    if not any(dicom):
+        return table, None
+    ids = [patient_id(root / f) if is_dicom else None for f, is_dicom in
+           tqdm(list(zip(files, dicom, strict=True)), desc="reading DICOM patient ids",
+                unit="img", disable=None)]
+    missing = [f for f, i in zip(files, ids, strict=True) if i is None]
+    if missing:
+        log.warning("%d of %d images have no DICOM Patient ID (first: %s); the split is not "
+                    "grouped by patient unless 'data.patient_pattern' (or a manifest's "
+                    "patient_id column) gives the ids", len(missing), len(files), missing[0])
+        return table, None
+    if len(set(ids)) == 1 and len(ids) > 1:
+        log.warning("every DICOM file has Patient ID '%s' (an anonymised set?); the split is "
+                    "not grouped by patient unless 'data.patient_pattern' (or a manifest's "
+                    "patient_id column) gives the ids", ids[0])
+        return table, None
+    table = table.assign(patient_id=ids)
+    if "split" in table:  # the source's split is kept; say where it mixes patients
+        splits = table.groupby("patient_id")["split"].nunique()
+        leaky = splits[splits > 1]
+        if len(leaky):
+            log.warning("%d patients (DICOM Patient ID) have images in two splits of the "
+                        "dataset's own split, first '%s'; its test figures may be too good",
+                        len(leaky), leaky.index[0])
+    return table, FROM_DICOM
+
+
 def write(out_dir: Path, root: Path, table: pd.DataFrame, meta: dict, cfg) -> None:
     """Pack ``table.file`` (paths relative to ``root``) into ``out_dir``, with the index
     and ``dataset.json`` (``meta`` plus task, classes and counts). ``cfg`` (the ``data``
-    params) gives the class order and the patient-id pattern of file names."""
+    params) gives the class order and the patient-id pattern of file names; without a
+    pattern or a patient_id column, the patient ids are the DICOM files' own."""
+    patients_from = (FROM_COLUMN if "patient_id" in table
+                     else FROM_PATTERN if cfg.patient_pattern is not None else None)
     table = with_patients(table, cfg.patient_pattern, root)
+    if patients_from is None:
+        table, patients_from = with_dicom_patients(table, root)
     labels = table["label"].tolist()
     task, found = parse_labels(labels)
     if len(found) < 2:
@@ -180,7 +226,8 @@ def write(out_dir: Path, root: Path, table: pd.DataFrame, meta: dict, cfg) -> No
             "counts": {c: int(n) for c, n in zip(classes, counts, strict=True)},
             "splits": ({s: int((table["split"] == s).sum()) for s in SPLITS}
                        if "split" in table else None),
-            "patients": int(table["patient_id"].nunique()) if "patient_id" in table else None}
+            "patients": int(table["patient_id"].nunique()) if "patient_id" in table else None,
+            "patients_from": patients_from}
     (out_dir / "dataset.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     log.info("packed %d images (%s, %d classes) into %s", len(table), task, len(classes),
              out_dir / PACK)
@@ -208,6 +255,7 @@ def read(raw_dir: Path, meta: dict):
         labels=labels, ids=files,
         splits=index["split"].to_numpy() if "split" in index else None,
         groups=index["patient_id"].to_numpy() if "patient_id" in index else None,
+        patients_from=meta.get("patients_from") if "patient_id" in index else None,
         attributes=index[[c for c in index.columns if c not in READ_COLUMNS]])
 
 

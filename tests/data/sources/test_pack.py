@@ -1,6 +1,7 @@
 """What every file-based source shares (``pack.write``): the class order of
-``data.classes``, and patient ids from file names (``data.patient_pattern``), kept
-together by the split."""
+``data.classes``, and patient ids from file names (``data.patient_pattern``) or from the
+DICOM files' Patient ID, kept together by the split and recorded in the prepare
+metrics."""
 
 from __future__ import annotations
 
@@ -10,12 +11,13 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
-from imagefiles import data_cfg, make_folder, pixels, prepare_cfg, save
+from imagefiles import data_cfg, dicom_bytes, make_folder, pixels, prepare_cfg, save
 
 from medpipe import PipelineError
 from medpipe.data import prepare
 from medpipe.data.sources.registry import read
 from stages.download import download
+from stages.prepare import prepare as prepare_stage
 
 
 def download_error(tmp_path, **changes) -> str:
@@ -146,3 +148,94 @@ def test_pattern_and_a_patient_id_column_are_not_both_set(tmp_path) -> None:
     message = download_error(tmp_path, source="csv", name="labels.csv", path=str(root),
                              patient_pattern=r"^(\d+)_")
     assert "manifest has a patient_id column" in message
+
+
+# ------------------------------------------------------------------ patients from DICOM files
+
+
+def dicom_folder(root, patient_ids=None, names=None):
+    """Patients 0..11 with 2-4 DICOM images each, in either class; the Patient ID of the
+    image of ``patient`` is ``patient_ids(patient, visit)`` (default P<patient>), left out
+    when that gives None; file names from ``names(patient, visit)`` (default a counter,
+    no patient in it; every fourth file has no extension, DICOM by its content)."""
+    rng = np.random.default_rng(0)
+    k = 0
+    for patient in range(12):
+        for visit in range(int(rng.integers(2, 5))):
+            cls = ("normal", "effusion")[(patient + visit) % 2]
+            pid = patient_ids(patient, visit) if patient_ids else f"P{patient:02d}"
+            name = names(patient, visit) if names else f"im{k:03d}" + (".dcm" if k % 4 else "")
+            path = root / cls / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            attrs = {} if pid is None else {"PatientID": pid}
+            path.write_bytes(dicom_bytes(pixels(k), **attrs))
+            k += 1
+    return root
+
+
+def prepared_patients(tmp_path, **changes) -> dict:
+    """Download and prepare with ``changes`` to the data params; the prepare metrics'
+    ``patients``, after checking that no patient has images in two splits."""
+    download(data_cfg(**changes), tmp_path / "raw")
+    summary = prepare_stage(prepare_cfg(val_fraction=0.25, test_fraction=0.25),
+                            tmp_path / "raw", tmp_path / "store", tmp_path / "prepare.json")
+    assert json.loads((tmp_path / "prepare.json").read_text()) == summary
+    index = pd.read_csv(tmp_path / "raw" / "index.csv", dtype=str)
+    if "patient_id" in index:
+        manifest = pd.read_csv(tmp_path / "store" / "manifest.csv")
+        patient = manifest["source_id"].map(dict(zip(index["file"], index["patient_id"],
+                                                     strict=True)))
+        assert (manifest.groupby(patient)["split"].nunique() == 1).all()
+    return summary["patients"]
+
+
+def test_dicom_patient_ids_group_the_split(tmp_path) -> None:
+    folder = dicom_folder(tmp_path / "d")
+    assert prepared_patients(tmp_path, path=str(folder)) == {"count": 12,
+                                                             "from": "dicom PatientID"}
+    data = read(tmp_path / "raw")
+    assert sorted(set(data.groups)) == [f"P{p:02d}" for p in range(12)]
+    meta = json.loads((tmp_path / "raw" / "dataset.json").read_text())
+    assert meta["patients"] == 12 and meta["patients_from"] == "dicom PatientID"
+
+
+def test_a_file_name_pattern_wins_over_dicom_patient_ids(tmp_path) -> None:
+    folder = dicom_folder(tmp_path / "d", patient_ids=lambda p, v: "SAME",
+                          names=lambda p, v: f"{p:02d}_{v}.dcm")
+    assert prepared_patients(tmp_path, path=str(folder), patient_pattern=r"^(\d+)_") == {
+        "count": 12, "from": "file-name pattern"}
+    assert sorted(set(read(tmp_path / "raw").groups)) == [f"{p:02d}" for p in range(12)]
+
+
+def test_a_manifest_column_wins_over_dicom_patient_ids(tmp_path) -> None:
+    folder = dicom_folder(tmp_path / "d")
+    files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("im*"))
+    pd.DataFrame({"path": files, "label": [f.split("/")[0] for f in files],
+                  "patient_id": [f"M{i % 10}" for i in range(len(files))]}).to_csv(
+        folder / "labels.csv", index=False)
+    assert prepared_patients(tmp_path, source="csv", path=str(folder), name="labels.csv") == {
+        "count": 10, "from": "manifest column"}
+
+
+@pytest.mark.parametrize("case", ["one lacks it", "one id for all", "a png"])
+def test_dicom_patient_ids_unused_unless_every_image_has_one(tmp_path, caplog, case) -> None:
+    if case == "one lacks it":
+        folder = dicom_folder(tmp_path / "d", patient_ids=lambda p, v: None if (p, v) == (
+            3, 1) else f"P{p:02d}")
+        said = "1 of 33 images have no DICOM Patient ID (first: normal/im011.dcm)"
+    elif case == "one id for all":  # anonymised
+        folder = dicom_folder(tmp_path / "d", patient_ids=lambda p, v: "ANONYMOUS")
+        said = "every DICOM file has Patient ID 'ANONYMOUS' (an anonymised set?)"
+    else:
+        folder = dicom_folder(tmp_path / "d")
+        save(folder / "normal" / "x.png", pixels(99))
+        said = "1 of 34 images have no DICOM Patient ID (first: normal/x.png)"
+    with caplog.at_level("WARNING"):
+        assert prepared_patients(tmp_path, path=str(folder)) == {"count": None, "from": None}
+    assert said in caplog.text
+    assert read(tmp_path / "raw").groups is None
+
+
+def test_images_without_dicom_have_no_patients(tmp_path) -> None:
+    folder = make_folder(tmp_path / "d", {"a": 8, "b": 8})
+    assert prepared_patients(tmp_path, path=str(folder)) == {"count": None, "from": None}
