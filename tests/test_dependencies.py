@@ -90,8 +90,10 @@ def _installed(name: str) -> bool:
 
 def test_lower_bounds_reach_the_apis_the_code_calls() -> None:
     # pydicom.pixels (decoders, LUTs) is new in pydicom 3.0; ImageFont.load_default(size=)
-    # in Pillow 10.1; scipy.stats.qmc's samplers as used here need 1.10.
-    needs = {"pydicom": "3.0", "pillow": "10.1", "scipy": "1.10"}
+    # in Pillow 10.1; np.bitwise_count in numpy 2.0, and so the first pandas, scipy and
+    # scikit-learn built for numpy 2; torch 2.5's ONNX exporter fails on a dynamic batch.
+    needs = {"pydicom": "3.0", "pillow": "10.1", "numpy": "2.0", "pandas": "2.2.2",
+             "scipy": "1.13", "scikit-learn": "1.4.2", "torch": "2.6"}
     too_low = {name: RUNTIME[name].get(">=") for name, least in needs.items()
                if ">=" not in RUNTIME[name] or version(RUNTIME[name][">="]) < version(least)}
     assert too_low == {}

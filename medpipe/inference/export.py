@@ -101,7 +101,8 @@ def export_onnx(model_path: Path, out: Path, seed: int = 0) -> dict:
         program = torch.onnx.export(
             model, (example,), None, dynamo=True, verbose=False,
             input_names=["images"], output_names=["logits"],
-            dynamic_shapes={"x": {0: torch.export.Dim("batch", min=1)}})
+            # by position: torch 2.6 keys a mapping by input_names, later ones by forward's
+            dynamic_shapes=({0: torch.export.Dim("batch", min=1)},))
         expected = model(check)
     proto = program.model_proto
     meta = _metadata(model_path, ckpt)
