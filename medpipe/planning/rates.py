@@ -1,5 +1,9 @@
 """Measured step rates: real training steps of a candidate model on the device.
 
+On a CPU with bf16 arithmetic (:func:`medpipe.utils.devices.cpu_bf16`), each candidate is
+timed in fp32 and with bf16 autocast; the bf16 one is a candidate of its own where it is
+a rung faster, and the trials then judge whether it loses validation accuracy.
+
 A candidate is timed with the training loop's own step
 (:func:`medpipe.training.loop.fastest_step`: the same builder, speed settings, batches,
 augmentation, optimiser, loss and weight average as a trial and the train stage), on
@@ -30,15 +34,18 @@ WARMUP = 2  # untimed steps first: the CPU's first steps of a new shape are slow
 
 @dataclass(frozen=True)
 class Candidate:
-    """A model the plan may choose: architecture, the side it sees, and its stem."""
+    """A model the plan may choose: architecture, the side it sees, its stem, and its
+    precision (``train.precision``: ``auto``, the device's default, or ``bf16``)."""
 
     model: str
     input_size: int
     small_input: bool = False
+    precision: str = "auto"
 
     @property
     def name(self) -> str:
-        return f"{self.model}{' small stem' if self.small_input else ''} at {self.input_size} px"
+        return (f"{self.model}{' small stem' if self.small_input else ''}"
+                f"{' bf16' if self.precision == 'bf16' else ''} at {self.input_size} px")
 
 
 def rung(rate: float) -> float:
@@ -54,10 +61,12 @@ def monotone(rates: dict[Candidate, float]) -> dict[Candidate, float]:
     """``rates`` with each candidate's rate at most that of the same model and stem at
     a smaller side: more pixels never train faster, so a higher rate was timed while
     the smaller side's steps were slowed by other work."""
+    def kind(c: Candidate) -> tuple:
+        return c.model, c.small_input, c.precision
+
     out = dict(rates)
-    for c in sorted(rates, key=lambda c: (c.model, c.small_input, c.input_size)):
-        smaller = [out[o] for o in out if (o.model, o.small_input) == (c.model, c.small_input)
-                   and o.input_size < c.input_size]
+    for c in sorted(rates, key=lambda c: (*kind(c), c.input_size)):
+        smaller = [out[o] for o in out if kind(o) == kind(c) and o.input_size < c.input_size]
         if smaller:
             out[c] = min(out[c], min(smaller))
     return out

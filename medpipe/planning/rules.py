@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from medpipe import PipelineError
 from medpipe.planning.fingerprint import Fingerprint
@@ -105,22 +105,32 @@ def epochs_in(fp: Fingerprint, rate: float, seconds: float) -> int:
 
 
 def time_candidates(fp: Fingerprint, device: str, final_seconds: float,
-                    measure: Callable[[Candidate, int], float]) -> list[Timed]:
+                    measure: Callable[[Candidate, int], float], bf16: bool = False
+                    ) -> list[Timed]:
     """Time the candidates cheapest first (``measure(candidate, batch)`` -> images/s)
-    until one no longer fits ``MIN_EPOCHS`` of final training in ``final_seconds``."""
+    until one no longer fits ``MIN_EPOCHS`` of final training in ``final_seconds``;
+    with ``bf16``, each also with bf16 autocast."""
     batch = batch_size(fp, device)
     measured: dict[Candidate, float] = {}
     for cand in candidates(fp, device):
-        measured[cand] = measure(cand, batch)
-        if epochs_in(fp, rung(monotone(measured)[cand]), final_seconds) < MIN_EPOCHS:
+        variants = [cand, replace(cand, precision="bf16")] if bf16 else [cand]
+        for variant in variants:
+            measured[variant] = measure(variant, batch)
+        now = monotone(measured)
+        if max(epochs_in(fp, rung(now[v]), final_seconds) for v in variants) < MIN_EPOCHS:
             break
     return [Timed(c, round(rate, 1), rung(rate), epochs_in(fp, rung(rate), final_seconds))
             for c, rate in monotone(measured).items()]
 
 
 def fitting(timed: list[Timed]) -> list[Timed]:
-    """The candidates whose final training fits ``MIN_EPOCHS``; none: the cheapest."""
-    return [t for t in timed if t.final_epochs >= MIN_EPOCHS] or timed[:1]
+    """The candidates whose final training fits ``MIN_EPOCHS`` (none: the cheapest), a
+    bf16 one only where it is a rung faster than the same model in the default precision."""
+    default = {replace(t.candidate, precision="auto"): t.rung for t in timed
+               if t.candidate.precision == "auto"}
+    useful = [t for t in timed if t.candidate.precision == "auto"
+              or t.rung > default[replace(t.candidate, precision="auto")]]
+    return [t for t in useful if t.final_epochs >= MIN_EPOCHS] or timed[:1]
 
 
 def anchors(fp: Fingerprint, fits: list[Timed]) -> list[Config]:
@@ -169,6 +179,9 @@ def decide(fp: Fingerprint, winner: Config, epochs: int, batch: int, device: str
                                "augmentation in training)"),
         "train.small_input": (c.small_input, "3x3 stride-1 stem" if c.small_input
                               else "standard stem"),
+        "train.precision": (c.precision, "bf16 autocast: a rung faster on this CPU, and the "
+                            "winning trial trained with it" if c.precision == "bf16" else
+                            "the device's default (auto: bf16 on CUDA, fp32 on a CPU)"),
         "train.batch_size": (batch, f"{BATCH[device]} on {device}, halved until an epoch "
                              f"has {MIN_STEPS_PER_EPOCH} steps"),
         "train.epochs": (epochs, "what the budget left after the trials fits at the "

@@ -43,8 +43,10 @@ log = logging.getLogger(__name__)
 ETA = 3  # the halving factor: a third of each rung goes on, for three times the epochs
 MAX_CONFIGS = 12  # configurations in the first rung, at most
 MIN_CONFIGS = 3  # fewer is no search
-FIRST_RUNG_EPOCHS = (2, 3)  # epochs of a first-rung trial: preferred at least, at most
-SEARCH_SHARE = 0.4  # share of the usable budget the trials may take; the winner the rest
+FIRST_RUNG_EPOCHS = (2, 5)  # epochs of a first-rung trial: preferred at least, at most
+# Share of the usable budget the trials take; the winner's training the rest, and the
+# trials also what that cannot use within rules.MAX_EPOCHS.
+SEARCH_SHARE = 0.4
 TRIAL_IMAGES = 3000  # a trial trains on at most this many training images (stratified)
 SOBOL_POINTS = 32  # points drawn (a power of two, as the Sobol sequence wants)
 
@@ -75,7 +77,8 @@ class Config:
 
     def as_dict(self) -> dict:
         return {"model": self.candidate.model, "input_size": self.candidate.input_size,
-                "small_input": self.candidate.small_input, "optimizer": self.optimizer,
+                "small_input": self.candidate.small_input,
+                "precision": self.candidate.precision, "optimizer": self.optimizer,
                 "lr": self.lr, "weight_decay": self.weight_decay, "balance": self.balance,
                 "affine_p": self.affine_p, "label_smoothing": self.label_smoothing,
                 "average": self.average, "schedule": self.schedule}
@@ -130,6 +133,15 @@ class Search:
     @property
     def winner(self) -> Trial:
         return next(t for t in self.trials if t.winner)
+
+    def summary(self, budget_seconds: float) -> dict:
+        """For metrics/plan.json: the layout, and the share of the budget the trials took
+        at the rates' rungs."""
+        return {"configurations": len(self.configs), "eta": ETA,
+                "rung_epochs": [self.first_epochs, ETA * self.first_epochs],
+                "trial_images": self.trial_images,
+                "planned_seconds": round(self.planned_seconds, 1),
+                "share_of_budget": round(self.planned_seconds / budget_seconds, 3)}
 
 
 def space(fp: Fingerprint, fitting: list[Candidate], anchors: list[Config],

@@ -39,6 +39,15 @@ class Speed:
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=self.bf16)
 
 
+def cpu_bf16() -> bool:
+    """Whether this CPU computes bf16 itself (AVX-512 with BF16, AMX), as oneDNN, which
+    runs the CPU's bf16 convolutions, reports it; without, autocast only emulates bf16."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a build without oneDNN
+        return False
+
+
 def resolve_device(name: str) -> torch.device:
     """``auto`` means CUDA when present, else CPU; an unavailable device is an error."""
     if name == "auto":

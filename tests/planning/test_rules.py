@@ -4,6 +4,8 @@ test_rates.py)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from medpipe import PipelineError
@@ -87,3 +89,24 @@ def test_a_class_smaller_than_a_batch_is_refused() -> None:
     tiny_val.val_counts["a"] = 0
     with pytest.raises(PipelineError, match="no validation image"):
         rules.check_trainable(tiny_val, "data/prepared")
+
+
+def test_bf16_is_a_candidate_where_it_is_a_rung_faster() -> None:
+    def speed_bf16(cand, batch):  # bf16 twice as fast from 48 px up, slower below
+        rate = 2.8e5 / rules._cost(replace(cand, precision="auto"))[0]
+        if cand.precision == "bf16":
+            return rate * (2.0 if cand.input_size >= 48 else 0.7)
+        return rate
+
+    timed = rules.time_candidates(fp(), "cpu", 300, speed_bf16, bf16=True)
+    names = [t.candidate.name for t in timed]
+    assert names[:2] == ["cnn at 28 px", "cnn bf16 at 28 px"]  # each timed both ways
+    searched = {t.candidate.name for t in rules.fitting(timed)}
+    # 48 px fits the final training only in bf16
+    assert "resnet18 bf16 at 48 px" in searched and "resnet18 at 48 px" not in searched
+    assert "resnet18 bf16 at 32 px" not in searched  # slower than fp32: not searched
+    bf16 = next(t for t in rules.fitting(timed) if t.candidate.precision == "bf16")
+    keys = rules.decide(fp(), rules.recipe_config(fp(), bf16.candidate), 12, 64, "cpu", "x")
+    assert keys["train.precision"][0] == "bf16"
+    fp32 = rules.decide(fp(), rules.default_config(fp()), 12, 64, "cpu", "x")
+    assert fp32["train.precision"][0] == "auto"

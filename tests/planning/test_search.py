@@ -43,7 +43,7 @@ def test_the_space_starts_with_the_anchors_and_is_the_same_every_time() -> None:
 
 def test_the_layout_prefers_many_configurations_of_two_epochs() -> None:
     big = search.layout(fp(), pool(), per_epoch, 10_000)
-    assert len(big.configs) == search.MAX_CONFIGS and big.first_epochs == 3
+    assert len(big.configs) == search.MAX_CONFIGS and big.first_epochs == 5
     assert big.trial_images == search.TRIAL_IMAGES  # 4708 training images
     mid = search.layout(fp(), pool(), per_epoch, 900)
     assert search.MIN_CONFIGS <= len(mid.configs) < search.MAX_CONFIGS
@@ -68,7 +68,7 @@ def test_halving_promotes_the_best_third_and_the_best_of_them_wins() -> None:
     done = search.run(layout, train, per_epoch)
     first = [t for t in done.trials if t.rung == 0]
     second = [t for t in done.trials if t.rung == 1]
-    assert len(first) == 12 and len(second) == 4 and {t.epochs for t in second} == {9}
+    assert len(first) == 12 and len(second) == 4 and {t.epochs for t in second} == {15}
     best_third = sorted(first, key=lambda t: -t.score)[:4]
     assert [t.config for t in second] == [t.config for t in best_third]
     assert [t.winner for t in done.trials].count(True) == 1
