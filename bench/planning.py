@@ -10,7 +10,7 @@ seed then trains the baselines:
 
 - ``cnn``: params.yaml's defaults (the small CNN, 30 epochs);
 - ``resnet18``: ResNet-18 at the store's side as the MedMNIST v2 paper trains it (Adam at
-  0.001, no augmentation, the small stem up to 64 px; cosine), for the epochs that fit
+  0.001, no augmentation, the small stem up to 32 px; cosine), for the epochs that fit
   the same budget at its timed rate (at most 30);
 - ``recipe``: the hand recipe ``recipes/<set>.yaml``, where one exists.
 
