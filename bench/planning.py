@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shutil
 import statistics
 import tarfile
 import tempfile
@@ -135,6 +136,9 @@ def planned(root: Path, store: Path, seed: int, args) -> dict:
     report = plan(PlanParams(budget_minutes=args.budget, timed_steps=args.steps),
                   args.device, store, root / "raw", root / "plan.yaml", root / "plan.json")
     plan_min = (time.perf_counter() - start) / 60
+    if args.keep is not None:  # the whole report: every trial, every reason
+        args.keep.mkdir(parents=True, exist_ok=True)
+        shutil.copy(root / "plan.json", args.keep / f"plan-{seed}.json")
     scored = train_and_score(root, store, recipe.read(root / "plan.yaml"), seed, args)
     winner = report["trials"][report["winner"]]
     return {"chosen": report["chosen"], "winner": {k: winner[k] for k in (
@@ -209,6 +213,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=10, help="plan.timed_steps")
     p.add_argument("--arms", nargs="+", help="only these: plan cnn resnet18 recipe")
     p.add_argument("--device", default="auto")
+    p.add_argument("--keep", type=Path, help="copy each plan's metrics/plan.json here")
     p.add_argument("--size", type=int, default=64, help="synthetic: side, px")
     p.add_argument("--n-per-class", type=int, default=500, help="synthetic")
     p.add_argument("--classes", nargs="+", default=["normal", "opacity"], help="synthetic")
