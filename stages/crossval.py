@@ -24,6 +24,7 @@ from medpipe.data import store
 from medpipe.params.loading import load_section, validate
 from medpipe.params.sections import AugmentParams, TrainParams
 from medpipe.planning import recipe as plans
+from medpipe.training import folds
 from medpipe.utils import cli, gpus
 from medpipe.utils.files import clean_stale, write_json
 
@@ -31,11 +32,6 @@ from medpipe.utils.files import clean_stale, write_json
 # scikit-learn or the training code: those imports are inside the functions that train.
 
 log = logging.getLogger(__name__)
-FIGURES = ("val_auc", "val_accuracy", "val_loss")
-
-
-def fold_path(models_dir: Path, k: int) -> Path:
-    return models_dir / f"fold_{k}.pt"
 
 
 def crossval(cfg: TrainParams, aug: AugmentParams, data_dir: Path, models_dir: Path,
@@ -48,25 +44,23 @@ def crossval(cfg: TrainParams, aug: AugmentParams, data_dir: Path, models_dir: P
     validate(aug, stage="crossval")
     k_folds = int(store.read_stats(data_dir).get("folds", 0))
     models_dir.mkdir(parents=True, exist_ok=True)
-    for stale in models_dir.glob("fold_*"):  # folds of an earlier, larger K
-        if _fold_number(stale) is None or _fold_number(stale) >= k_folds:
-            stale.unlink()
+    folds.remove_stale(models_dir, k_folds)
     wanted = range(k_folds) if only is None else [only]
     if only is not None and not 0 <= only < k_folds:
         raise PipelineError(f"--fold {only}: the store has {k_folds} folds (prepare.folds); "
                             f"give 0 to {k_folds - 1}")
     if not wanted:
-        return _write(metrics_path, summarise(models_dir, k_folds))
+        return _write(metrics_path, folds.summarise(models_dir, k_folds))
     from medpipe.training import state
 
     base = state.fingerprint(cfg, aug, data_dir) + (f"@{input_size}px" if input_size else "")
     for k in wanted:
         fingerprint = f"{base} fold {k}"
-        if _current(fold_path(models_dir, k), fingerprint):
+        if folds.is_current(folds.fold_path(models_dir, k), fingerprint):
             log.info("fold %d of %d: its model is current", k + 1, k_folds)
             continue
         _train_fold(cfg, aug, data_dir, models_dir, k, fingerprint, weights_dir, input_size)
-    return _write(metrics_path, summarise(models_dir, k_folds))
+    return _write(metrics_path, folds.summarise(models_dir, k_folds))
 
 
 def _write(metrics_path: Path | None, summary: dict) -> dict:
@@ -78,7 +72,7 @@ def _write(metrics_path: Path | None, summary: dict) -> dict:
 def _train_fold(cfg: TrainParams, aug: AugmentParams, data_dir: Path, models_dir: Path,
                 k: int, fingerprint: str, weights_dir: Path | None,
                 input_size: int | None) -> None:
-    from medpipe.data import folds
+    from medpipe.data.folds import load_fold
     from medpipe.training import run, state
     from medpipe.utils import devices, seeding
 
@@ -86,54 +80,14 @@ def _train_fold(cfg: TrainParams, aug: AugmentParams, data_dir: Path, models_dir
     seeding.seed_everything(cfg.seed + k, cfg.deterministic)  # each fold its own draws
     device = devices.resolve_device(cfg.device)
     stats = store.read_stats(data_dir)
-    train, val = folds.load_fold(data_dir, k)
+    train, val = load_fold(data_dir, k)
     state_path = models_dir / f"fold_{k}.state.pt"
     run.train_model(cfg, aug, stats, train, val, data_dir, device, weights_dir=weights_dir,
                     input_size=input_size, resume=state.Resume(state_path, fingerprint),
-                    save_to=fold_path(models_dir, k), fold=k, folds=stats["folds"],
+                    save_to=folds.fold_path(models_dir, k), fold=k, folds=stats["folds"],
                     fingerprint=fingerprint, record_seconds=True)
     state_path.unlink(missing_ok=True)
     clean_stale(state_path)
-
-
-def _fold_number(path: Path) -> int | None:
-    stem = path.name.removeprefix("fold_").split(".")[0]
-    return int(stem) if stem.isdigit() else None
-
-
-def _current(path: Path, fingerprint: str) -> bool:
-    if not path.exists():
-        return False
-    from medpipe.models import checkpoint
-
-    ckpt = checkpoint.safe_load(path, "cpu", "a fold model this pipeline wrote")
-    return isinstance(ckpt, dict) and ckpt.get("info", {}).get("fingerprint") == fingerprint
-
-
-def summarise(models_dir: Path, k_folds: int) -> dict:
-    """Each fold's best epoch and validation figures, and their mean and sd."""
-    per_fold: list[dict] = []
-    if not any(fold_path(models_dir, k).exists() for k in range(k_folds)):
-        return {"folds": k_folds, "trained": 0, "per_fold": per_fold}
-    import numpy as np
-
-    from medpipe.models import checkpoint
-
-    for k in range(k_folds):
-        path = fold_path(models_dir, k)
-        if not path.exists():
-            continue
-        info = checkpoint.safe_load(path, "cpu", "a fold model this pipeline wrote")["info"]
-        per_fold.append({"fold": k, "best_epoch": info["best_epoch"],
-                         **{f: round(info["best"][f], 6) for f in FIGURES if f in info["best"]},
-                         "train_seconds": info.get("train_seconds")})
-    out: dict = {"folds": k_folds, "trained": len(per_fold), "per_fold": per_fold}
-    if per_fold:
-        figures = {f: np.array([p[f] for p in per_fold]) for f in FIGURES if f in per_fold[0]}
-        out["mean"] = {f: round(float(v.mean()), 6) for f, v in figures.items()}
-        out["sd"] = {f: round(float(v.std(ddof=1)) if len(v) > 1 else 0.0, 6)
-                     for f, v in figures.items()}
-    return out
 
 
 def main(args) -> None:

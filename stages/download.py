@@ -8,25 +8,11 @@ the source's files plus ``dataset.json``), atomically.
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
-from medpipe.data.sources import registry
-from medpipe.params.loading import load_section, validate
-from medpipe.params.sections import DataParams
+from medpipe.data.sources.registry import download
+from medpipe.params.loading import load_section
 from medpipe.utils import cli
-from medpipe.utils.files import atomic_path
-
-log = logging.getLogger(__name__)
-
-
-def download(cfg: DataParams, out_dir: Path) -> None:
-    """Fetch the dataset ``cfg`` describes into ``out_dir`` (replaced only on success)."""
-    validate(cfg, stage="download")
-    source = registry.get(cfg.source)
-    with atomic_path(out_dir) as tmp:
-        source.fetch(cfg, tmp)
-    log.info("%s dataset written to %s", cfg.source, out_dir)
 
 
 def main(args) -> None:

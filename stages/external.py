@@ -20,12 +20,11 @@ from pathlib import Path
 
 from medpipe.data import external
 from medpipe.data.sources import registry
+from medpipe.inference.evaluate import evaluate
 from medpipe.params.loading import load_external, load_section
 from medpipe.params.sections import EvaluateParams, PrepareParams
 from medpipe.utils import cli
 from medpipe.utils.files import write_json
-from stages import evaluate as evaluate_stage
-from stages.download import download
 
 log = logging.getLogger(__name__)
 
@@ -40,14 +39,13 @@ def run(name: str, data_cfg, prep: PrepareParams, cfg: EvaluateParams, training_
         model: Path, work: Path, metrics_dir: Path) -> dict:
     """Download and prepare the set (unreadable files and multi-frame DICOM handled as
     ``prep`` says), then evaluate the model on it."""
-    download(data_cfg, work / "raw")
+    registry.download(data_cfg, work / "raw", stage="external")
     summary = external.build(registry.read(work / "raw"), training_store, work / "prepared",
                              name, on_error=prep.on_error, workers=prep.workers,
                              frame=prep.dicom_frame)
     write_json(metrics_dir / "prepare.json", summary)
-    return evaluate_stage.evaluate(cfg, model, work / "prepared",
-                                   metrics_dir / "evaluate.json", metrics_dir / "evaluate",
-                                   metrics_dir / "report.md")
+    return evaluate(cfg, model, work / "prepared", metrics_dir / "evaluate.json",
+                    metrics_dir / "evaluate", metrics_dir / "report.md")
 
 
 def main(args) -> None:

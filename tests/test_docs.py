@@ -50,13 +50,6 @@ OUTDATED = {r"python3? -m medpipe\.(predict|export|share)\b": "medpipe ",
 CODE_PATH = re.compile(r"(?<![\w./-])((?:medpipe|stages)/[\w./-]*[\w/])")
 DOTTED_NAME = re.compile(r"(?<![\w./-])(medpipe(?:\.[A-Za-z_]\w*)+)")
 FILE_SUFFIXES = {"json", "yaml", "yml", "csv", "md", "txt", "onnx", "ts", "pt", "png"}
-# Names that pages another engineer is rewriting still quote: each must still be quoted
-# (so the list cannot outlive the fix) and nothing else may be missing.
-KNOWN_STALE: dict[str, set[str]] = {
-    # now medpipe/utils/downloads.py and medpipe/data/sources/
-    "docs/data.md": {"medpipe/download.py", "medpipe/sources/"},
-}
-
 MARKER = re.compile(r"<!--\s*(metrics/[\w./-]+\.json):([\w.-]+)\s*-->")
 NUMBER_AT_END = re.compile(r"(-?\d+(?:\.\d+)?)\Z")
 LINK = re.compile(r"\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
@@ -464,11 +457,7 @@ def current_docs() -> list[Path]:
 
 @pytest.mark.parametrize("page", current_docs(), ids=lambda p: p.name)
 def test_quoted_modules_and_names_exist(page: Path) -> None:
-    known = KNOWN_STALE.get(page.relative_to(ROOT).as_posix(), set())
-    missing = {p.split(": ", 1)[1].removesuffix(" does not exist")
-               for p in code_name_problems(page)}
-    assert sorted(missing - known) == []
-    assert sorted(known - missing) == [], "fixed: remove these from KNOWN_STALE"
+    assert code_name_problems(page) == []
 
 
 def test_code_name_check_finds_what_is_gone(tmp_path: Path) -> None:

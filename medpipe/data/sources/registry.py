@@ -4,12 +4,18 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from types import ModuleType
 
 from medpipe import PipelineError
 from medpipe.data.raw import META_FILE, RawDataset
 from medpipe.data.sources import folder, manifest, medmnist, synthetic
+from medpipe.params.loading import validate
+from medpipe.params.sections import DataParams
+from medpipe.utils.files import atomic_path
+
+log = logging.getLogger(__name__)
 
 SOURCES: dict[str, ModuleType] = {"synthetic": synthetic, "medmnist": medmnist,
                                   "folder": folder, "csv": manifest}
@@ -20,6 +26,16 @@ def get(name: str) -> ModuleType:
     if name not in SOURCES:
         raise PipelineError(f"unknown data source '{name}'; valid: {', '.join(sorted(SOURCES))}")
     return SOURCES[name]
+
+
+def download(cfg: DataParams, out_dir: Path, stage: str = "download") -> None:
+    """Fetch the dataset ``cfg`` describes into ``out_dir`` (replaced only on success): the
+    download stage's work, and the external stage's for another site's set."""
+    validate(cfg, stage=stage)
+    source = get(cfg.source)
+    with atomic_path(out_dir) as tmp:
+        source.fetch(cfg, tmp)
+    log.info("%s dataset written to %s", cfg.source, out_dir)
 
 
 def read(raw_dir: Path | str) -> RawDataset:
