@@ -31,7 +31,7 @@ def test_a_phantom_spec_gives_its_counts_and_colour(colour_store) -> None:
 
 def test_the_plan_and_the_paper_baseline_are_trained_and_scored(colour_store) -> None:
     root, prepared = colour_store
-    args = argparse.Namespace(budget=0.1, steps=1, device="cpu", data=None)
+    args = argparse.Namespace(budget=0.1, steps=1, device="cpu", data=None, keep=None)
     assert planning.arms("phantom:16:40,20:rgb") == ["plan", "cnn", "resnet18"]
     assert "recipe" in planning.arms("breastmnist")
     plan = planning.run_arm("plan", "phantom", root, prepared, 0, args)
