@@ -12,19 +12,21 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a script on a machine without the package installed
 
 from medpipe.data import phantoms, prepare  # noqa: E402
-from medpipe.data.raw import RawDataset  # noqa: E402
+from medpipe.data.sources import registry  # noqa: E402
 from medpipe.params.sections import (  # noqa: E402
     AugmentParams,
     PlanParams,
@@ -39,7 +41,7 @@ from stages.train import train  # noqa: E402
 FULL = dict(device="cuda", size=128, n_per_class=1500, budget=1.5, steps=5, epochs=3,
             throughput=["--device", "cuda", "--sizes", "224", "--images", "2048",
                         "--epochs", "2"], models=["resnet18", "mobilenet_v2"])
-DRY = dict(device="cpu", size=32, n_per_class=40, budget=0.5, steps=1, epochs=2,
+DRY = dict(device="cpu", size=32, n_per_class=40, budget=2, steps=1, epochs=2,
            throughput=["--device", "cpu", "--sizes", "32", "--images", "64", "--epochs",
                        "1", "--batch", "16"], models=["cnn"])
 
@@ -48,11 +50,16 @@ class Interrupted(Exception):
     pass
 
 
-def make_store(root: Path, size: int, n_per_class: int) -> Path:
+def make_raw(root: Path, size: int, n_per_class: int) -> Path:
+    """A raw dataset as the synthetic source writes it (the plan reads raw data)."""
     images, labels = phantoms.generate(n_per_class, ["normal", "opacity"], size, seed=0)
-    raw = RawDataset(["normal", "opacity"], images, labels, [str(i) for i in range(len(labels))])
-    prepare.prepare(raw, root / "store", PrepareParams(image_size=size, workers=1))
-    return root / "store"
+    raw = root / "raw"
+    raw.mkdir()
+    np.save(raw / "images.npy", images)
+    np.save(raw / "labels.npy", labels)
+    (raw / "dataset.json").write_text(json.dumps({"source": "synthetic",
+                                                  "classes": ["normal", "opacity"]}))
+    return raw
 
 
 def train_once(applied: recipe.Applied, store: Path, out: Path, state: Path | None = None,
@@ -78,15 +85,18 @@ def main() -> None:
           + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""))
     with tempfile.TemporaryDirectory(prefix="medpipe-gpu-") as tmp:
         root = Path(tmp)
-        store = make_store(root, cfg["size"], cfg["n_per_class"])
+        raw = make_raw(root, cfg["size"], cfg["n_per_class"])
         start = time.perf_counter()
+        base = PrepareParams(image_size=cfg["size"], workers=1)
         report = plan(PlanParams(budget_minutes=cfg["budget"], timed_steps=cfg["steps"]),
-                      cfg["device"], store, None, root / "plan.yaml", root / "plan.json")
+                      base, cfg["device"], raw, root / "plan.yaml", root / "plan.json")
         print(f"plan in {time.perf_counter() - start:.1f} s: {report['chosen']}, "
               f"{report['choices']['train.epochs']['value']} epochs in {cfg['budget']} min; "
               "candidates: " + ", ".join(f"{c['name']} {c['images_per_second']:.0f}/s"
                                          for c in report["candidates"]))
         planned = recipe.read(root / "plan.yaml")
+        store = root / "store"  # prepared at the planned side, as the prepare stage does
+        prepare.prepare(registry.read(raw), store, recipe.apply_prepare(planned, base)[0])
         planned["train"].update(epochs=cfg["epochs"], warmup_epochs=1)  # a short check
         applied = recipe.apply(planned, TrainParams(device=cfg["device"]), AugmentParams())
         speed = Speed.resolve(applied.train, device)

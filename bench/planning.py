@@ -1,10 +1,12 @@
 """Benchmark: the plan against plain baselines on a dataset, each scored on its test split.
 
 Each seed runs what the pipeline does with ``plan.budget_minutes`` set, without DVC: the
-store is prepared (MedMNIST and phantoms at their side; image folders at ``--side``),
-the plan times the candidates, runs its trials on the validation split and writes the
-winner, train runs it (every train and augment key at its default, so the plan fills
-them all), and the model is scored on the test split: accuracy (argmax, as MedMNIST
+plan reads the raw data (asked for MedMNIST and phantoms at their side, image folders
+at ``--side``), times the candidates, runs its trials on the validation split and
+writes the winner; the store is prepared at the planned side, train runs the plan
+(every train and augment key at its default, so the plan fills them all), and the
+model is scored on the test split (the same images in every arm: the split does not
+depend on the side): accuracy (argmax, as MedMNIST
 reports it) and ROC AUC (one-vs-rest, macro, for more than two classes). The same
 seed then trains the baselines:
 
@@ -44,6 +46,7 @@ import numpy as np
 import torch
 import yaml
 
+from medpipe.data import store as stores
 from medpipe.evaluation.metrics import roc_auc
 from medpipe.inference.predictor import score_split
 from medpipe.models.checkpoint import load_checkpoint, task_of
@@ -133,13 +136,20 @@ def train_and_score(root: Path, store: Path, sections: dict, seed: int, args) ->
 def planned(root: Path, store: Path, seed: int, args) -> dict:
     """Plan within the budget, train the plan, score it."""
     start = time.perf_counter()
-    report = plan(PlanParams(budget_minutes=args.budget, timed_steps=args.steps),
-                  args.device, store, root / "raw", root / "plan.yaml", root / "plan.json")
+    base = PrepareParams(image_size=stores.read_stats(store)["image_size"])
+    report = plan(PlanParams(budget_minutes=args.budget, timed_steps=args.steps), base,
+                  args.device, root / "raw", root / "plan.yaml", root / "plan.json")
     plan_min = (time.perf_counter() - start) / 60
     if args.keep is not None:  # the whole report: every trial, every reason
         args.keep.mkdir(parents=True, exist_ok=True)
         shutil.copy(root / "plan.json", args.keep / f"plan-{seed}.json")
-    scored = train_and_score(root, store, recipe.read(root / "plan.yaml"), seed, args)
+    sections = recipe.read(root / "plan.yaml")
+    cfg, record = recipe.apply_prepare(sections, base)
+    if cfg.image_size != base.image_size:  # the store at the planned side, as prepare makes it
+        shutil.rmtree(root / "planned", ignore_errors=True)
+        prepare(cfg, root / "raw", root / "planned", root / "planned.json", plan=record)
+        store = root / "planned"
+    scored = train_and_score(root, store, sections, seed, args)
     winner = report["trials"][report["winner"]]
     return {"chosen": report["chosen"], "winner": {k: winner[k] for k in (
                 "origin", "optimizer", "lr", "weight_decay", "balance", "affine_p",
@@ -156,7 +166,6 @@ def paper_resnet(root: Path, store: Path, seed: int, args) -> dict:
     fp = fingerprint.read(store)
     config = rules.paper_config(fp)
     device = resolve_device(args.device)
-    from medpipe.data import store as stores
     from medpipe.planning.planner import trial_params
 
     batch = rules.batch_size(fp, device.type)
@@ -187,8 +196,8 @@ def run_arm(arm: str, name: str, root: Path, store: Path, seed: int, args) -> di
     if arm == "resnet18":
         return paper_resnet(root, store, seed, args)
     doc = yaml.safe_load((RECIPES / f"{name}.yaml").read_text())
-    return train_and_score(root, store, {k: doc.get(k, {}) for k in recipe.APPLIED}, seed,
-                           args)
+    sections = {k: doc.get(k, {}) for k in ("train", "augment")}
+    return train_and_score(root, store, sections, seed, args)
 
 
 def summary(name: str, arm: str, rows: list[dict]) -> None:

@@ -36,10 +36,9 @@ log = logging.getLogger(__name__)
 
 def crossval(cfg: TrainParams, aug: AugmentParams, data_dir: Path, models_dir: Path,
              metrics_path: Path | None, weights_dir: Path | None = None,
-             only: int | None = None, input_size: int | None = None) -> dict:
+             only: int | None = None) -> dict:
     """Train every fold's model that is missing or stale (``only``: fold ``only`` alone);
-    write the cross-validation metrics from the fold models there are. ``input_size``:
-    the plan's, as the train stage applies it."""
+    write the cross-validation metrics from the fold models there are."""
     validate(cfg, stage="crossval")
     validate(aug, stage="crossval")
     k_folds = int(store.read_stats(data_dir).get("folds", 0))
@@ -53,13 +52,13 @@ def crossval(cfg: TrainParams, aug: AugmentParams, data_dir: Path, models_dir: P
         return _write(metrics_path, folds.summarise(models_dir, k_folds))
     from medpipe.training import state
 
-    base = state.fingerprint(cfg, aug, data_dir) + (f"@{input_size}px" if input_size else "")
+    base = state.fingerprint(cfg, aug, data_dir)
     for k in wanted:
         fingerprint = f"{base} fold {k}"
         if folds.is_current(folds.fold_path(models_dir, k), fingerprint):
             log.info("fold %d of %d: its model is current", k + 1, k_folds)
             continue
-        _train_fold(cfg, aug, data_dir, models_dir, k, fingerprint, weights_dir, input_size)
+        _train_fold(cfg, aug, data_dir, models_dir, k, fingerprint, weights_dir)
     return _write(metrics_path, folds.summarise(models_dir, k_folds))
 
 
@@ -70,8 +69,7 @@ def _write(metrics_path: Path | None, summary: dict) -> dict:
 
 
 def _train_fold(cfg: TrainParams, aug: AugmentParams, data_dir: Path, models_dir: Path,
-                k: int, fingerprint: str, weights_dir: Path | None,
-                input_size: int | None) -> None:
+                k: int, fingerprint: str, weights_dir: Path | None) -> None:
     from medpipe.data.folds import load_fold
     from medpipe.training import run, state
     from medpipe.utils import devices, seeding
@@ -83,7 +81,7 @@ def _train_fold(cfg: TrainParams, aug: AugmentParams, data_dir: Path, models_dir
     train, val = load_fold(data_dir, k)
     state_path = models_dir / f"fold_{k}.state.pt"
     run.train_model(cfg, aug, stats, train, val, data_dir, device, weights_dir=weights_dir,
-                    input_size=input_size, resume=state.Resume(state_path, fingerprint),
+                    resume=state.Resume(state_path, fingerprint),
                     save_to=folds.fold_path(models_dir, k), fold=k, folds=stats["folds"],
                     fingerprint=fingerprint, record_seconds=True)
     state_path.unlink(missing_ok=True)
@@ -93,14 +91,13 @@ def _train_fold(cfg: TrainParams, aug: AugmentParams, data_dir: Path, models_dir
 def main(args) -> None:
     cfg = load_section(args.params, "train", stage="crossval")
     aug = load_section(args.params, "augment", stage="crossval")
-    input_size = None
     if args.plan:  # the folds train as the single model does: the plan under params.yaml
         applied = plans.apply(plans.read(Path(args.plan)), cfg, aug, where=args.plan)
-        cfg, aug, input_size = applied.train, applied.augment, applied.input_size
+        cfg, aug = applied.train, applied.augment
     gpus.pin(cfg.device)  # MEDPIPE_GPUS: a free GPU of its own
     crossval(cfg, aug, Path(args.data), Path(args.models),
              None if args.fold is not None else Path(args.metrics), Path(args.weights),
-             args.fold, input_size)
+             args.fold)
 
 
 def get_args_parser():

@@ -1,17 +1,17 @@
-"""Stage plan: a training configuration validated on the store within a compute budget.
+"""Stage plan: a training configuration validated on the data within a compute budget.
 
-Reads ``data/prepared`` (its fingerprint, the train and val splits: never test),
-``data/raw`` (the native image side) and ``params.yaml`` sections ``plan`` and
-``train.device``; times a few training steps of each candidate model on that device,
-trains short trials of candidate configurations and ranks them on the validation split
-by successive halving, and writes the winner as a recipe, ``data/plan.yaml``, which the
-train stage lays over the train and augment keys left at their defaults, and every
-trial and choice with its reason to ``metrics/plan.json``. With
-``plan.budget_minutes: null`` (the default) the plan is empty and training follows
-params.yaml. See docs/planning.md.
+Reads ``data/raw`` and ``params.yaml`` sections ``plan``, ``prepare`` (the split, channels
+and the side asked for) and ``train.device``; before the store exists, prepares its own
+train and val images (the test split's are never decoded), times a few training steps of
+each candidate model on that device, trains short trials of candidate configurations and
+ranks them on the validation split by successive halving, and writes the winner as a
+recipe, ``data/plan.yaml``, and every trial and choice with its reason to
+``metrics/plan.json``. The prepare stage makes the store at the planned side and the
+train stage lays the recipe over the train and augment keys left at their defaults.
+With ``plan.budget_minutes: null`` (the default) the plan is empty and the pipeline
+follows params.yaml. See docs/planning.md.
 
-    python -m stages.plan --data data/prepared --raw data/raw --out data/plan.yaml \
-        --metrics metrics/plan.json
+    python -m stages.plan --raw data/raw --out data/plan.yaml --metrics metrics/plan.json
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import logging
 from pathlib import Path
 
 from medpipe.params.loading import load_section, validate
-from medpipe.params.sections import PlanParams
+from medpipe.params.sections import PlanParams, PrepareParams
 from medpipe.planning import recipe
 from medpipe.utils import cli
 from medpipe.utils.files import write_json
@@ -28,10 +28,12 @@ from medpipe.utils.files import write_json
 log = logging.getLogger(__name__)
 
 
-def plan(cfg: PlanParams, device_name: str, data_dir: Path, raw_dir: Path | None,
+def plan(cfg: PlanParams, prepare_cfg: PrepareParams, device_name: str, raw_dir: Path,
          out_path: Path, metrics_path: Path) -> dict:
-    """Plan for the store at ``data_dir``; write the recipe and the report; return it."""
+    """Plan for the raw dataset at ``raw_dir`` as ``prepare_cfg`` prepares it; write the
+    recipe and the report; return the report."""
     validate(cfg, stage="plan")
+    validate(prepare_cfg, stage="plan")
     if cfg.budget_minutes is None:  # the default: done without importing torch
         sections, report = {}, {"planned": False,
                                 "reason": "plan.budget_minutes is null: train follows "
@@ -42,12 +44,12 @@ def plan(cfg: PlanParams, device_name: str, data_dir: Path, raw_dir: Path | None
         from medpipe.utils import devices
 
         device = devices.resolve_device(device_name)
-        sections, report = planner.make_plan(data_dir, raw_dir, cfg.budget_minutes, device,
-                                             cfg.timed_steps)
-        header = (f"Planned for {data_dir} within {cfg.budget_minutes} min of training on "
+        sections, report = planner.make_plan(raw_dir, prepare_cfg, cfg.budget_minutes,
+                                             device, cfg.timed_steps)
+        header = (f"Planned for {raw_dir} within {cfg.budget_minutes} min of training on "
                   f"{device.type} (stages/plan.py); the reasons: {metrics_path}.\n"
-                  "The train stage applies it to every key params.yaml leaves at its "
-                  "default.")
+                  "The prepare and train stages apply it to every key params.yaml leaves "
+                  "at its default.")
         log.info("plan: %s, trial %d of %d", report["chosen"], report["winner"],
                  len(report["trials"]))
     recipe.write(out_path, sections, header)
@@ -57,15 +59,14 @@ def plan(cfg: PlanParams, device_name: str, data_dir: Path, raw_dir: Path | None
 
 def main(args) -> None:
     cfg = load_section(args.params, "plan", stage="plan")
+    prepare_cfg = load_section(args.params, "prepare", stage="plan")
     device = load_section(args.params, "train", stage="plan").device
-    raw = Path(args.raw) if args.raw else None
-    plan(cfg, device, Path(args.data), raw, Path(args.out), Path(args.metrics))
+    plan(cfg, prepare_cfg, device, Path(args.raw), Path(args.out), Path(args.metrics))
 
 
 def get_args_parser():
     p = cli.parser(__doc__.splitlines()[0])
-    p.add_argument("--data", default="data/prepared", help="array store (prepare stage)")
-    p.add_argument("--raw", default="data/raw", help="raw dataset (native image side)")
+    p.add_argument("--raw", default="data/raw", help="raw dataset (download stage)")
     p.add_argument("--out", default="data/plan.yaml", help="the planned recipe to write")
     p.add_argument("--metrics", default="metrics/plan.json", help="the plan's report")
     return p

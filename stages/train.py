@@ -42,7 +42,7 @@ def train(cfg: TrainParams, aug: AugmentParams, data_dir: Path, model_path: Path
     ``weights_dir``: the ``pretrained`` stage's output, read when ``cfg.pretrained``.
     With ``state_path``, training state is saved there after every epoch and a killed
     run resumes from it (see ``loop.fit``); it is removed once the model is written.
-    ``plan``: the plan as applied to ``cfg`` and ``aug``: its input side, its record."""
+    ``plan``: the plan as applied to ``cfg`` and ``aug``, for its record."""
     validate(cfg, stage="train")
     validate(aug, stage="train")
     seeding.seed_everything(cfg.seed, cfg.deterministic)
@@ -66,11 +66,10 @@ def _train(cfg: TrainParams, aug: AugmentParams, data_dir: Path, model_path: Pat
     if preview_path is not None and dist.main:
         with atomic_path(preview_path) as tmp:
             preview(train_split.images[:8], aug, seed=cfg.seed).save(tmp, format="PNG")
-    resume = (state.Resume(state_path, run.resume_key(cfg, aug, data_dir, plan.input_size))
+    resume = (state.Resume(state_path, state.fingerprint(cfg, aug, data_dir))
               if state_path is not None else None)
     trained = run.train_model(cfg, aug, stats, train_split, val_split, data_dir, device, dist,
-                              weights_dir=weights_dir, input_size=plan.input_size,
-                              on_epoch=on_epoch, resume=resume,
+                              weights_dir=weights_dir, on_epoch=on_epoch, resume=resume,
                               save_to=model_path if dist.main else None)
     summary = {**run.summary_of(trained, cfg, device, dist.world), **plan.summary()}
     if not dist.main:

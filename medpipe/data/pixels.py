@@ -47,7 +47,18 @@ def to_store_pixels(images: np.ndarray, channels: int, size: int) -> torch.Tenso
     """Raw images -> what the store holds and the model is trained on: uint8
     ``(B, channels, size, size)``. Prediction calls this too, so that a new image is
     prepared exactly as the training images were."""
-    x = resize(to_tensor_batch(images, channels), size)
-    # Not in place: without a resize, a grey image made RGB is still an expanded view
-    # whose three channels share one memory location.
+    return quantize(resize(to_tensor_batch(images, channels), size))
+
+
+def resize_store_pixels(images: np.ndarray, size: int) -> torch.Tensor:
+    """The store's uint8 ``(B, C, S, S)`` images resized to ``size``, as the store would
+    hold them at that side: the plan's trials at a side below the one it decoded."""
+    x = torch.from_numpy(np.array(images)).to(torch.float32) / 255.0  # a copy: maps are read-only
+    return quantize(resize(x, size))
+
+
+def quantize(x: torch.Tensor) -> torch.Tensor:
+    """Float pixels in [0, 1] -> the store's 8 bits, rounded. Not in place: without a
+    resize, a grey image made RGB is still an expanded view whose three channels share
+    one memory location."""
     return torch.round(x.clamp(0.0, 1.0) * 255.0).to(torch.uint8)

@@ -35,8 +35,8 @@ def store_bytes(parts: dict[str, np.ndarray], channels: int, size: int) -> int:
     return sum(len(idx) for idx in parts.values()) * channels * size * size
 
 
-def prepare(raw: RawDataset, out_dir: Path | str, cfg, *, find_duplicates: bool = True
-            ) -> dict:
+def prepare(raw: RawDataset, out_dir: Path | str, cfg, *, find_duplicates: bool = True,
+            only: tuple[str, ...] | None = None) -> dict:
     """Split, convert and resize ``raw`` into the array store at ``out_dir``.
 
     Returns the summary for the prepare metrics: the store's ``stats.json`` (task,
@@ -44,7 +44,9 @@ def prepare(raw: RawDataset, out_dir: Path | str, cfg, *, find_duplicates: bool 
     split was grouped by and where their ids came from, the unreadable files
     skipped under ``on_error: skip`` and the duplicate images found (see
     :mod:`medpipe.data.duplicates`; ``find_duplicates=False`` skips the search, for
-    benchmarks of its cost). The store appears at ``out_dir`` only when complete.
+    benchmarks of its cost). ``only``: the splits to store (the same split, the other
+    splits' images never decoded), as the plan stage prepares its trials' images; such a
+    store has no folds. The store appears at ``out_dir`` only when complete.
     """
     validate(cfg, stage="prepare")
     multilabel = raw.multilabel
@@ -52,6 +54,8 @@ def prepare(raw: RawDataset, out_dir: Path | str, cfg, *, find_duplicates: bool 
     classes = list(raw.classes)
     _check_labels(labels, classes, multilabel)
     parts = _split(raw, labels, classes, cfg)
+    if only is not None:
+        parts = {name: idx for name, idx in parts.items() if name in only}
 
     c, s = resolve_channels(raw, cfg.channels), cfg.image_size
     n_images = sum(len(idx) for idx in parts.values())
@@ -81,7 +85,7 @@ def prepare(raw: RawDataset, out_dir: Path | str, cfg, *, find_duplicates: bool 
         rows = _write_labels(tmp, parts, labels, classes, raw.ids)
         stats = _stats(parts, labels, classes, s, c, _mean_std(sums, squares,
                                                              len(parts["train"]) * s * s))
-        if cfg.folds >= 2:
+        if cfg.folds >= 2 and only is None:
             stats["folds"] = _write_folds(tmp, raw, labels, parts, classes, cfg)
         _with_attributes(pd.DataFrame(rows), raw, parts).to_csv(tmp / store.MANIFEST,
                                                                  index=False)

@@ -212,12 +212,9 @@ class Classifier(nn.Module):
     """
 
     def __init__(self, net: nn.Module, mean: list[float], std: list[float],
-                 head: str | None = None, input_size: int | None = None):
+                 head: str | None = None):
         super().__init__()
         self.net = net
-        # The side ``net`` sees, when a plan chose another than the store's: images are
-        # resized here, so the model still takes the store's images (docs/planning.md).
-        self.input_size = input_size
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
         # A tuple, not an attribute: an nn.Module attribute would register the backbone a
@@ -245,7 +242,7 @@ class Classifier(nn.Module):
                              antialias=side < x.shape[-1])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, S, S) in [0, 1]
-        return self.net((self.to_input_side(x) - self.mean) / self.std)
+        return self.net((x - self.mean) / self.std)
 
 
 def build_model(arch: dict, *, weights: dict[str, torch.Tensor] | None = None,
@@ -253,11 +250,13 @@ def build_model(arch: dict, *, weights: dict[str, torch.Tensor] | None = None,
     """Build the model described by ``arch`` (see :func:`make_arch`), starting from the
     ImageNet state dict ``weights`` if given (see ``medpipe.models.imagenet``)."""
     check_model_name(arch["name"])
-    input_size = arch.get("input_size")  # set by a plan only (see Classifier)
-    net, head = MODELS[arch["name"]]({**arch, "image_size": input_size or arch["image_size"]},
-                                     weights)
-    return Classifier(net, arch["mean"], arch["std"], head if freeze_backbone else None,
-                      input_size=input_size)
+    if "input_size" in arch:
+        raise PipelineError(f"the model file's architecture resizes its {arch['image_size']} "
+                            f"px input to {arch['input_size']} px inside the model, which "
+                            "medpipe no longer does (the store is prepared at the planned "
+                            "side); retrain it")
+    net, head = MODELS[arch["name"]](arch, weights)
+    return Classifier(net, arch["mean"], arch["std"], head if freeze_backbone else None)
 
 
 def make_arch(cfg, stats: dict) -> dict:

@@ -1,10 +1,10 @@
-"""The fingerprint of a prepared store: what the plan needs to know about the data.
+"""The fingerprint of the data: what the plan needs to know before the store is made.
 
 Images of the training and validation splits, per class (or finding), the task (binary,
-multi-class, multi-label), channels, the store's side and the native side before
-resizing, and the train split's intensity statistics. Everything is read from the store
-(``stats.json`` and the train and val label arrays: the plan never reads the test split)
-and, for the native side, from the raw dataset the store was made from.
+multi-class, multi-label), channels, the side params.yaml asks for and the native side
+of the source images, and the train split's intensity statistics. The native side is
+read from the raw dataset; the rest from the plan's own store of the train and val
+splits (``stats.json`` and the label arrays: the plan never reads the test split).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import numpy as np
 
 from medpipe import PipelineError
 from medpipe.data import store
+from medpipe.data.raw import RawDataset
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +30,8 @@ class Fingerprint:
     task: str  # "binary", "multiclass" (3+ classes) or "multilabel"
     classes: list[str]
     channels: int
-    image_size: int  # side of the store's images, px
-    native_size: int  # median side of the images before prepare resized them, px
+    image_size: int  # the side params.yaml asks for (prepare.image_size), px
+    native_size: int  # median side of the source images, px
     images: dict[str, int]  # per split: train and val (the plan never reads test)
     train_counts: dict[str, int]  # train images per class (multi-label: positives)
     val_counts: dict[str, int]
@@ -53,9 +54,11 @@ class Fingerprint:
         return {**asdict(self), "balance_ratio": round(self.balance_ratio, 4)}
 
 
-def read(data_dir: Path, raw_dir: Path | None = None) -> Fingerprint:
-    """The fingerprint of the store at ``data_dir``; ``raw_dir``: the raw dataset it was
-    prepared from, for the native side (without it, the store's side stands in)."""
+def read(data_dir: Path, native: int | None = None, image_size: int | None = None
+         ) -> Fingerprint:
+    """The fingerprint of the store at ``data_dir`` (its train and val splits);
+    ``native``: the source images' side (:func:`native_size`) and ``image_size`` the side
+    params.yaml asks for (for both, the store's side stands in)."""
     stats = store.read_stats(data_dir)
     labels = {split: np.load(store.labels_path(data_dir, split)) for split in PLAN_SPLITS}
     classes = list(stats["classes"])
@@ -63,8 +66,8 @@ def read(data_dir: Path, raw_dir: Path | None = None) -> Fingerprint:
     task = "multilabel" if multilabel else ("binary" if len(classes) == 2 else "multiclass")
     return Fingerprint(
         task=task, classes=classes, channels=int(stats["channels"]),
-        image_size=int(stats["image_size"]),
-        native_size=native_size(raw_dir) if raw_dir is not None else int(stats["image_size"]),
+        image_size=int(image_size or stats["image_size"]),
+        native_size=int(native or stats["image_size"]),
         images={split: int(len(y)) for split, y in labels.items()},
         train_counts=_counts(labels["train"], classes, multilabel),
         val_counts=_counts(labels["val"], classes, multilabel),
@@ -79,16 +82,13 @@ def _counts(labels: np.ndarray, classes: list[str], multilabel: bool) -> dict[st
     return {name: int(n) for name, n in zip(classes, per, strict=True)}
 
 
-def native_size(raw_dir: Path) -> int:
+def native_size(raw: RawDataset, where: Path | str) -> int:
     """The median side (the longer of height and width) of the raw images: all of an
     array source, or the first ``NATIVE_SAMPLE`` files of a file source."""
-    from medpipe.data.sources import registry  # the sources are needed here only
-
-    raw = registry.read(raw_dir)
     images = raw.images
     if hasattr(images, "shape"):  # an array (or memory map): one size for all
         return int(max(images.shape[1:3]))
     sides = [max(images.decode(i).shape[:2]) for i in range(min(len(images), NATIVE_SAMPLE))]
     if not sides:
-        raise PipelineError(f"{raw_dir}: no images")
+        raise PipelineError(f"{where}: no images")
     return int(np.median(sides))

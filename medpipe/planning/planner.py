@@ -1,25 +1,41 @@
-"""The plan: fingerprint the store, time the candidate models, search the configurations
+"""The plan: fingerprint the data, time the candidate models, search the configurations
 on the validation split, and size the winner's training to the rest of the budget.
+
+The plan comes before the store, in nnU-Net's order (fingerprint, plan, preprocess): it
+prepares its own train and val images from the raw dataset, with the prepare stage's
+split and code (the test split's images are never decoded), at the largest side a
+candidate may see, and derives the smaller sides from them. The side it chooses is the
+one the prepare stage then stores from the source images, so no model resizes its input.
+
+The time the plan spends outside the trials (decoding, timing) is measured and taken
+from the budget in steps of ``OVERHEAD_STEP`` of it, so that clock noise moves a plan
+only where it crosses a step.
 
 Without DVC, as a GPU machine or a benchmark runs it::
 
     from medpipe.planning.planner import make_plan
-    sections, report = make_plan(Path("data/prepared"), None, 10.0, torch.device("cpu"))
+    sections, report = make_plan(Path("data/raw"), PrepareParams(), 10.0,
+                                 torch.device("cpu"))
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import tempfile
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from medpipe.data import store
-from medpipe.params.sections import AugmentParams, TrainParams
+from medpipe.data.pixels import resize_store_pixels
+from medpipe.data.prepare import chunk_rows
+from medpipe.data.prepare import prepare as prepare_store
+from medpipe.data.sources import registry
+from medpipe.params.sections import AugmentParams, PrepareParams, TrainParams
 from medpipe.planning import fingerprint, rates, rules, search
 from medpipe.training import run
 from medpipe.utils import devices
@@ -27,33 +43,71 @@ from medpipe.utils.seeding import seed_everything
 
 log = logging.getLogger(__name__)
 
+OVERHEAD_STEP = 0.05  # of the budget: the measured overhead is rounded up to this step
+
 
 @dataclass
 class Context:
-    """What the plan reads once: the store, its splits (train and val only), the device."""
+    """What the plan reads once: its store of the train and val splits at the largest
+    side, the fingerprint, the device; the splits at each side as they are needed."""
 
     data_dir: Path
     fp: fingerprint.Fingerprint
-    stats: dict
-    train: store.Split
-    val: store.Split
     device: torch.device
     batch: int
+    sides: dict[int, tuple[dict, store.Split, store.Split]] = field(default_factory=dict)
+
+    def at(self, side: int) -> tuple[dict, store.Split, store.Split]:
+        """(stats, train, val) with the images at ``side``."""
+        if side not in self.sides:
+            self.sides[side] = at_side(self.data_dir, side)
+        return self.sides[side]
 
 
-def make_plan(data_dir: Path, raw_dir: Path | None, budget_minutes: float,
+def make_plan(raw_dir: Path, prepare_cfg: PrepareParams, budget_minutes: float,
               device: torch.device, timed_steps: int = 10) -> tuple[dict, dict]:
-    """(the recipe sections, the report for metrics/plan.json) of a plan for the store
-    at ``data_dir`` within ``budget_minutes`` on ``device``: the trials and the winner's
-    training. Reads the store's train and val splits only."""
+    """(the recipe sections, the report for metrics/plan.json) of a plan for the raw
+    dataset at ``raw_dir``, split and prepared as ``prepare_cfg`` says, within
+    ``budget_minutes`` on ``device``: the trials and the winner's training. Reads the
+    train and val splits only."""
     start = time.perf_counter()
-    fp = fingerprint.read(data_dir, raw_dir)
-    rules.check_trainable(fp, str(data_dir))
-    train, val = (store.load_split(data_dir, name) for name in fingerprint.PLAN_SPLITS)
-    ctx = Context(data_dir, fp, store.read_stats(data_dir), train, val, device,
-                  rules.batch_size(fp, device.type))
-    usable = budget_minutes * 60 * rules.USABLE
-    timed = time_candidates(ctx, usable * (1 - search.SEARCH_SHARE), timed_steps)
+    budget = budget_minutes * 60
+    with tempfile.TemporaryDirectory(prefix="medpipe-plan-") as scratch:
+        raw = registry.read(raw_dir)
+        native = fingerprint.native_size(raw, raw_dir)
+        top = rules.top_side(prepare_cfg.image_size, native)
+        data_dir = Path(scratch) / "store"
+        prepare_store(raw, data_dir, replace(prepare_cfg, image_size=top, folds=0),
+                      find_duplicates=False, only=fingerprint.PLAN_SPLITS)
+        fp = fingerprint.read(data_dir, native, prepare_cfg.image_size)
+        rules.check_trainable(fp, str(raw_dir))
+        ctx = Context(data_dir, fp, device, rules.batch_size(fp, device.type))
+        prepared_seconds = time.perf_counter() - start
+        estimate = budget * (rules.USABLE - overhead_share(prepared_seconds, budget))
+        timed = time_candidates(ctx, estimate * (1 - search.SEARCH_SHARE), timed_steps)
+        overhead = overhead_share(time.perf_counter() - start, budget)
+        report = search_and_decide(ctx, timed, budget * (rules.USABLE - overhead),
+                                   budget_minutes, time.perf_counter() - start)
+    report["overhead"] = {"prepare_seconds": round(prepared_seconds, 2),
+                          "timing_seconds": round(time.perf_counter() - start
+                                                  - prepared_seconds, 2),
+                          "share_of_budget": overhead}
+    sections = report.pop("sections")
+    report["plan_seconds"] = round(time.perf_counter() - start, 2)
+    return sections, report
+
+
+def overhead_share(seconds: float, budget: float) -> float:
+    """The share of the budget spent before the trials, rounded up to ``OVERHEAD_STEP``."""
+    return round(max(1, math.ceil(seconds / budget / OVERHEAD_STEP)) * OVERHEAD_STEP, 2)
+
+
+def search_and_decide(ctx: Context, timed: list[rules.Timed], usable: float,
+                      budget_minutes: float, overhead_seconds: float) -> dict:
+    """Search the candidates that fit within ``usable`` seconds, trials and the winner's
+    training together; the report, with the recipe's ``sections``. ``overhead_seconds``:
+    what the plan took before, for the error that a budget is too small."""
+    fp, device = ctx.fp, ctx.device
     fits = rules.fitting(timed)
     rung_of = {t.candidate: t.rung for t in timed}
 
@@ -66,15 +120,16 @@ def make_plan(data_dir: Path, raw_dir: Path | None, budget_minutes: float,
     longest = max(rules.MAX_EPOCHS * per_epoch(t.candidate, fp.n_train) for t in fits)
     trial_seconds = usable - min(usable * (1 - search.SEARCH_SHARE), longest)
     try:
-        layout = search.layout(fp, pool, per_epoch, trial_seconds)
+        layout = search.layout(fp, pool, per_epoch, max(trial_seconds, 0.0))
     except search.TooSmall as e:
-        need = e.smallest_search_seconds(per_epoch(fits[0].candidate, e.n_images))
-        raise search.too_small(budget_minutes, rules.USABLE * search.SEARCH_SHARE, need,
-                               f"{search.MIN_CONFIGS} one-epoch trials of the cheapest "
-                               f"model ({fits[0].candidate.name}, {e.n_images} training "
-                               f"images at about {fits[0].rung:.0f} images/s on "
-                               f"{device.type}) and the best one's {search.ETA} epochs"
-                               ) from None
+        least = ((overhead_seconds + e.seconds / search.SEARCH_SHARE)
+                 / (rules.USABLE - OVERHEAD_STEP))  # the overhead is rounded up to a step
+        names = ", ".join(f"{c.candidate.name} at about {rung_of[c.candidate]:.0f} images/s"
+                          for c in e.configs)
+        raise search.too_small(budget_minutes, least, e.seconds,
+                               f"{len(e.configs)} one-epoch trials of {e.n_images} training "
+                               f"images ({names} on {device.type}) and the best one's "
+                               f"{search.ETA} epochs") from None
     searched = search.run(layout, trainer(ctx, layout.trial_images), per_epoch)
     winner = searched.winner
     epochs = max(1, min(rules.MAX_EPOCHS, math.floor(
@@ -82,18 +137,42 @@ def make_plan(data_dir: Path, raw_dir: Path | None, budget_minutes: float,
     why = (f"trial {winner.number}: the best validation score (mean of AUC and accuracy) "
            f"of {len(layout.configs)} configurations by successive halving")
     choices = rules.decide(fp, winner.config, epochs, ctx.batch, device.type, why)
-    report = {"planned": True, "budget_minutes": budget_minutes, "device": device.type,
-              "fingerprint": fp.as_dict(),
-              "candidates": [{"name": t.candidate.name,
-                              "images_per_second": t.images_per_second, "rung": t.rung,
-                              "searched": t in fits} for t in timed],
-              "search": searched.summary(usable / rules.USABLE),
-              "trials": [t.as_dict() for t in searched.trials], "winner": winner.number,
-              "chosen": winner.config.candidate.name,
-              "choices": {key: {"value": value, "reason": why}
-                          for key, (value, why) in choices.items()},
-              "plan_seconds": round(time.perf_counter() - start, 2)}
-    return sections_of(choices), report
+    return {"planned": True, "budget_minutes": budget_minutes, "device": device.type,
+            "fingerprint": fp.as_dict(),
+            "candidates": [{"name": t.candidate.name,
+                            "images_per_second": t.images_per_second, "rung": t.rung,
+                            "searched": t in fits} for t in timed],
+            "search": searched.summary(budget_minutes * 60),
+            "trials": [t.as_dict() for t in searched.trials], "winner": winner.number,
+            "chosen": winner.config.candidate.name,
+            "choices": {key: {"value": value, "reason": why}
+                        for key, (value, why) in choices.items()},
+            "sections": sections_of(choices)}
+
+
+def at_side(data_dir: Path, side: int) -> tuple[dict, store.Split, store.Split]:
+    """(stats, train, val) of the plan's store with the images resized to ``side``, as
+    the store would hold them at that side; the statistics of the resized train split."""
+    stats = store.read_stats(data_dir)
+    train, val = (store.load_split(data_dir, name) for name in fingerprint.PLAN_SPLITS)
+    if side == stats["image_size"]:
+        return stats, train, val
+    train, val = (store.Split(resized(s.images, side), np.asarray(s.labels))
+                  for s in (train, val))
+    pixels = train.images.transpose(1, 0, 2, 3).reshape(train.images.shape[1], -1)
+    x = pixels.astype(np.float64) / 255.0
+    return ({**stats, "image_size": side, "mean": [round(float(v), 6) for v in x.mean(1)],
+             "std": [round(float(v), 6) for v in x.std(1)]}, train, val)
+
+
+def resized(images: np.ndarray, side: int) -> np.ndarray:
+    """uint8 ``(N, C, S, S)`` images at ``side``, converted in chunks."""
+    n, c = images.shape[:2]
+    out = np.empty((n, c, side, side), dtype=np.uint8)
+    rows = chunk_rows(c, max(side, images.shape[-1]))
+    for a in range(0, n, rows):
+        out[a:a + rows] = resize_store_pixels(images[a:a + rows], side).numpy()
+    return out
 
 
 def time_candidates(ctx: Context, final_seconds: float, steps: int) -> list[rules.Timed]:
@@ -103,8 +182,9 @@ def time_candidates(ctx: Context, final_seconds: float, steps: int) -> list[rule
     def measure(candidate: rates.Candidate, batch: int) -> float:
         cfg, _ = trial_params(rules.recipe_config(ctx.fp, candidate), 1, batch,
                               ctx.device.type, ctx.fp)
+        stats, train, val = ctx.at(candidate.input_size)
         rate = rates.measure(candidate, replace(cfg, ema=0.99), AugmentParams(affine_p=0.5),
-                             ctx.stats, ctx.train, ctx.val, ctx.data_dir, ctx.device, steps)
+                             stats, train, val, ctx.data_dir, ctx.device, steps)
         log.info("%s: %.1f images/s (rung %.1f)", candidate.name, rate, rates.rung(rate))
         return rate
 
@@ -115,14 +195,13 @@ def time_candidates(ctx: Context, final_seconds: float, steps: int) -> list[rule
 def trainer(ctx: Context, n_images: int) -> search.Train:
     """A trial: ``config`` trained for ``epochs`` on ``n_images`` of the training split
     (stratified) by the one training function, scored on the validation split."""
-    subset = stratified(ctx.train, n_images, ctx.fp.task)
-
     def train_trial(config: search.Config, epochs: int) -> tuple[float, float]:
+        stats, train, val = ctx.at(config.candidate.input_size)
+        subset = stratified(train, n_images, ctx.fp.task)
         cfg, aug = trial_params(config, epochs, ctx.batch, ctx.device.type, ctx.fp,
                                 len(subset.labels))
         seed_everything(cfg.seed, cfg.deterministic)
-        trained = run.train_model(cfg, aug, ctx.stats, subset, ctx.val, ctx.data_dir,
-                                  ctx.device, input_size=config.candidate.input_size)
+        trained = run.train_model(cfg, aug, stats, subset, val, ctx.data_dir, ctx.device)
         return trained.result.best["val_auc"], trained.result.best["val_accuracy"]
 
     return train_trial

@@ -76,10 +76,10 @@ def measure(candidate: Candidate, cfg: TrainParams, aug: AugmentParams, stats: d
             train: Split, val: Split, data_dir: Path, device: torch.device,
             steps: int) -> float:
     """Images/s of the fastest of ``steps`` training steps of ``candidate`` trained with
-    ``cfg`` and ``aug`` (after ``WARMUP`` untimed ones)."""
+    ``cfg`` and ``aug`` (after ``WARMUP`` untimed ones) on ``train``, images at the
+    candidate's side."""
     seed_everything(0, True)
-    built = run.build(cfg, stats, train, val, data_dir, device, DistInfo(),
-                      input_size=candidate.input_size)
+    built = run.build(cfg, stats, train, val, data_dir, device, DistInfo())
     seconds = loop.fastest_step(built.model, train, cfg, device, augment=aug,
                                 task=built.task, steps=steps, warmup=WARMUP)
     return cfg.batch_size / seconds

@@ -1,11 +1,12 @@
-"""The plan as a recipe file, and the rule by which the train stage applies it.
+"""The plan as a recipe file, and the rule by which the stages apply it.
 
 The plan stage writes ``data/plan.yaml`` in the format of ``recipes/*.yaml`` (sections
-``prepare``, ``train``, ``augment``), with an empty mapping when there is no plan. The
-train stage calls :func:`apply`: **the plan fills every planned key that params.yaml
-leaves at its default; a key you changed (by hand or ``dvc exp run -S``) wins.** The
-planned input side (``prepare.image_size``) is applied by resizing inside the model,
-unless you chose the model yourself (``train.model`` or ``train.small_input`` changed).
+``prepare``, ``train``, ``augment``), with an empty mapping when there is no plan. DVC
+tracks it as a params file of the prepare, train and crossval stages, so the planned
+values show in ``dvc params diff`` and ``dvc exp show``. The prepare stage calls
+:func:`apply_prepare` (the side the store is made at), the train and crossval stages
+:func:`apply`: **the plan fills every planned key that params.yaml leaves at its default;
+a key you changed (by hand or ``dvc exp run -S``) wins.**
 """
 
 from __future__ import annotations
@@ -19,26 +20,22 @@ import yaml
 
 from medpipe import PipelineError
 from medpipe.params.loading import defaults, validate
-from medpipe.params.sections import AugmentParams, TrainParams
+from medpipe.params.sections import AugmentParams, PrepareParams, TrainParams
 from medpipe.utils.files import atomic_path
-
-APPLIED = ("train", "augment")  # sections the train stage takes from a plan
 
 
 @dataclass
 class Applied:
     train: TrainParams
     augment: AugmentParams
-    input_size: int | None = None  # the side the model resizes to; None: the store's
     planned: list[str] = field(default_factory=list)  # keys the plan set
     overridden: list[str] = field(default_factory=list)  # planned keys params.yaml set
 
     def summary(self) -> dict:
         """For metrics/train.json: empty when there was no plan."""
-        if not self.planned and not self.overridden and self.input_size is None:
+        if not self.planned and not self.overridden:
             return {}
-        return {"plan_applied": self.planned, "plan_overridden": self.overridden,
-                "plan_input_size": self.input_size}
+        return {"plan_applied": self.planned, "plan_overridden": self.overridden}
 
 
 def write(path: Path, sections: dict[str, dict[str, Any]], header: str) -> None:
@@ -62,28 +59,42 @@ def read(path: Path) -> dict[str, dict[str, Any]]:
 def apply(plan: dict[str, dict[str, Any]], train: TrainParams, augment: AugmentParams,
           where: str = "data/plan.yaml") -> Applied:
     """``train`` and ``augment`` with the plan laid over the keys left at default."""
-    current = {"train": train, "augment": augment}
-    changes: dict[str, dict[str, Any]] = {"train": {}, "augment": {}}
     out = Applied(train, augment)
-    for section in APPLIED:
-        base = defaults(section)
-        for key, value in plan.get(section, {}).items():
-            if key not in base:
-                raise PipelineError(f"{where}: unknown key '{section}.{key}'; replan")
-            if _same(getattr(current[section], key), base[key]):
-                changes[section][key] = value
-                out.planned.append(f"{section}.{key}")
-            else:
-                out.overridden.append(f"{section}.{key}")
-    out.train = validate(dataclasses.replace(train, **changes["train"]), stage="train",
-                         where=where)
-    out.augment = validate(dataclasses.replace(augment, **changes["augment"]), stage="train",
-                           where=where)
-    user_model = {"train.model", "train.small_input"} & set(out.overridden)
-    side = plan.get("prepare", {}).get("image_size")
-    if side is not None and not user_model:
-        out.input_size = int(side)
+    for section in ("train", "augment"):
+        laid, planned, overridden = _lay(plan, section, getattr(out, section), where)
+        setattr(out, section, laid)
+        out.planned += planned
+        out.overridden += overridden
     return out
+
+
+def apply_prepare(plan: dict[str, dict[str, Any]], prepare: PrepareParams,
+                  where: str = "data/plan.yaml") -> tuple[PrepareParams, dict]:
+    """``prepare`` with the plan's side laid over it when left at default, and the
+    record for metrics/prepare.json (empty when there was no plan)."""
+    laid, planned, overridden = _lay(plan, "prepare", prepare, where)
+    record = ({"plan_applied": planned, "plan_overridden": overridden}
+              if planned or overridden else {})
+    return laid, record
+
+
+def _lay(plan: dict[str, dict[str, Any]], section: str, current, where: str):
+    """(``current`` with the plan's ``section`` over its keys left at default, the keys
+    the plan set, the planned keys params.yaml set)."""
+    base = defaults(section)
+    changes: dict[str, Any] = {}
+    planned, overridden = [], []
+    for key, value in (plan.get(section) or {}).items():
+        if key not in base:
+            raise PipelineError(f"{where}: unknown key '{section}.{key}'; replan")
+        if _same(getattr(current, key), base[key]):
+            changes[key] = value
+            planned.append(f"{section}.{key}")
+        else:
+            overridden.append(f"{section}.{key}")
+    stage = "prepare" if section == "prepare" else "train"
+    return (validate(dataclasses.replace(current, **changes), stage=stage, where=where),
+            planned, overridden)
 
 
 def _same(a: Any, b: Any) -> bool:

@@ -201,19 +201,25 @@ def layout(fp: Fingerprint, pool: list[Config], per_epoch: Callable[[Candidate, 
             if epochs_for(pool[:n]) >= want:
                 return Search(pool[:n], min(FIRST_RUNG_EPOCHS[1], epochs_for(pool[:n])),
                               n_images)
-    raise TooSmall(n_images)
+    smallest = pool[:MIN_CONFIGS]
+    raise TooSmall(n_images, smallest, _one_epoch_search(smallest, per_epoch, n_images))
+
+
+def _one_epoch_search(configs: list[Config], per_epoch: Callable[[Candidate, int], float],
+                      n_images: int) -> float:
+    """Seconds of one-epoch trials of ``configs`` and ``ETA`` epochs of the costliest
+    third of them."""
+    costs = sorted((per_epoch(c.candidate, n_images) for c in configs), reverse=True)
+    return sum(costs) + ETA * sum(costs[:math.ceil(len(configs) / ETA)])
 
 
 class TooSmall(Exception):
-    """Not even the smallest search fits the budget."""
+    """Not even the smallest search fits the budget: ``configs`` at one epoch, which need
+    ``seconds``."""
 
-    def __init__(self, n_images: int):
+    def __init__(self, n_images: int, configs: list[Config], seconds: float):
         super().__init__(n_images)
-        self.n_images = n_images
-
-    def smallest_search_seconds(self, cheapest_per_epoch: float) -> float:
-        """MIN_CONFIGS one-epoch trials of the cheapest model, and the best ETA epochs."""
-        return (MIN_CONFIGS + ETA * math.ceil(MIN_CONFIGS / ETA)) * cheapest_per_epoch
+        self.n_images, self.configs, self.seconds = n_images, configs, seconds
 
 
 Train = Callable[[Config, int], tuple[float, float]]  # (config, epochs) -> (val AUC, val ACC)
@@ -248,9 +254,11 @@ def run(search: Search, train: Train, per_epoch: Callable[[Candidate, int], floa
     return search
 
 
-def too_small(budget_minutes: float, usable: float, seconds_needed: float, what: str
+def too_small(budget_minutes: float, least_seconds: float, seconds_needed: float, what: str
               ) -> PipelineError:
-    need = math.ceil(seconds_needed / 60 / usable * 100) / 100
+    """The one-line error: ``what`` needs ``seconds_needed`` of trials, and a budget of
+    ``least_seconds`` leaves that much."""
+    need = math.ceil(least_seconds / 60 * 100) / 100
     return PipelineError(f"params.yaml: 'plan.budget_minutes' {budget_minutes} is too "
                          f"small: {what} need {seconds_needed / 60:.2f} minutes; set at "
                          f"least {need} (stage plan)")

@@ -34,14 +34,11 @@ class Trained:
 
 def build(cfg: TrainParams, stats: dict, train: store.Split, val: store.Split,
           data_dir: Path, device: torch.device, dist: DistInfo, *,
-          weights_dir: Path | None = None, input_size: int | None = None) -> Trained:
+          weights_dir: Path | None = None) -> Trained:
     """Check the split against the params and build the model (ImageNet weights from
-    ``weights_dir`` when ``cfg.pretrained``; ``input_size``: the side a plan has the
-    model resize the store's images to), not yet fitted."""
+    ``weights_dir`` when ``cfg.pretrained``), not yet fitted."""
     task = preflight.check_store(cfg, stats, train, val, data_dir, dist.world)
     arch = architectures.make_arch(cfg, stats)
-    if input_size not in (None, stats["image_size"]):
-        arch["input_size"] = input_size
     model = architectures.build_model(arch, weights=imagenet.for_training(cfg.pretrained,
                                                                           weights_dir),
                                       freeze_backbone=cfg.freeze_backbone)
@@ -53,7 +50,7 @@ def build(cfg: TrainParams, stats: dict, train: store.Split, val: store.Split,
 def train_model(cfg: TrainParams, aug: AugmentParams, stats: dict, train: store.Split,
                 val: store.Split, data_dir: Path, device: torch.device,
                 dist: DistInfo | None = None, *, weights_dir: Path | None = None,
-                input_size: int | None = None, on_epoch=None,
+                on_epoch=None,
                 resume: state.Resume | None = None, save_to: Path | None = None,
                 record_seconds: bool = False, **info) -> Trained:
     """Build a model (:func:`build`), fit it (:func:`fit`) and, with ``save_to``, save it
@@ -61,8 +58,7 @@ def train_model(cfg: TrainParams, aug: AugmentParams, stats: dict, train: store.
     training time, which makes the file differ from run to run). The one way a model is
     trained: the train stage, every cross-validation fold and every plan trial."""
     dist = dist or DistInfo()
-    built = build(cfg, stats, train, val, data_dir, device, dist, weights_dir=weights_dir,
-                  input_size=input_size)
+    built = build(cfg, stats, train, val, data_dir, device, dist, weights_dir=weights_dir)
     fit(built, cfg, aug, train, val, device, dist, on_epoch=on_epoch, resume=resume)
     if save_to is not None and dist.main:
         if record_seconds:
@@ -78,14 +74,6 @@ def fit(built: Trained, cfg: TrainParams, aug: AugmentParams, train: store.Split
     built.result = loop.fit(built.model, train, val, cfg, device, augment=aug,
                             on_epoch=on_epoch, resume=resume, dist=dist, task=built.task)
     return built
-
-
-def resume_key(cfg: TrainParams, aug: AugmentParams, data_dir: Path,
-               input_size: int | None = None) -> str:
-    """What a saved training state must match: params, data and a planned input size
-    (one that differs from the store's side)."""
-    side = input_size not in (None, store.read_stats(data_dir)["image_size"])
-    return state.fingerprint(cfg, aug, data_dir) + (f"@{input_size}px" if side else "")
 
 
 def summary_of(trained: Trained, cfg: TrainParams, device: torch.device, world: int) -> dict:

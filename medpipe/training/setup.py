@@ -41,16 +41,12 @@ class Setup:
     ema: nn.Module | None
 
 
-def augmenter(model: nn.Module, augment: AugmentParams,
+def augmenter(augment: AugmentParams,
               gen: torch.Generator) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The augmentation of a training batch. A model that resizes its input to a planned
-    side (``Classifier.to_input_side``) gets its batches resized first and augmented at
-    that side, as a store prepared at it would be; rotating and shifting the smaller
-    image and enlarging the result afterwards loses detail (docs/planning.md)."""
+    """The augmentation of a training batch."""
     from medpipe.training.augment import augment_batch
 
-    to_side = getattr(model, "to_input_side", lambda x: x)  # x itself without a side
-    return lambda x: augment_batch(to_side(x), augment, gen)
+    return lambda x: augment_batch(x, augment, gen)
 
 
 def build(model: nn.Module, train: Split, val: Split, cfg: TrainParams,
@@ -92,7 +88,7 @@ def build(model: nn.Module, train: Split, val: Split, cfg: TrainParams,
     aug, aug_gen = None, None
     if augment is not None and not is_identity(augment):
         aug_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1 + 7919 * dist.rank)
-        aug = augmenter(model, augment, aug_gen)
+        aug = augmenter(augment, aug_gen)
     ema = make_ema(model, cfg.ema)
     return Setup(model=model, net=net, scored=ema.module if ema is not None else model,
                  speed=speed, train_batches=train_batches, val_batches=val_batches,

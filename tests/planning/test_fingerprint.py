@@ -28,11 +28,11 @@ def test_fingerprint_reads_counts_task_and_sizes(tiny_store) -> None:
 
 
 def test_native_size_comes_from_the_raw_images(tmp_path) -> None:
-    from medpipe.data.sources import synthetic
+    from medpipe.data.sources import registry, synthetic
     from medpipe.params.sections import DataParams
 
     synthetic.fetch(DataParams(resolution=40, n_per_class=2), tmp_path / "raw")
-    assert fingerprint.native_size(tmp_path / "raw") == 40
+    assert fingerprint.native_size(registry.read(tmp_path / "raw"), tmp_path / "raw") == 40
 
 
 def test_multilabel_balance_is_the_rarest_prevalence() -> None:

@@ -1,5 +1,5 @@
-"""The plan stage end to end on a tiny store: real trials on the validation split, and
-train running the plan."""
+"""The plan stage end to end on a tiny raw dataset: its own store of the train and val
+splits, real trials on the validation split, and prepare and train running the plan."""
 
 from __future__ import annotations
 
@@ -8,41 +8,45 @@ import math
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
-from planstores import make_store
+from planstores import PREPARE, make_raw
 
 from medpipe import PipelineError
+from medpipe.data import prepare as prepare_module
 from medpipe.data import store as stores
+from medpipe.data.sources import registry
 from medpipe.params.sections import AugmentParams, PlanParams, TrainParams
 from medpipe.planning import rates, recipe
 from stages.plan import plan
+from stages.prepare import prepare
 from stages.train import train
 
 
 @pytest.fixture(scope="module")
-def tiny_store(tmp_path_factory) -> Path:
-    """60 images of 16 px, 2 : 1 normal to opacity."""
-    return make_store(tmp_path_factory.mktemp("store"), [40, 20])
+def tiny_raw(tmp_path_factory) -> Path:
+    """60 images of 24 px, 2 : 1 normal to opacity."""
+    return make_raw(tmp_path_factory.mktemp("raw") / "raw", [40, 20])
 
 
-def run_plan(store: Path, out: Path, budget: float | None, steps: int = 2) -> dict:
-    plan(PlanParams(budget_minutes=budget, timed_steps=steps), "cpu", store, None,
+def run_plan(raw: Path, out: Path, budget: float | None, steps: int = 2) -> dict:
+    plan(PlanParams(budget_minutes=budget, timed_steps=steps), PREPARE, "cpu", raw,
          out / "plan.yaml", out / "plan.json")
     return yaml.safe_load((out / "plan.yaml").read_text())
 
 
-def test_no_budget_writes_an_empty_plan(tiny_store, tmp_path) -> None:
-    assert run_plan(tiny_store, tmp_path, None) == {}
+def test_no_budget_writes_an_empty_plan(tiny_raw, tmp_path) -> None:
+    assert run_plan(tiny_raw, tmp_path, None) == {}
     assert json.loads((tmp_path / "plan.json").read_text())["planned"] is False
 
 
-def test_two_plans_of_one_store_agree_and_train_runs_it(tiny_store, tmp_path,
-                                                        monkeypatch) -> None:
+def test_two_plans_agree_and_prepare_and_train_run_the_plan(tiny_raw, tmp_path,
+                                                            monkeypatch) -> None:
     fake_rates(monkeypatch)
-    first = run_plan(tiny_store, tmp_path / "a", 0.05)
-    assert first == run_plan(tiny_store, tmp_path / "b", 0.05)  # trials are deterministic
+    first = run_plan(tiny_raw, tmp_path / "a", 0.05)
+    assert first == run_plan(tiny_raw, tmp_path / "b", 0.05)  # trials are deterministic
     report = json.loads((tmp_path / "a" / "plan.json").read_text())
     trials = report["trials"]
     assert report["search"]["configurations"] == len([t for t in trials if t["rung"] == 0])
@@ -51,45 +55,60 @@ def test_two_plans_of_one_store_agree_and_train_runs_it(tiny_store, tmp_path,
     assert winner["winner"] and winner["rung"] == max(t["rung"] for t in trials)
     assert winner["score"] == max(t["score"] for t in trials if t["rung"] == winner["rung"])
     assert first["train"]["lr"] == winner["lr"] and first["train"]["model"] == winner["model"]
+    assert first["prepare"]["image_size"] == winner["input_size"]
     assert trials[0]["origin"].startswith("rules") and trials[1]["origin"] == (
         "params.yaml's default")
     assert all(math.isfinite(t["val_auc"]) and t["planned_seconds"] > 0 for t in trials)
-    assert report["search"]["planned_seconds"] <= round(0.05 * 60 * 0.85, 1)
+    overhead = report["overhead"]["share_of_budget"]
+    assert report["search"]["planned_seconds"] <= round(0.05 * 60 * (0.9 - overhead), 1)
     assert all(c["reason"] for c in report["choices"].values())
     assert report["fingerprint"]["train_counts"] == {"normal": 24, "opacity": 12}
+    assert report["fingerprint"]["native_size"] == 24
 
     first["train"].update(epochs=1, warmup_epochs=0.5)  # a test-sized run of the plan
-    first["prepare"]["image_size"] = 24  # and a resize inside the model
+    first["prepare"]["image_size"] = 32  # the store is made at the planned side
+    cfg, record = recipe.apply_prepare(first, PREPARE.__class__(**{
+        **PREPARE.__dict__, "image_size": 64}))  # params.yaml's default side
+    assert cfg.image_size == 32 and record["plan_applied"] == ["prepare.image_size"]
+    store = tmp_path / "prepared"
+    prepare(cfg, tiny_raw, store, tmp_path / "prepare.json", plan=record)
+    assert stores.read_stats(store)["image_size"] == 32
+    assert json.loads((tmp_path / "prepare.json").read_text())["plan_applied"] == [
+        "prepare.image_size"]
     applied = recipe.apply(first, TrainParams(device="cpu"), AugmentParams())
-    summary = train(applied.train, applied.augment, tiny_store, tmp_path / "model.pt",
+    summary = train(applied.train, applied.augment, store, tmp_path / "model.pt",
                     tmp_path / "train.json", plan=applied)
-    assert summary["model"] == winner["model"] and summary["plan_input_size"] == 24
+    assert summary["model"] == winner["model"] and "train.lr" in summary["plan_applied"]
     ckpt = torch.load(tmp_path / "model.pt", weights_only=True)
-    assert ckpt["arch"]["input_size"] == 24 and ckpt["arch"]["image_size"] == 16
+    assert ckpt["arch"]["image_size"] == 32 and "input_size" not in ckpt["arch"]
 
 
-def test_the_plan_never_reads_the_test_split(tiny_store, tmp_path, monkeypatch) -> None:
+def test_the_plan_never_reads_the_test_split(tiny_raw, tmp_path, monkeypatch) -> None:
     fake_rates(monkeypatch)
-    blind = tmp_path / "store"
-    shutil.copytree(tiny_store, blind)
-    for path in (stores.images_path(blind, "test"), stores.labels_path(blind, "test")):
-        path.unlink()
-    assert run_plan(blind, tmp_path, 0.05) == run_plan(tiny_store, tmp_path / "full", 0.05)
+    raw = registry.read(tiny_raw)
+    labels = np.asarray(raw.labels)
+    test = prepare_module._split(raw, labels, raw.classes, PREPARE)["test"]
+    blind = tmp_path / "raw"
+    shutil.copytree(tiny_raw, blind)
+    images = np.load(blind / "images.npy")
+    images[test] = np.random.default_rng(1).integers(0, 256, images[test].shape)
+    np.save(blind / "images.npy", images)
+    assert run_plan(blind, tmp_path, 0.05) == run_plan(tiny_raw, tmp_path / "full", 0.05)
 
 
-def test_a_budget_too_small_is_one_line(tiny_store, tmp_path, monkeypatch) -> None:
+def test_a_budget_too_small_is_one_line(tiny_raw, tmp_path, monkeypatch) -> None:
     fake_rates(monkeypatch)
     with pytest.raises(PipelineError, match=r"'plan.budget_minutes' 0.001 is too small: 3 "
-                       r"one-epoch trials of the cheapest model \(cnn at 16 px, 36 training "
-                       r"images .*\) and the best one's 3 epochs need [\d.]+ minutes; set "
-                       r"at least [\d.]+ \(stage plan\)"):
-        run_plan(tiny_store, tmp_path, 0.001)
+                       r"one-epoch trials of 36 training images \(.*cnn at 16 px at about "
+                       r"\d+ images/s.* on cpu\) and the best one's 3 epochs need [\d.]+ "
+                       r"minutes; set at least [\d.]+ \(stage plan\)"):
+        run_plan(tiny_raw, tmp_path, 0.001)
 
 
-def test_a_store_too_small_is_one_line(tmp_path) -> None:
-    store = make_store(tmp_path / "small", [30, 9])  # 5 opacity images in train
+def test_data_too_small_is_one_line(tmp_path) -> None:
+    raw = make_raw(tmp_path / "small", [30, 9])  # 5 opacity images in train
     with pytest.raises(PipelineError, match="class 'opacity' has 5 training images"):
-        run_plan(store, tmp_path, 5)
+        run_plan(raw, tmp_path, 5)
 
 
 def fake_rates(monkeypatch) -> list[str]:

@@ -45,16 +45,16 @@ def test_a_larger_side_is_never_faster_than_a_smaller_one() -> None:
 
 def test_measure_times_the_training_loops_own_step(tiny_store, monkeypatch) -> None:
     """The rate is that of the loop's whole step, built by the loop's own setup: the
-    augmentation (at the planned side) and the weight average's update are in it."""
+    augmentation and the weight average's update are in it."""
     calls = {"augment": 0, "average": 0}
     real_augmenter, real_ema = setup.augmenter, setup.make_ema
 
-    def augmenter(model, augment, gen):
-        inner = real_augmenter(model, augment, gen)
+    def augmenter(augment, gen):
+        inner = real_augmenter(augment, gen)
 
         def counted(x):
             calls["augment"] += 1
-            assert x.shape[-1] == 16 and inner(x).shape[-1] == 24  # resized, then augmented
+            assert x.shape[-1] == 16 and inner(x).shape[-1] == 16  # the store's side
             return inner(x)
         return counted
 
@@ -74,7 +74,7 @@ def test_measure_times_the_training_loops_own_step(tiny_store, monkeypatch) -> N
     monkeypatch.setattr(setup, "make_ema", make_ema)
     plain = measure(tiny_store, rates.Candidate("cnn", 16), AugmentParams(), 0.0, steps=3)
     assert plain > 0 and calls == {"augment": 0, "average": 0}
-    rate = measure(tiny_store, rates.Candidate("resnet18", 24), AugmentParams(affine_p=0.5),
+    rate = measure(tiny_store, rates.Candidate("resnet18", 16), AugmentParams(affine_p=0.5),
                    0.99, steps=3)
     assert rate > 0
     assert calls == {"augment": rates.WARMUP + 3, "average": rates.WARMUP + 3}

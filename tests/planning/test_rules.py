@@ -33,6 +33,11 @@ def test_candidates_are_cheapest_first_and_capped_by_the_native_side() -> None:
     assert names[-1] == "resnet18 small stem at 28 px"
     gpu = rules.candidates(fp(size=128, native=256), "cuda")
     assert Candidate("resnet50", 224) in gpu and Candidate("resnet18", 32) not in gpu
+    # the source's side bounds the sides, not the side params.yaml asks for
+    big = [c.input_size for c in rules.candidates(fp(size=64, native=512), "cpu")]
+    assert sorted(set(big)) == [32, 48, 64, 96, 128, 160, 224]
+    assert sorted({c.input_size for c in rules.candidates(fp(size=64, native=28), "cpu")}
+                  ) == [32, 48, 64]
 
 
 def test_timing_stops_at_the_first_candidate_whose_final_training_does_not_fit() -> None:

@@ -42,7 +42,7 @@ def test_multilabel_manifest_through_dvc(tmp_path) -> None:
                        "schedule": "constant", "warmup_epochs": 0},
                 evaluate={"bootstrap": 50, "gradcam": 2})
     ran = stages_run(sh("dvc", "repro", cwd=repo).stdout)
-    assert ran == ["download", "prepare", "plan", "pretrained", "train", "crossval",
+    assert ran == ["download", "plan", "prepare", "pretrained", "train", "crossval",
                    "evaluate"]
 
     stats = json.loads((repo / "data/prepared/stats.json").read_text())

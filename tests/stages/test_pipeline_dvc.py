@@ -17,7 +17,7 @@ from conftest import ROOT, Baseline, edit_params, kill_at_epoch, sh, stages_run,
 
 pytestmark = pytest.mark.slow
 
-ALL = ["download", "prepare", "plan", "pretrained", "train", "crossval", "evaluate"]
+ALL = ["download", "plan", "prepare", "pretrained", "train", "crossval", "evaluate"]
 
 
 def repro(repo: Path, *args: str) -> list[str]:
@@ -90,7 +90,9 @@ def test_params_rerun_only_the_stages_that_read_them(reproduced: Path) -> None:
         ({"train": {"lr": 0.002}}, {"train", "crossval"}),
         ({"train": {"model": "mobilenet_v3_small"}}, {"pretrained", "train", "crossval"}),
         ({"augment": {"affine_p": 0.5}}, {"train", "crossval"}),
-        ({"prepare": {"seed": 1}}, {"prepare"}),
+        # the plan splits the data as prepare does (null budget: an empty plan at once)
+        ({"prepare": {"seed": 1}}, {"plan", "prepare"}),
+        ({"prepare": {"folds": 3}}, {"prepare"}),
         ({"plan": {"timed_steps": 3}}, {"plan"}),
         ({"data": {"seed": 1}}, {"download"}),
         ({"notes": {"author": "someone", "ticket": 12}}, set()),  # read by no stage
@@ -166,8 +168,9 @@ def test_exp_run_and_metrics_diff(reproduced: Path) -> None:
         # train.model is read first by the pretrained stage, which refuses it
         ("train", {"model": "resnet9000"}, "'train.model' must be one of 'cnn', 'mobilenet_v2'",
          "pretrained", "models/pretrained"),
-        ("prepare", {"channels": 2}, "'prepare.channels' must be one of 'auto', 1, 3", "prepare",
-         "data/prepared"),
+        # the plan splits the data as prepare will, so it reads the section first
+        ("prepare", {"channels": 2}, "'prepare.channels' must be one of 'auto', 1, 3",
+         "prepare, checked by stage plan", "data/plan.yaml"),
     ],
 )
 def test_bad_params_fail_in_one_line_without_outputs(reproduced: Path, section: str,

@@ -15,12 +15,12 @@ pytestmark = pytest.mark.slow
 
 def test_a_budget_plans_and_train_runs_the_plan(reproduced: Path) -> None:
     project = reproduced
-    out = sh("dvc", "exp", "run", "-S", "plan.budget_minutes=0.5", "-S", "plan.timed_steps=2",
+    out = sh("dvc", "exp", "run", "-S", "plan.budget_minutes=2", "-S", "plan.timed_steps=1",
              cwd=project).stdout
-    # The store is unchanged: only the plan and what reads it run.
-    assert stages_run(out) == ["plan", "train", "crossval", "evaluate"], out
+    # The plan comes before the store: the plan and every stage that reads it run.
+    assert stages_run(out) == ["plan", "prepare", "train", "crossval", "evaluate"], out
     report = json.loads((project / "metrics/plan.json").read_text())
-    assert report["planned"] and report["budget_minutes"] == 0.5
+    assert report["planned"] and report["budget_minutes"] == 2
     assert len(report["trials"]) >= 3 and report["trials"][report["winner"]]["winner"]
     planned = yaml.safe_load((project / "data/plan.yaml").read_text())
     train = json.loads((project / "metrics/train.json").read_text())
@@ -29,9 +29,16 @@ def test_a_budget_plans_and_train_runs_the_plan(reproduced: Path) -> None:
         train["plan_overridden"])
     assert "train.lr" in train["plan_applied"] and train["model"] == planned["train"]["model"]
     assert train["epochs"] == 2
+    # The test project sets prepare.image_size: the store keeps it, and says so.
+    prepared = json.loads((project / "metrics/prepare.json").read_text())
+    assert prepared["image_size"] == 32 and prepared["plan_overridden"] == [
+        "prepare.image_size"]
+    # The planned keys are params DVC tracks: they show in `dvc params diff`.
+    diff = sh("dvc", "params", "diff", "--all", cwd=project).stdout
+    assert "data/plan.yaml" in diff and "train.lr" in diff, diff
 
     # Cached: nothing reruns. A new budget replans.
     assert "Data and pipelines are up to date" in sh("dvc", "repro", cwd=project).stdout
-    edit_params(project, plan={"budget_minutes": 0.6, "timed_steps": 2})
+    edit_params(project, plan={"budget_minutes": 2.5, "timed_steps": 1})
     assert stages_run(sh("dvc", "repro", "plan", cwd=project).stdout) == ["plan"]
-    assert json.loads((project / "metrics/plan.json").read_text())["budget_minutes"] == 0.6
+    assert json.loads((project / "metrics/plan.json").read_text())["budget_minutes"] == 2.5

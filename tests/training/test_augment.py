@@ -108,26 +108,3 @@ def test_bad_augment_values_are_refused(key: str, value) -> None:
 
     with pytest.raises(PipelineError, match=f"augment.{key}"):
         validate(dataclasses.replace(cfg(), **{key: value}), stage="train")
-
-
-def test_a_planned_side_is_reached_before_the_augmentation() -> None:
-    # A model that resizes 16 px images to 24: its training batches are resized first and
-    # augmented at 24 px (rotated at the side the network sees), not rotated at 16 px.
-    from medpipe.models.architectures import Classifier
-    from medpipe.training.setup import augmenter
-
-    model = Classifier(torch.nn.Identity(), [0.0], [1.0], input_size=24)
-    shift = cfg(affine_p=1.0, rotation=30.0, translate=0.0, scale=[1.0, 1.0])
-    x = torch.rand(4, 1, 16, 16)
-    seen = augmenter(model, shift, torch.Generator().manual_seed(3))(x)
-    assert seen.shape == (4, 1, 24, 24)
-    assert torch.equal(seen, augment_batch(model.to_input_side(x), shift,
-                                           torch.Generator().manual_seed(3)))
-    rotated_small = model.to_input_side(augment_batch(x, shift,
-                                                      torch.Generator().manual_seed(3)))
-    assert not torch.allclose(seen, rotated_small, atol=1e-3)
-    assert torch.equal(model(seen), seen)  # at its side already: the model does not resize
-
-    plain = Classifier(torch.nn.Identity(), [0.0], [1.0])  # no planned side: as before
-    assert torch.equal(augmenter(plain, shift, torch.Generator().manual_seed(3))(x),
-                       augment_batch(x, shift, torch.Generator().manual_seed(3)))

@@ -613,17 +613,10 @@ def test_auto_speed_on_cpu_is_fp32_with_channels_last_and_unfolded_weight_grads(
     assert not devices.Speed.resolve(make_cfg(compile=True), cpu).unfold_grad
 
 
-def test_a_planned_model_is_trained_on_batches_augmented_at_its_side() -> None:
-    # The training setup augments through the model's resize: a model planned at 2x the
-    # store's side sees augmented batches of that side (tests/training/test_augment.py).
-    from medpipe.training import setup
-    from medpipe.training.distributed import DistInfo
-
+def test_a_model_file_that_resizes_inside_the_model_is_refused_in_one_line() -> None:
     arch = {"name": "cnn", "in_channels": 1, "num_classes": 2, "image_size": SIZE,
             "width_mult": 1.0, "dropout": 0.0, "mean": [0.5], "std": [0.2],
             "input_size": 2 * SIZE}
-    data = dark_vs_bright(32, 0)
-    run = setup.build(architectures.build_model(arch), data, data, make_cfg(),
-                      torch.device("cpu"), augment_cfg(affine_p=1.0), DistInfo(),
-                      MultiClass(["dark", "bright"]))
-    assert run.augment(torch.rand(4, 1, SIZE, SIZE)).shape == (4, 1, 2 * SIZE, 2 * SIZE)
+    with pytest.raises(PipelineError, match=f"resizes its {SIZE} px input to {2 * SIZE} px "
+                       "inside the model.*retrain it"):
+        architectures.build_model(arch)
