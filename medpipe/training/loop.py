@@ -153,10 +153,8 @@ def fit(model: nn.Module, train: Split, val: Split, cfg: TrainParams, device: to
     progress = _resume(run, resume, dist, device, on_epoch)
     first_epoch = len(progress.history) + 1
     start = time.perf_counter()
-    steps = len(run.train_batches)  # per epoch; the whole run's progress counts them
-    whole = Tracker(cfg.epochs * steps, "train", unit="batch", initial=(first_epoch - 1) * steps,
-                     bar=None if dist.main else False, log_lines=dist.main)
-    with whole, unfold_weight_grad(model, run.speed.unfold_grad) as switched:
+    with _run_tracker(run, cfg, first_epoch, dist) as whole, \
+            unfold_weight_grad(model, run.speed.unfold_grad) as switched:
         if switched:
             log.info("%d convolutions unfold their weight gradient whenever their output "
                      "has at most %d pixels", switched, MAX_PIXELS)
@@ -168,9 +166,7 @@ def fit(model: nn.Module, train: Split, val: Split, cfg: TrainParams, device: to
             metrics = _one_epoch(run, cfg, device, epoch, dist, whole.update)
             progress.history.append(metrics)
             if dist.main:
-                log.info("epoch %d/%d  %s  (%.1f s; %s)", epoch, cfg.epochs,
-                         "  ".join(f"{k} {v:.4f}" for k, v in metrics.items()),
-                         time.perf_counter() - began, whole.times())
+                _log_epoch(epoch, cfg.epochs, metrics, time.perf_counter() - began, whole)
                 if on_epoch is not None:
                     on_epoch(epoch, metrics)
             _keep_best(progress, run, cfg, epoch, metrics)
@@ -216,6 +212,19 @@ def fastest_step(model: nn.Module, train: Split, cfg: TrainParams, device: torch
                         scheduler=run.scheduler, loss_fn=run.loss_fn, augment=run.augment,
                         speed=run.speed, after_step=tick)
     return float(np.diff(ticks)[warmup:].min())
+
+
+def _run_tracker(run: Setup, cfg: TrainParams, first_epoch: int, dist: DistInfo) -> Tracker:
+    """The whole run's progress, in batches over every epoch (rank 0 only)."""
+    steps = len(run.train_batches)
+    return Tracker(cfg.epochs * steps, "train", unit="batch", initial=(first_epoch - 1) * steps,
+                   bar=None if dist.main else False, log_lines=dist.main)
+
+
+def _log_epoch(epoch: int, epochs: int, metrics: dict[str, float], seconds: float,
+               whole: Tracker) -> None:
+    log.info("epoch %d/%d  %s  (%.1f s; %s)", epoch, epochs,
+             "  ".join(f"{k} {v:.4f}" for k, v in metrics.items()), seconds, whole.times())
 
 
 def _resume(run: Setup, resume: Resume | None, dist: DistInfo, device: torch.device,
