@@ -25,7 +25,7 @@ from medpipe.params.loading import load_section, validate
 from medpipe.params.sections import AugmentParams, TrainParams
 from medpipe.planning import recipe as plans
 from medpipe.training import folds
-from medpipe.utils import cli, gpus
+from medpipe.utils import cli, gpus, progress
 from medpipe.utils.files import clean_stale, write_json
 
 # Without folds (the default) the stage writes its empty outputs without importing torch,
@@ -53,7 +53,7 @@ def crossval(cfg: TrainParams, aug: AugmentParams, data_dir: Path, models_dir: P
     from medpipe.training import state
 
     base = state.fingerprint(cfg, aug, data_dir)
-    for k in wanted:
+    for k in progress.track(wanted, "crossval: folds", unit="fold"):
         fingerprint = f"{base} fold {k}"
         if folds.is_current(folds.fold_path(models_dir, k), fingerprint):
             log.info("fold %d of %d: its model is current", k + 1, k_folds)

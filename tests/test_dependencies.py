@@ -36,9 +36,9 @@ DEV = requirements(PYPROJECT["dependency-groups"]["dev"])
 DISTRIBUTION = {"PIL": "pillow", "yaml": "pyyaml", "sklearn": "scikit-learn",
                 "ruamel": "ruamel.yaml", "onnxruntime": "onnxruntime"}
 # Runtime dependencies that the code does not import by name: pydicom's decoders (found
-# as plugins) and onnxscript (torch.onnx's exporter).
+# as plugins), onnxscript (torch.onnx's exporter) and gto (the model registry's command).
 NOT_IMPORTED = {"pylibjpeg", "pylibjpeg-openjpeg", "pylibjpeg-rle", "python-gdcm", "pyjpegls",
-                "onnxscript"}
+                "onnxscript", "gto"}
 
 
 def third_party_imports(*folders: str) -> set[str]:

@@ -153,7 +153,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics", default=None,
                    help="evaluate stage metrics (metrics/evaluate.json) to take the chosen "
                         "threshold from")
-    p.add_argument("--device", default="cpu", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--device", default="auto",
+                   help="auto (CUDA if present, else CPU) | cpu | cuda | cuda:N")
     p.add_argument("--dicom-frame", default="middle",
                    help="multi-frame DICOM: middle | first | a frame number from 1 | refuse "
                         "(as prepare.dicom_frame)")

@@ -27,11 +27,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from medpipe import PipelineError, error_line
 from medpipe.data import store
 from medpipe.data.imageio import ImageError, decode
+from medpipe.utils.progress import track
 
 log = logging.getLogger(__name__)
 
@@ -183,10 +183,10 @@ def convert_files(pack: Path, files: list[str], parts: dict[str, np.ndarray], ou
     squares = {name: [0] * channels for name in parts}
     gen = run_tasks([t for _, t in tasks], n)
     try:
-        # The first result first: the pool forks its workers before tqdm starts a thread.
+        # The first result first: the pool forks its workers before a bar's thread starts.
         results = itertools.chain([r for r in [next(gen, None)] if r is not None], gen)
-        for (name, task), result in tqdm(zip(tasks, results, strict=True), total=len(tasks),
-                                         desc="decoding", unit="task", disable=None):
+        for (name, task), result in track(zip(tasks, results, strict=True), "prepare: decoding",
+                                          total=len(tasks), unit="task"):
             for row, message, fatal in result.failures:
                 if fatal or on_error == "fail":
                     hint = "" if fatal else " (prepare.on_error: skip leaves such files out)"

@@ -42,6 +42,7 @@ from threadpoolctl import threadpool_limits  # a dependency of scikit-learn
 from medpipe import PipelineError
 from medpipe.data import store
 from medpipe.data.splitting import check_split_classes
+from medpipe.utils.progress import Tracker
 
 log = logging.getLogger(__name__)
 
@@ -145,9 +146,11 @@ def hashes(rows: _Rows, mean: np.ndarray, basis: np.ndarray) -> np.ndarray:
     """The 64-bit hash of every row: bit k (from the top) is the sign of its coefficients,
     less ``mean``, projected on ``basis[:, k]``."""
     h = np.empty(rows.n, dtype=np.uint64)
-    for start, block in rows.blocks():
-        bits = (coefficients(block)[:, 1:] - mean) @ basis > 0
-        h[start:start + len(block)] = np.packbits(bits, axis=1).view(">u8").ravel()
+    with Tracker(rows.n, "prepare: duplicate search", unit="image") as bar:
+        for start, block in rows.blocks():
+            bits = (coefficients(block)[:, 1:] - mean) @ basis > 0
+            h[start:start + len(block)] = np.packbits(bits, axis=1).view(">u8").ravel()
+            bar.update(len(block))
     return h
 
 

@@ -23,6 +23,7 @@ from medpipe.data.sources.pack import PackedImages
 from medpipe.data.splitting import check_split_classes, official_splits, split_indices
 from medpipe.params.loading import validate
 from medpipe.utils.files import atomic_path, write_json
+from medpipe.utils.progress import track
 
 log = logging.getLogger(__name__)
 
@@ -228,7 +229,7 @@ def convert_arrays(images, parts: dict[str, np.ndarray], out_dir: Path, c: int, 
         out = np.lib.format.open_memmap(
             store.images_path(out_dir, name), mode="w+", dtype=np.uint8,
             shape=(len(idx), c, s, s))
-        for start in range(0, len(idx), rows):
+        for start in track(range(0, len(idx), rows), f"prepare: {name} images", unit="chunk"):
             batch = idx[start : start + rows]
             q = to_store_pixels(images[batch], c, s)
             out[start : start + len(batch)] = q.numpy()

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from medpipe.evaluation.metrics import class_rates, confusion, decide, summarise_rates
+from medpipe.utils.progress import track
 
 LEVEL = 0.95  # two-sided coverage of the intervals
 BLOCK_CELLS = 4_000_000  # resamples x cases scored at once (~32 MB per int64 matrix)
@@ -33,7 +34,8 @@ def resample_blocks(labels: np.ndarray, n_resamples: int, seed: int) -> Iterator
     rng = np.random.default_rng(seed)
     members = [np.flatnonzero(labels == c) for c in np.unique(labels)]
     block = max(1, BLOCK_CELLS // max(len(labels), 1))
-    for start in range(0, n_resamples, block):
+    for start in track(range(0, n_resamples, block), "evaluate: bootstrap", unit="block",
+                       leave=False):
         b = min(block, n_resamples - start)
         parts = [m[rng.integers(0, len(m), size=(b, len(m)))] for m in members]
         yield np.concatenate(parts, axis=1) if parts else np.zeros((b, 0), dtype=np.int64)

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from medpipe.models.architectures import target_layer
+from medpipe.utils.progress import track
 
 log = logging.getLogger(__name__)
 
@@ -172,7 +173,7 @@ def write_maps(model: nn.Module, arch_name: str, images: np.ndarray, cases: list
     PNG per case into the existing directory ``out_dir``; return the paths."""
     layer = target_layer(model, arch_name)
     paths = []
-    for start in range(0, len(cases), batch_size):
+    for start in track(range(0, len(cases), batch_size), "evaluate: Grad-CAM", unit="batch"):
         chunk = cases[start : start + batch_size]
         pixels = np.stack([np.asarray(images[c.index]) for c in chunk])
         x = torch.from_numpy(pixels).to(device).float().div_(255.0)

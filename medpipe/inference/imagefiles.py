@@ -19,6 +19,7 @@ from medpipe.evaluation import metrics
 from medpipe.inference import ensemble, predictor
 from medpipe.models import checkpoint
 from medpipe.utils import devices
+from medpipe.utils.progress import Tracker
 
 CHUNK = 64  # images per forward pass; bounds memory however many files are given
 
@@ -86,9 +87,11 @@ def predict_files(model_path: Path, paths: list[Path],
         raise PipelineError(f"{len(threshold)} thresholds for the {len(classes)} findings of "
                             f"{model_path}")
     rows, probs = [], []
-    for chunk, x in batches(paths, pre["channels"], pre["image_size"], frame):
-        probs.append(predictor.view_probabilities(model, x.to(dev), task, tta).cpu().numpy())
-        rows += [str(p) for p in chunk]
+    with Tracker(len(paths), "predict", unit="image") as bar:
+        for chunk, x in batches(paths, pre["channels"], pre["image_size"], frame):
+            probs.append(predictor.view_probabilities(model, x.to(dev), task, tta).cpu().numpy())
+            rows += [str(p) for p in chunk]
+            bar.update(len(chunk))
     p = np.concatenate(probs) if probs else np.zeros((0, len(classes)))
     table = pd.DataFrame({"path": rows})
     for k, name in enumerate(classes):

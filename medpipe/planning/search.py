@@ -37,6 +37,7 @@ import numpy as np
 from medpipe import PipelineError
 from medpipe.planning.fingerprint import Fingerprint
 from medpipe.planning.rates import Candidate
+from medpipe.utils.progress import track
 
 log = logging.getLogger(__name__)
 
@@ -232,7 +233,7 @@ def run(search: Search, train: Train, per_epoch: Callable[[Candidate, int], floa
     alive, epochs = list(search.configs), search.first_epochs
     for rung in range(2):
         results = []
-        for config in alive:
+        for config in track(alive, f"plan: rung {rung}", unit="trial"):
             trial = Trial(len(search.trials), config, rung, epochs,
                           epochs * per_epoch(config.candidate, search.trial_images))
             log.info("trial %d (rung %d, %d epoch%s): %s", trial.number, rung, epochs,

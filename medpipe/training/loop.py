@@ -20,7 +20,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from medpipe import PipelineError
 from medpipe.data.loader import Batches, to_device
@@ -36,6 +35,7 @@ from medpipe.training.distributed import DistInfo, all_sum, barrier, gather
 from medpipe.training.setup import Setup, build
 from medpipe.training.state import Progress, Resume
 from medpipe.utils.devices import Speed
+from medpipe.utils.progress import Tracker, track
 
 log = logging.getLogger(__name__)
 
@@ -59,10 +59,8 @@ def train_one_epoch(model: nn.Module, batches: Batches, optimizer: torch.optim.O
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
     seen = decided = 0
-    # disable=None: a bar on a terminal, silence in a log file or a test.
-    bar = tqdm(batches, desc=desc, leave=False, unit="batch", dynamic_ncols=True,
-               mininterval=0.5, disable=None)
-    for x, y in bar:
+    # A bar on a terminal; in a log, the run's progress (fit) reports instead.
+    for x, y in track(batches, desc, unit="batch", leave=False, log_lines=False):
         x, y = to_device(x, y, device, speed.channels_last)
         if augment is not None:
             x = augment(x)
@@ -155,18 +153,20 @@ def fit(model: nn.Module, train: Split, val: Split, cfg: TrainParams, device: to
     progress = _resume(run, resume, dist, device, on_epoch)
     first_epoch = len(progress.history) + 1
     start = time.perf_counter()
-    with unfold_weight_grad(model, run.speed.unfold_grad) as switched:
+    with _run_tracker(run, cfg, first_epoch, dist) as whole, \
+            unfold_weight_grad(model, run.speed.unfold_grad) as switched:
         if switched:
             log.info("%d convolutions unfold their weight gradient whenever their output "
                      "has at most %d pixels", switched, MAX_PIXELS)
         for epoch in range(first_epoch, cfg.epochs + 1):
             if progress.stopped:
                 break
-            metrics = _one_epoch(run, cfg, device, epoch, dist)
+            whole.set_detail(f"epoch {epoch}/{cfg.epochs}")
+            began = time.perf_counter()
+            metrics = _one_epoch(run, cfg, device, epoch, dist, whole.update)
             progress.history.append(metrics)
             if dist.main:
-                log.info("epoch %d/%d  %s", epoch, cfg.epochs,
-                         "  ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+                _log_epoch(epoch, cfg.epochs, metrics, time.perf_counter() - began, whole)
                 if on_epoch is not None:
                     on_epoch(epoch, metrics)
             _keep_best(progress, run, cfg, epoch, metrics)
@@ -214,6 +214,19 @@ def fastest_step(model: nn.Module, train: Split, cfg: TrainParams, device: torch
     return float(np.diff(ticks)[warmup:].min())
 
 
+def _run_tracker(run: Setup, cfg: TrainParams, first_epoch: int, dist: DistInfo) -> Tracker:
+    """The whole run's progress, in batches over every epoch (rank 0 only)."""
+    steps = len(run.train_batches)
+    return Tracker(cfg.epochs * steps, "train", unit="batch", initial=(first_epoch - 1) * steps,
+                   bar=None if dist.main else False, log_lines=dist.main)
+
+
+def _log_epoch(epoch: int, epochs: int, metrics: dict[str, float], seconds: float,
+               whole: Tracker) -> None:
+    log.info("epoch %d/%d  %s  (%.1f s; %s)", epoch, epochs,
+             "  ".join(f"{k} {v:.4f}" for k, v in metrics.items()), seconds, whole.times())
+
+
 def _resume(run: Setup, resume: Resume | None, dist: DistInfo, device: torch.device,
             on_epoch: OnEpoch | None) -> Progress:
     """The progress of a matching saved state (restored into ``run``), else a fresh one."""
@@ -233,14 +246,19 @@ def _resume(run: Setup, resume: Resume | None, dist: DistInfo, device: torch.dev
 
 
 def _one_epoch(run: Setup, cfg: TrainParams, device: torch.device, epoch: int,
-               dist: DistInfo) -> dict[str, float]:
-    """Train one epoch, then validate; the epoch's metrics."""
+               dist: DistInfo, on_step: Callable[[], None]) -> dict[str, float]:
+    """Train one epoch (``on_step`` after every step), then validate; the epoch's metrics."""
     lr = run.optimizer.param_groups[0]["lr"]
+
+    def after_step() -> None:
+        if run.ema:
+            run.ema.update_parameters(run.model)
+        on_step()
+
     tr = train_one_epoch(run.net, run.train_batches, run.optimizer, device,
                          desc=f"epoch {epoch}/{cfg.epochs}", scheduler=run.scheduler,
                          loss_fn=run.loss_fn, augment=run.augment, speed=run.speed,
-                         after_step=(lambda: run.ema.update_parameters(run.model))
-                         if run.ema else None)
+                         after_step=after_step)
     va = evaluate(run.scored if dist.active or run.ema else run.net, run.val_batches, device,
                   run.speed)
     return {"train_loss": tr["loss"], "train_accuracy": tr["accuracy"], "train_lr": lr,

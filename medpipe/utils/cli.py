@@ -14,7 +14,9 @@ def run(stage: str, main: Callable[[argparse.Namespace], None],
         parser: argparse.ArgumentParser, argv: list[str] | None = None) -> None:
     """Parse ``argv``, run ``main``; a PipelineError becomes ``error: ...`` and exit 1."""
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format=f"[{stage}] %(message)s", stream=sys.stderr)
+    # Timestamped lines: a log read later (dvc queue logs, CI) tells when each step ran.
+    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s [{stage}] %(message)s",
+                        datefmt="%Y-%m-%d %H:%M:%S", stream=sys.stderr)
     logging.captureWarnings(True)
     try:
         main(args)

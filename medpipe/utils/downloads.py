@@ -27,10 +27,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from tqdm import tqdm
-
 from medpipe import PipelineError
 from medpipe.utils.files import file_digest
+from medpipe.utils.progress import Tracker
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +90,8 @@ def fetch(
     start. ``timeout`` bounds connecting and each wait for data, not the whole transfer.
     ``sha256_prefix``: the leading hex digits of the SHA-256 (the convention of torch.hub
     file names), for files whose full digest is not published.
-    ``progress``: None shows a progress bar on a terminal only; True/False force it.
+    ``progress``: None shows a progress bar on a terminal and timestamped log lines
+    elsewhere (:mod:`medpipe.utils.progress`); True forces the bar, False shows nothing.
     Every failure is a one-line PipelineError naming the URL.
     """
     dest = Path(dest)
@@ -224,9 +224,9 @@ def _stream(src: BinaryIO, part: Path, mode: str, offset: int, total: int | None
     """Copy ``src`` into ``part`` with a progress bar; check the length at the end."""
     name = Path(urllib.parse.urlparse(url).path).name or url
     got = offset
-    with open(part, mode) as out, tqdm(total=total, initial=offset, unit="B", unit_scale=True,
-                                       unit_divisor=1024, desc=name,
-                                       disable=None if progress is None else not progress) as bar:
+    with open(part, mode) as out, Tracker(total, name, unit="B", initial=offset,
+                                           unit_scale=True, bar=progress,
+                                           log_lines=progress is not False) as bar:
         try:
             # read1: what has arrived, so a timeout loses nothing already received.
             while block := src.read1(CHUNK):

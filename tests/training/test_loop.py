@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -178,6 +179,23 @@ def test_fit_learns_an_easy_task() -> None:
     assert again["accuracy"] == result.best["val_accuracy"]
     assert again["loss"] == pytest.approx(result.best["val_loss"], rel=1e-6, abs=1e-9)
     assert result.seconds > 0 and result.images_per_second > 0
+
+
+def test_fit_reports_the_run_and_each_epoch_with_elapsed_and_eta(
+        caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    """In a log (no terminal): the whole run's progress after every batch here (the
+    interval is tiny), and each epoch's line with its time, the elapsed time and ETA."""
+    monkeypatch.setenv("MEDPIPE_PROGRESS_SECONDS", "0.000001")
+    train = dark_vs_bright(32, seed=1)
+    with caplog.at_level("INFO"):
+        loop.fit(new_model(), train, train, make_cfg(epochs=2, batch_size=8), CPU)
+    epochs = [r.getMessage() for r in caplog.records if r.name == "medpipe.training.loop"
+              and r.getMessage().startswith("epoch ")]
+    assert len(epochs) == 2
+    assert all(re.search(r"\(\d+\.\d s; elapsed \d:\d\d, ETA \d:\d\d\)$", e) for e in epochs)
+    run = [r.getMessage() for r in caplog.records if r.name == "medpipe.progress"]
+    assert run[0].startswith("train: epoch 1/2, 1/8 batch (12%), elapsed 0:0")
+    assert run[-1].startswith("train: epoch 2/2, 8/8 batch (100%), elapsed 0:0")
 
 
 def test_weight_average_is_what_is_validated_and_kept() -> None:
