@@ -25,7 +25,7 @@ from medpipe.data import store
 from medpipe.params.loading import load_section, validate
 from medpipe.params.sections import AugmentParams, TrainParams
 from medpipe.planning import recipe as plans
-from medpipe.training import distributed, run, state
+from medpipe.training import curves, distributed, run, state
 from medpipe.training.augment import preview
 from medpipe.utils import cli, devices, gpus, seeding
 from medpipe.utils.files import atomic_path, clean_stale, write_json
@@ -105,20 +105,7 @@ def main(args) -> None:
         path.unlink(missing_ok=True)  # no stale output survives a failed run
         clean_stale(path)
     with Live(dir=args.live, dvcyaml=False, save_dvc_exp=False, report=None) as live:
-        train(cfg, aug, *outputs, on_epoch=_logger(live), **paths)
-
-
-def _logger(live):
-    """Each epoch's train_* and val_* metrics as DVCLive's train/* and val/* curves."""
-
-    def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
-        live.step = epoch
-        for name, value in metrics.items():
-            split, _, metric = name.partition("_")
-            live.log_metric(f"{split}/{metric}", value, plot=True)
-        live.next_step()
-
-    return on_epoch
+        train(cfg, aug, *outputs, on_epoch=curves.logger(live), **paths)
 
 
 def get_args_parser():

@@ -124,8 +124,9 @@ def search_and_decide(ctx: Context, timed: list[rules.Timed], usable: float,
     except search.TooSmall as e:
         least = ((overhead_seconds + e.seconds / search.SEARCH_SHARE)
                  / (rules.USABLE - OVERHEAD_STEP))  # the overhead is rounded up to a step
-        names = ", ".join(f"{c.candidate.name} at about {rung_of[c.candidate]:.0f} images/s"
-                          for c in e.configs)
+        names = ", ".join(dict.fromkeys(  # configurations of one model: named once
+            f"{c.candidate.name} at about {rung_of[c.candidate]:.0f} images/s"
+            for c in e.configs))
         raise search.too_small(budget_minutes, least, e.seconds,
                                f"{len(e.configs)} one-epoch trials of {e.n_images} training "
                                f"images ({names} on {device.type}) and the best one's "

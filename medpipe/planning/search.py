@@ -260,6 +260,7 @@ def too_small(budget_minutes: float, least_seconds: float, seconds_needed: float
     """The one-line error: ``what`` needs ``seconds_needed`` of trials, and a budget of
     ``least_seconds`` leaves that much."""
     need = math.ceil(least_seconds / 60 * 100) / 100
+    took = (f"{seconds_needed:.1f} s" if seconds_needed < 60
+            else f"{seconds_needed / 60:.2f} minutes")
     return PipelineError(f"params.yaml: 'plan.budget_minutes' {budget_minutes} is too "
-                         f"small: {what} need {seconds_needed / 60:.2f} minutes; set at "
-                         f"least {need} (stage plan)")
+                         f"small: {what} need {took}; set at least {need} (stage plan)")
