@@ -14,6 +14,7 @@ import pandas as pd
 import torch
 
 from medpipe import PipelineError
+from medpipe import task as tasks
 from medpipe.data import duplicates, folds, store
 from medpipe.data.channels import resolve as resolve_channels
 from medpipe.data.convert import convert_files
@@ -92,8 +93,7 @@ def prepare(raw: RawDataset, out_dir: Path | str, cfg, *, find_duplicates: bool 
                                                                  index=False)
         write_json(tmp / store.STATS, stats)
     log.info("prepared %s images into %s", sum(len(i) for i in parts.values()), out_dir)
-    binary = not multilabel and len(classes) == 2  # the second class is the positive one
-    return {**stats, "positive_class": classes[1] if binary else None,
+    return {**stats, "positive_class": tasks.from_meta(stats).positive_class,
             "patients": _patients(raw, parts),
             "skipped": {"count": len(skipped), "files": skipped}, "duplicates": found}
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from medpipe import PipelineError
+from medpipe import task as tasks
 from medpipe.data import store
 from medpipe.data.raw import RawDataset
 
@@ -62,8 +63,9 @@ def read(data_dir: Path, native: int | None = None, image_size: int | None = Non
     stats = store.read_stats(data_dir)
     labels = {split: np.load(store.labels_path(data_dir, split)) for split in PLAN_SPLITS}
     classes = list(stats["classes"])
-    multilabel = stats.get("task") == "multilabel"
-    task = "multilabel" if multilabel else ("binary" if len(classes) == 2 else "multiclass")
+    posed = tasks.from_meta(stats, str(data_dir))  # the task as the store decided it
+    multilabel = posed.name == tasks.MultiLabel.name
+    task = "binary" if posed.positive_class is not None else posed.name
     return Fingerprint(
         task=task, classes=classes, channels=int(stats["channels"]),
         image_size=int(image_size or stats["image_size"]),

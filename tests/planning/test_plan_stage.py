@@ -19,7 +19,7 @@ from medpipe.data import prepare as prepare_module
 from medpipe.data import store as stores
 from medpipe.data.sources import registry
 from medpipe.params.sections import AugmentParams, PlanParams, TrainParams
-from medpipe.planning import rates, recipe
+from medpipe.planning import planner, rates, recipe
 from stages.plan import plan
 from stages.prepare import prepare
 from stages.train import train
@@ -123,4 +123,13 @@ def fake_rates(monkeypatch) -> list[str]:
         return {"cnn": 900.0}.get(candidate.model, 60.0) / (1 + candidate.input_size / 64)
 
     monkeypatch.setattr(rates, "measure", measure)
+    # The clock's share, in steps of 5%: a 3-second budget is a step of 0.15 s, which
+    # decoding 60 images can cross either way; a 10-minute budget's step is 30 s.
+    monkeypatch.setattr(planner, "overhead_share", lambda seconds, budget: 0.1)
     return timed
+
+
+def test_the_overhead_counts_in_steps_of_the_budget() -> None:
+    assert planner.overhead_share(0.0, 600) == 0.05
+    assert planner.overhead_share(29.9, 600) == 0.05 and planner.overhead_share(30.1, 600) == 0.1
+    assert planner.overhead_share(121, 600) == 0.25
