@@ -7,7 +7,8 @@ process, timing the whole stage and the part that draws the figures and writes t
 (:func:`medpipe.evaluation.page.write`). Two runs:
 
 - ``default``: the committed params.yaml (synthetic data, 1,000 images per class, 64 px,
-  1,000 bootstrap resamples, 8 Grad-CAM maps), trained for ``--epochs`` on the CPU;
+  1,000 bootstrap resamples, 8 Grad-CAM maps), trained for ``--epochs`` on the CPU
+  (one of them warm-up);
 - ``folds+groups``: a CSV dataset of two sites (as ``bench/subgroups.py`` makes it,
   ``--per-class`` images per class and site), ``prepare.folds: 3`` (three fold models and
   their ensemble) and ``evaluate.groups: [site]``.
@@ -49,7 +50,7 @@ def command(stage: str) -> list[str]:
 
 def params(epochs: int, **sections: dict) -> dict:
     doc = yaml.safe_load((ROOT / "params.yaml").read_text())
-    doc["train"].update(epochs=epochs, device="cpu")
+    doc["train"].update(epochs=epochs, warmup_epochs=1, device="cpu")
     doc["evaluate"]["device"] = "cpu"
     for name, values in sections.items():
         doc[name].update(values)
