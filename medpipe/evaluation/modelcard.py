@@ -2,10 +2,10 @@
 decision threshold, headline figures, and the limitations that this run's numbers show.
 
 The limitations are computed, each from a rule below on the summary (and on the prepare
-stage's summary where it is known): classes with few test cases, wide confidence
-intervals, calibration error, a threshold that moved between validation and test,
-separated subgroup gaps, unstable folds, duplicates and patients that may leak across
-splits, synthetic data. A rule that does not fire says nothing.
+stage's summary where it is known): classes with few test cases, an AUC that may be
+chance, wide confidence intervals, calibration error, a threshold that moved between
+validation and test, separated subgroup gaps, unstable folds, duplicates and patients
+that may leak across splits, synthetic data. A rule that does not fire says nothing.
 """
 
 from __future__ import annotations
@@ -143,6 +143,7 @@ def limitations(summary: dict, classes: list[str], prepare: dict | None = None,
                 dataset: dict | None = None) -> list[str]:
     """The limitations the numbers show, one sentence each (Markdown)."""
     out = _small_classes(summary)
+    out += _chance(summary)
     out += _wide_intervals(summary)
     out += _calibration(summary)
     out += _threshold_drift(summary)
@@ -175,6 +176,14 @@ def _intervals(summary: dict) -> dict[str, dict]:
         out[key] = at.get(key)
     return {k: v for k, v in out.items() if v and _finite(v.get("low"))
             and _finite(v.get("high"))}
+
+
+def _chance(summary: dict) -> list[str]:
+    auc = (summary.get("ci95") or {}).get("roc_auc") or {}
+    if not _finite(auc.get("low")) or auc["low"] > 0.5:
+        return []
+    return [f"The ROC AUC's 95% interval ({fmt(auc['low'])} to {fmt(auc.get('high'))}) "
+            "reaches 0.5: on this split the model may rank cases no better than chance."]
 
 
 def _wide_intervals(summary: dict) -> list[str]:

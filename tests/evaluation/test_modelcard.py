@@ -51,6 +51,8 @@ def changed(summary: dict, **paths) -> dict:
     ({"ci95__at_threshold__sensitivity": {"low": 0.6, "high": 0.9, "dropped": 0}},
      "sensitivity 0.600 to 0.900 (0.30 wide)"),
     ({"ci95": None}, "No confidence intervals were computed"),
+    ({"ci95__roc_auc": {"low": 0.48, "high": 0.58, "dropped": 0}},
+     "interval (0.480 to 0.580) reaches 0.5"),
     ({"calibration__ece": 0.12, "calibration__mce": 0.3},
      "probability is off by 0.120 on average"),
     ({"threshold__val_specificity": 0.2}, "gave specificity 0.200 on the validation split"),
