@@ -34,7 +34,8 @@ RUNTIME = requirements(PYPROJECT["project"]["dependencies"])
 DEV = requirements(PYPROJECT["dependency-groups"]["dev"])
 # Import names whose distribution is spelled otherwise.
 DISTRIBUTION = {"PIL": "pillow", "yaml": "pyyaml", "sklearn": "scikit-learn",
-                "ruamel": "ruamel.yaml", "onnxruntime": "onnxruntime"}
+                "ruamel": "ruamel.yaml", "onnxruntime": "onnxruntime",
+                "markdown_it": "markdown-it-py"}
 # Runtime dependencies that the code does not import by name: pydicom's decoders (found
 # as plugins), onnxscript (torch.onnx's exporter) and gto (the model registry's command).
 NOT_IMPORTED = {"pylibjpeg", "pylibjpeg-openjpeg", "pylibjpeg-rle", "python-gdcm", "pyjpegls",

@@ -1,6 +1,7 @@
 """A model scored on a held-out split of the store, and everything the evaluate stage
 writes of it: the metrics, the plot data, the report, the Grad-CAM heat maps, and with
-fold models the cross-validation figures and the fold ensemble's. The evaluate stage
+fold models the cross-validation figures and the fold ensemble's; with ``page_paths``,
+the HTML report and its figures (:mod:`medpipe.evaluation.page`). The evaluate stage
 runs it on the store's test split, the external stage on another site's store.
 """
 
@@ -12,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from medpipe.data import store
-from medpipe.evaluation import crossval, gradcam, groups, outputs, tasks
+from medpipe.evaluation import crossval, gradcam, groups, outputs, page, tasks
 from medpipe.inference import crossval as fold_scoring
 from medpipe.inference import ensemble
 from medpipe.inference.predictor import score_split
@@ -27,7 +28,7 @@ log = logging.getLogger(__name__)
 
 def evaluate(cfg: EvaluateParams, model_path: Path, data_dir: Path, metrics_path: Path,
              plots_dir: Path, report_path: Path, gradcam_dir: Path | None = None,
-             folds_dir: Path | None = None) -> dict:
+             folds_dir: Path | None = None, page_paths: page.PagePaths | None = None) -> dict:
     """Score ``cfg.split``; write the metrics, the plot data, the report and, with
     ``gradcam_dir``, the Grad-CAM heat maps (the directory always, empty with
     ``evaluate.gradcam: 0``, since DVC expects every declared output). With fold models
@@ -74,11 +75,14 @@ def evaluate(cfg: EvaluateParams, model_path: Path, data_dir: Path, metrics_path
                 gradcam.write_maps(model, ckpt["arch"]["name"], images, shown, tmp, device)
                 log.info("Grad-CAM: %d heat maps (%d wrong) -> %s", len(shown),
                          sum(not c.correct for c in shown), gradcam_dir)
-    links = outputs.report_links(report_path, plots_dir,
-                                 gradcam_dir if cfg.gradcam > 0 else None)
-    write_text(report_path, ev.render(summary, model=str(model_path),
-                                      model_sha256=summary["model_sha256"], plots=links,
-                                      reliability=reliability))
+    maps = gradcam_dir if cfg.gradcam > 0 else None
+    links = outputs.report_links(report_path, plots_dir, maps)
+    text = ev.render(summary, model=str(model_path), model_sha256=summary["model_sha256"],
+                     plots=links, reliability=reliability)
+    if page_paths is not None:
+        results = page.Results(summary, task.classes, reliability, roc, pr, table, text, maps)
+        text += page.write(page_paths, results, report_path)
+    write_text(report_path, text)
     write_json(metrics_path, summary)
     log.info("%s", ev.headline(summary))
     return summary

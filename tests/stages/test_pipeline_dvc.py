@@ -217,10 +217,11 @@ def test_killed_train_stage_leaves_nothing_dvc_could_cache(reproduced: Path) -> 
     # Every output of the locked train run is in DVC's cache (model and curves cached,
     # metrics and preview copied there for the run cache), so DVC normally restores the
     # stage ("is cached - skipping run"); in 1 of 5 runs here it retrained instead (cause
-    # not pinned down). Either way training is deterministic, the model is the same, and
-    # evaluate, whose inputs are then unchanged, rightly does not rerun.
+    # not pinned down). Either way training is deterministic and the model is the same;
+    # a retrained run's curves carry new timestamps, so evaluate, whose report shows them,
+    # then reruns too (to the same figures).
     out = sh("dvc", "repro", cwd=project).stdout
-    assert stages_run(out) == ["train"] or (
+    assert stages_run(out) in (["train"], ["train", "evaluate"]) or (
         stages_run(out) == [] and "Stage 'train' is cached - skipping run" in out), out
     assert digest(project / "models/model.pt") == model_before
     assert "Data and pipelines are up to date" in sh("dvc", "status", cwd=project).stdout
