@@ -5,8 +5,9 @@ Reads ``data/prepared`` (its fingerprint, the train and val splits: never test),
 ``train.device``; times a few training steps of each candidate model on that device,
 trains short trials of candidate configurations and ranks them on the validation split
 by successive halving, and writes the winner as a recipe, ``data/plan.yaml``, which the
-train stage lays over the train and augment keys left at their defaults, and every
-trial and choice with its reason to ``metrics/plan.json``. With
+train stage lays over the train and augment keys left at their defaults, every trial and
+choice with its reason to ``metrics/plan_detail.json``, and the budget, the trials run and
+the winner's validation figures to ``metrics/plan.json``. With
 ``plan.budget_minutes: null`` (the default) the plan is empty and training follows
 params.yaml. See docs/planning.md.
 
@@ -23,7 +24,7 @@ from medpipe.params.loading import load_section, validate
 from medpipe.params.sections import PlanParams
 from medpipe.planning import recipe
 from medpipe.utils import cli
-from medpipe.utils.files import write_json
+from medpipe.utils.files import write_metrics
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +52,20 @@ def plan(cfg: PlanParams, device_name: str, data_dir: Path, raw_dir: Path | None
         log.info("plan: %s, trial %d of %d", report["chosen"], report["winner"],
                  len(report["trials"]))
     recipe.write(out_path, sections, header)
-    write_json(metrics_path, report)
+    write_metrics(metrics_path, headline(report), report)
     return report
+
+
+def headline(report: dict) -> dict[str, float]:
+    """What ``metrics/plan.json`` keeps of the report: whether there is a plan (1 or 0)
+    and, with one, its budget, the configurations and trials, and the winner's figures."""
+    if not report["planned"]:
+        return {"planned": 0}
+    winner = next(t for t in report["trials"] if t["winner"])
+    return {"planned": 1, "budget_minutes": report["budget_minutes"],
+            "configurations": report["search"]["configurations"],
+            "trials": len(report["trials"]),
+            **{f"winner_{k}": winner[k] for k in ("val_auc", "val_accuracy", "score")}}
 
 
 def main(args) -> None:

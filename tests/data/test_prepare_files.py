@@ -130,6 +130,7 @@ def test_corrupt_image_fails_naming_the_file(tmp_path) -> None:
         assert message.endswith("(prepare.on_error: skip leaves such files out) "
                                 "(stage prepare)")
         assert not (tmp_path / "store").exists() and not (tmp_path / "prepare.json").exists()
+        assert not (tmp_path / "prepare_detail.json").exists()
         assert not list(tmp_path.glob(".tmp-*"))
 
 

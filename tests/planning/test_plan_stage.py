@@ -35,7 +35,8 @@ def run_plan(store: Path, out: Path, budget: float | None, steps: int = 2) -> di
 
 def test_no_budget_writes_an_empty_plan(tiny_store, tmp_path) -> None:
     assert run_plan(tiny_store, tmp_path, None) == {}
-    assert json.loads((tmp_path / "plan.json").read_text())["planned"] is False
+    assert json.loads((tmp_path / "plan_detail.json").read_text())["planned"] is False
+    assert json.loads((tmp_path / "plan.json").read_text()) == {"planned": 0}
 
 
 def test_two_plans_of_one_store_agree_and_train_runs_it(tiny_store, tmp_path,
@@ -43,7 +44,7 @@ def test_two_plans_of_one_store_agree_and_train_runs_it(tiny_store, tmp_path,
     fake_rates(monkeypatch)
     first = run_plan(tiny_store, tmp_path / "a", 0.05)
     assert first == run_plan(tiny_store, tmp_path / "b", 0.05)  # trials are deterministic
-    report = json.loads((tmp_path / "a" / "plan.json").read_text())
+    report = json.loads((tmp_path / "a" / "plan_detail.json").read_text())
     trials = report["trials"]
     assert report["search"]["configurations"] == len([t for t in trials if t["rung"] == 0])
     assert [t["winner"] for t in trials].count(True) == 1
@@ -57,6 +58,10 @@ def test_two_plans_of_one_store_agree_and_train_runs_it(tiny_store, tmp_path,
     assert report["search"]["planned_seconds"] <= round(0.05 * 60 * 0.85, 1)
     assert all(c["reason"] for c in report["choices"].values())
     assert report["fingerprint"]["train_counts"] == {"normal": 24, "opacity": 12}
+    assert json.loads((tmp_path / "a" / "plan.json").read_text()) == {
+        "planned": 1, "budget_minutes": 0.05,
+        "configurations": report["search"]["configurations"], "trials": len(trials),
+        **{f"winner_{k}": winner[k] for k in ("val_auc", "val_accuracy", "score")}}
 
     first["train"].update(epochs=1, warmup_epochs=0.5)  # a test-sized run of the plan
     first["prepare"]["image_size"] = 24  # and a resize inside the model

@@ -19,11 +19,14 @@ def test_a_budget_plans_and_train_runs_the_plan(reproduced: Path) -> None:
              cwd=project).stdout
     # The store is unchanged: only the plan and what reads it run.
     assert stages_run(out) == ["plan", "train", "crossval", "evaluate"], out
-    report = json.loads((project / "metrics/plan.json").read_text())
+    report = json.loads((project / "metrics/plan_detail.json").read_text())
     assert report["planned"] and report["budget_minutes"] == 0.5
     assert len(report["trials"]) >= 3 and report["trials"][report["winner"]]["winner"]
+    headline = json.loads((project / "metrics/plan.json").read_text())
+    assert headline["planned"] == 1 and headline["trials"] == len(report["trials"])
+    assert headline["winner_score"] == report["trials"][report["winner"]]["score"]
     planned = yaml.safe_load((project / "data/plan.yaml").read_text())
-    train = json.loads((project / "metrics/train.json").read_text())
+    train = json.loads((project / "metrics/train_detail.json").read_text())
     # The test project sets epochs, batch size and schedule itself: those keys win.
     assert {"train.epochs", "train.batch_size", "train.schedule"} <= set(
         train["plan_overridden"])
