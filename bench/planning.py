@@ -142,7 +142,7 @@ def planned(root: Path, store: Path, seed: int, args) -> dict:
     plan_min = (time.perf_counter() - start) / 60
     if args.keep is not None:  # the whole report: every trial, every reason
         args.keep.mkdir(parents=True, exist_ok=True)
-        shutil.copy(root / "plan.json", args.keep / f"plan-{seed}.json")
+        shutil.copy(root / "plan_detail.json", args.keep / f"plan-{seed}.json")
     sections = recipe.read(root / "plan.yaml")
     cfg, record = recipe.apply_prepare(sections, base)
     if cfg.image_size != base.image_size:  # the store at the planned side, as prepare makes it
@@ -222,7 +222,8 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=10, help="plan.timed_steps")
     p.add_argument("--arms", nargs="+", help="only these: plan cnn resnet18 recipe")
     p.add_argument("--device", default="auto")
-    p.add_argument("--keep", type=Path, help="copy each plan's metrics/plan.json here")
+    p.add_argument("--keep", type=Path,
+                   help="copy each plan's report (metrics/plan_detail.json) here")
     p.add_argument("--size", type=int, default=64, help="synthetic: side, px")
     p.add_argument("--n-per-class", type=int, default=500, help="synthetic")
     p.add_argument("--classes", nargs="+", default=["normal", "opacity"], help="synthetic")

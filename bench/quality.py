@@ -48,14 +48,14 @@ def run_recipe(repo: Path, name: str, seed: int, data: Path | None, env: dict,
     minutes = (time.perf_counter() - start) / 60
     if done.returncode != 0:
         sys.exit(f"{' '.join(cmd)} failed:\n{done.stderr[-2000:]}")
-    report = json.loads((repo / "metrics/evaluate.json").read_text())
-    train = json.loads((repo / "metrics/train.json").read_text())
+    report = json.loads((repo / "metrics/evaluate_detail.json").read_text())
+    train = json.loads((repo / "metrics/train_detail.json").read_text())
     row = {"seed": seed, "minutes": minutes, "acc": report["accuracy"],
            "acc_thr": report["at_threshold"]["accuracy"], "auc": report["roc_auc"],
            "best_epoch": train["best_epoch"], "img_s": train["train_images_per_second"],
            "train_minutes": train["train_seconds"] / 60}
     if "folds" in report:  # with -S prepare.folds=K: the folds and their ensemble
-        crossval = json.loads((repo / "metrics/crossval.json").read_text())
+        crossval = json.loads((repo / "metrics/crossval_detail.json").read_text())
         row["folds"] = report["folds"]
         row["ensemble"] = report["ensemble"]
         row["fold_minutes"] = [f["train_seconds"] / 60 for f in crossval["per_fold"]]

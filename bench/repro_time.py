@@ -59,8 +59,8 @@ def main() -> None:
         start = time.perf_counter()
         run("dvc", "repro", "-s", stage)
         times[stage] = time.perf_counter() - start
-    report = json.loads((repo / "metrics/evaluate.json").read_text())
-    train = json.loads((repo / "metrics/train.json").read_text())
+    report = json.loads((repo / "metrics/evaluate_detail.json").read_text())
+    train = json.loads((repo / "metrics/train_detail.json").read_text())
 
     print(f"{'stage':<10} {'seconds':>8}")
     for stage, seconds in times.items():

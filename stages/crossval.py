@@ -4,7 +4,7 @@ Reads ``data/prepared`` (its folds: ``prepare.folds``), ``models/pretrained``,
 ``data/plan.yaml`` (the plan, applied as the train stage applies it) and ``params.yaml``
 sections ``train`` and ``augment``; writes ``models/folds/fold_<k>.pt``
 (fold k's model: trained on the pool outside fold k, its best epoch chosen on fold k) and
-``metrics/crossval.json`` (each fold's validation figures, their mean and sample sd). Without
+``metrics/crossval.json`` (validation figures: mean, sample sd; per fold in its detail). Without
 folds it writes an empty ``models/folds``. The folder is a persistent DVC output: a run
 killed during fold k keeps the finished folds and resumes fold k from its last epoch;
 folds whose model matches the params and data are not trained again. ``--fold k`` trains
@@ -26,7 +26,7 @@ from medpipe.params.sections import AugmentParams, TrainParams
 from medpipe.planning import recipe as plans
 from medpipe.training import folds
 from medpipe.utils import cli, gpus, progress
-from medpipe.utils.files import clean_stale, write_json
+from medpipe.utils.files import clean_stale, write_metrics
 
 # Without folds (the default) the stage writes its empty outputs without importing torch,
 # scikit-learn or the training code: those imports are inside the functions that train.
@@ -64,7 +64,7 @@ def crossval(cfg: TrainParams, aug: AugmentParams, data_dir: Path, models_dir: P
 
 def _write(metrics_path: Path | None, summary: dict) -> dict:
     if metrics_path is not None:
-        write_json(metrics_path, summary)
+        write_metrics(metrics_path, folds.headline(summary), summary)
     return summary
 
 

@@ -2,11 +2,12 @@
 
 Reads ``models/model.pt``, ``data/prepared``, ``models/folds`` (the crossval stage's fold
 models, when ``prepare.folds`` asks for them) and ``params.yaml`` section ``evaluate``;
-writes ``metrics/evaluate.json`` (see :mod:`medpipe.evaluation.multiclass`: accuracy, balanced
-accuracy, ROC AUC, sensitivity, specificity, PPV, NPV, F1 overall and per class, at 0.5
-and at the threshold chosen on the validation split; 95% bootstrap intervals;
-calibration error; for a multi-label store, :mod:`medpipe.evaluation.multilabel`: the
-same per finding and the mean AUC),
+writes ``metrics/evaluate_detail.json`` (see :mod:`medpipe.evaluation.multiclass`:
+accuracy, balanced accuracy, ROC AUC, sensitivity, specificity, PPV, NPV, F1 overall and
+per class, at 0.5 and at the threshold chosen on the validation split; 95% bootstrap
+intervals; calibration error; for a multi-label store, :mod:`medpipe.evaluation.multilabel`:
+the same per finding and the mean AUC), ``metrics/evaluate.json`` (the headline figures
+of it that DVC compares, :mod:`medpipe.evaluation.headline`),
 ``metrics/report.md`` (the same as a Markdown page), under ``metrics/evaluate/`` the plot
 data: ROC (``roc.json``) and precision-recall (``pr.json``) curves, the reliability
 diagram (``reliability.json``) and per-image predictions (``predictions.csv``, the

@@ -5,8 +5,9 @@ Reads ``params.yaml`` section ``external.<name>`` (a dataset described with the 
 source, see :mod:`medpipe.params.external`) and section ``evaluate``,
 the training store ``data/prepared`` and ``models/model.pt``. Writes the set's raw data
 and store under ``data/external_sets/<name>/`` and, under ``metrics/external/<name>/``,
-what the evaluate stage writes for the internal test split: ``evaluate.json``,
-``report.md`` and the plot data. The threshold is the one the model's own validation
+what the evaluate stage writes for the internal test split: ``evaluate.json`` (and
+``evaluate_detail.json``), ``report.md`` and the plot data, with ``prepare.json`` (and
+``prepare_detail.json``) on the set's images. The threshold is the one the model's own validation
 split gives (see :mod:`medpipe.data.external`). In dvc.yaml this is one stage per set
 (``foreach``), so adding a set runs only its own stage.
 
@@ -18,13 +19,13 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from medpipe.data import external
+from medpipe.data import external, store
 from medpipe.data.sources import registry
 from medpipe.inference.evaluate import evaluate
 from medpipe.params.loading import load_external, load_section
 from medpipe.params.sections import EvaluateParams, PrepareParams
 from medpipe.utils import cli
-from medpipe.utils.files import write_json
+from medpipe.utils.files import write_metrics
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +44,7 @@ def run(name: str, data_cfg, prep: PrepareParams, cfg: EvaluateParams, training_
     summary = external.build(registry.read(work / "raw"), training_store, work / "prepared",
                              name, on_error=prep.on_error, workers=prep.workers,
                              frame=prep.dicom_frame)
-    write_json(metrics_dir / "prepare.json", summary)
+    write_metrics(metrics_dir / "prepare.json", store.headline(summary), summary)
     return evaluate(cfg, model, work / "prepared", metrics_dir / "evaluate.json",
                     metrics_dir / "evaluate", metrics_dir / "report.md")
 

@@ -5,11 +5,12 @@ and the side asked for) and ``train.device``; before the store exists, prepares 
 train and val images (the test split's are never decoded), times a few training steps of
 each candidate model on that device, trains short trials of candidate configurations and
 ranks them on the validation split by successive halving, and writes the winner as a
-recipe, ``data/plan.yaml``, and every trial and choice with its reason to
-``metrics/plan.json``. The prepare stage makes the store at the planned side and the
-train stage lays the recipe over the train and augment keys left at their defaults.
-With ``plan.budget_minutes: null`` (the default) the plan is empty and the pipeline
-follows params.yaml. See docs/planning.md.
+recipe, ``data/plan.yaml``, every trial and choice with its reason to
+``metrics/plan_detail.json``, and the budget, the trials run and the winner's validation
+figures to ``metrics/plan.json``. The prepare stage makes the store at the planned side
+and the train stage lays the recipe over the train and augment keys left at their
+defaults. With ``plan.budget_minutes: null`` (the default) the plan is empty and the
+pipeline follows params.yaml. See docs/planning.md.
 
     python -m stages.plan --raw data/raw --out data/plan.yaml --metrics metrics/plan.json
 """
@@ -23,7 +24,7 @@ from medpipe.params.loading import load_section, validate
 from medpipe.params.sections import PlanParams, PrepareParams
 from medpipe.planning import recipe
 from medpipe.utils import cli
-from medpipe.utils.files import write_json
+from medpipe.utils.files import write_metrics
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +54,20 @@ def plan(cfg: PlanParams, prepare_cfg: PrepareParams, device_name: str, raw_dir:
         log.info("plan: %s, trial %d of %d", report["chosen"], report["winner"],
                  len(report["trials"]))
     recipe.write(out_path, sections, header)
-    write_json(metrics_path, report)
+    write_metrics(metrics_path, headline(report), report)
     return report
+
+
+def headline(report: dict) -> dict[str, float]:
+    """What ``metrics/plan.json`` keeps of the report: whether there is a plan (1 or 0)
+    and, with one, its budget, the configurations and trials, and the winner's figures."""
+    if not report["planned"]:
+        return {"planned": 0}
+    winner = next(t for t in report["trials"] if t["winner"])
+    return {"planned": 1, "budget_minutes": report["budget_minutes"],
+            "configurations": report["search"]["configurations"],
+            "trials": len(report["trials"]),
+            **{f"winner_{k}": winner[k] for k in ("val_auc", "val_accuracy", "score")}}
 
 
 def main(args) -> None:

@@ -3,10 +3,12 @@
 Reads ``data/raw``, ``params.yaml`` section ``prepare`` and ``data/plan.yaml`` (the plan
 stage's recipe: its side fills ``prepare.image_size`` when params.yaml leaves it at the
 default; see :func:`medpipe.planning.recipe.apply_prepare`); writes the array store
-``data/prepared`` (see ``medpipe.data.store``), ``metrics/prepare.json`` (task, classes and
-positive class, counts per split and class, image size, train-split statistics, the
-unreadable image files skipped under ``on_error: skip``, the duplicate images found), and
-two plots: a grid of training images per class, and the images per class and split.
+``data/prepared`` (see ``medpipe.data.store``), ``metrics/prepare.json`` (images per split,
+image size, files skipped, duplicates: :func:`medpipe.data.store.headline`) and
+``metrics/prepare_detail.json`` (task, classes and positive class, counts per split and
+class, train-split statistics, the unreadable image files skipped under
+``on_error: skip``, the duplicate images found, the planned keys applied), and two plots:
+a grid of training images per class, and the images per class and split.
 
     python -m stages.prepare --raw data/raw --out data/prepared --metrics metrics/prepare.json \
         --preview metrics/prepare_preview.png --counts metrics/prepare_counts.json \
@@ -17,14 +19,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from medpipe.data import preview
+from medpipe.data import preview, store
 from medpipe.data.prepare import prepare as prepare_store
 from medpipe.data.sources import registry
 from medpipe.params.loading import load_section, validate
 from medpipe.params.sections import PrepareParams
 from medpipe.planning import recipe as plans
 from medpipe.utils import cli
-from medpipe.utils.files import write_json
+from medpipe.utils.files import write_metrics
 
 
 def prepare(cfg: PrepareParams, raw_dir: Path, out_dir: Path, metrics_path: Path,
@@ -39,7 +41,7 @@ def prepare(cfg: PrepareParams, raw_dir: Path, out_dir: Path, metrics_path: Path
         preview.write_grid(out_dir, preview_path)
     if counts_path is not None:
         preview.write_counts(out_dir, counts_path)
-    write_json(metrics_path, stats)
+    write_metrics(metrics_path, store.headline(stats), stats)
     return stats
 
 

@@ -4,8 +4,8 @@ Reads ``data/prepared``, ``models/pretrained`` (ImageNet weights, when
 ``train.pretrained``) and ``params.yaml`` sections ``train`` and ``augment``; writes the
 model (``models/model.pt``: weights, task, classes, preprocessing and params, loadable
 with ``torch.load(weights_only=True)``), ``metrics/train.json`` (best epoch and its
-validation metrics, time, device), per-epoch curves through DVCLive under
-``metrics/train`` and a preview of augmented training images
+validation metrics; ``metrics/train_detail.json`` adds time and device), per-epoch curves
+through DVCLive under ``metrics/train`` and a preview of augmented training images
 (``metrics/augment_preview.png``). ``models/train_state.pt`` holds the state of the last
 finished epoch while it runs: a killed run resumes from it on the next ``dvc repro`` (it
 is not a DVC output, since DVC deletes outputs before rerunning a stage). The task
@@ -28,7 +28,7 @@ from medpipe.planning import recipe as plans
 from medpipe.training import curves, distributed, run, state
 from medpipe.training.augment import preview
 from medpipe.utils import cli, devices, gpus, seeding
-from medpipe.utils.files import atomic_path, clean_stale, write_json
+from medpipe.utils.files import atomic_path, clean_stale, detail_path, write_metrics
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ def _train(cfg: TrainParams, aug: AugmentParams, data_dir: Path, model_path: Pat
     summary = {**run.summary_of(trained, cfg, device, dist.world), **plan.summary()}
     if not dist.main:
         return summary  # rank 0 writes every file
-    write_json(metrics_path, summary)  # last: its presence means the run completed
+    write_metrics(metrics_path, run.headline_of(summary), summary)  # last: the run completed
     if state_path is not None:
         state_path.unlink(missing_ok=True)
         clean_stale(state_path)  # a temporary a killed earlier save left behind
@@ -101,7 +101,7 @@ def main(args) -> None:
         return
     from dvclive import Live  # DVC lives in the stage shell only; the loop runs without it
 
-    for path in outputs[1:]:
+    for path in (*outputs[1:], detail_path(args.metrics)):
         path.unlink(missing_ok=True)  # no stale output survives a failed run
         clean_stale(path)
     with Live(dir=args.live, dvcyaml=False, save_dvc_exp=False, report=None) as live:

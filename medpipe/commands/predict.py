@@ -1,7 +1,7 @@
 """Predict image files with a trained model.
 
     medpipe predict --model models/model.pt --out predictions.csv IMAGES
-    medpipe predict --model models/model.pt --metrics metrics/evaluate.json \
+    medpipe predict --model models/model.pt --metrics metrics/evaluate_detail.json \
         --out predictions.csv IMAGES
 
 ``IMAGES`` is an image file, a folder (every PNG/JPEG/BMP/TIFF in it and its subfolders,
@@ -40,21 +40,25 @@ from medpipe.evaluation import multilabel
 from medpipe.inference import ensemble, predictor
 from medpipe.inference.imagefiles import find_images, predict_files
 from medpipe.params.rules import dicom_frame
-from medpipe.utils.files import atomic_path
+from medpipe.utils.files import atomic_path, detail_path
 
 log = logging.getLogger(__name__)
 
 
 def read_metrics(path: Path) -> dict:
-    """The evaluate stage's summary (metrics/evaluate.json), or one clear error."""
+    """The evaluate stage's summary (metrics/evaluate_detail.json), or one clear error."""
     try:
         summary = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise PipelineError(f"{path}: not found; run the evaluate stage first") from None
+        raise PipelineError(f"{path}: not found; run the evaluate stage first (or "
+                            "`dvc pull` its outputs)") from None
     except json.JSONDecodeError:
         summary = None
     if not isinstance(summary, dict):
         raise PipelineError(f"{path}: not an evaluate metrics file")
+    if summary and all(isinstance(v, (int, float)) for v in summary.values()):
+        raise PipelineError(f"{path}: the headline metrics only; pass its detail file, "
+                            f"{detail_path(path)}")
     return summary
 
 
@@ -151,8 +155,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="two classes: positive when p >= this; multi-label: each finding "
                         "called when p >= this (default: from --metrics, else 0.5)")
     p.add_argument("--metrics", default=None,
-                   help="evaluate stage metrics (metrics/evaluate.json) to take the chosen "
-                        "threshold from")
+                   help="the evaluate stage's detail file (metrics/evaluate_detail.json) to "
+                        "take the chosen threshold and test-time flips from")
     p.add_argument("--device", default="auto",
                    help="auto (CUDA if present, else CPU) | cpu | cuda | cuda:N")
     p.add_argument("--dicom-frame", default="middle",

@@ -53,6 +53,24 @@ def read_stats(store: Path | str) -> dict:
         raise PipelineError(f"{path}: not found; run the prepare stage first") from None
 
 
+def headline(summary: dict) -> dict[str, int]:
+    """What ``metrics/prepare.json`` keeps of a store's summary (``stats.json`` with what
+    the prepare stage found; the whole of it goes to the detail file): the number of
+    classes, the image size and channels, the images per split, the folds, the image files
+    skipped and the duplicate groups found. No class names, so every dataset's file has
+    the same keys."""
+    out = {"classes": len(summary["classes"]), "image_size": summary["image_size"],
+           "channels": summary["channels"],
+           **{f"{split}_images": n for split, n in summary["images"].items()}}
+    if "folds" in summary:
+        out["folds"] = summary["folds"]
+    if summary.get("skipped"):
+        out["skipped"] = summary["skipped"]["count"]
+    if summary.get("duplicates"):
+        out["duplicates"] = summary["duplicates"]["count"]
+    return out
+
+
 def load_split(store: Path | str, split: str, mmap: bool = True) -> Split:
     """Load one split; ``mmap`` keeps the images on disk until they are indexed."""
     if split not in SPLITS:

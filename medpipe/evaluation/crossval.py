@@ -1,7 +1,8 @@
 """Cross-validation evidence: each fold model's figures on its own fold and on the test
 split, their mean and sample sd, and the fold ensemble on the test split.
 
-Layout (in ``metrics/evaluate.json``)::
+Layout (in ``metrics/evaluate_detail.json``; their headline figures in
+``metrics/evaluate.json``)::
 
     folds.{k, per_fold: [{fold, val.{roc_auc, accuracy}, test.{roc_auc, accuracy,
         sensitivity, specificity}}], mean.{val, test}, sd.{val, test}}

@@ -2,7 +2,7 @@
 band, site, scanner, view, ...), each value scored on its own with bootstrap intervals, at
 the decisions of the whole split; and per column the largest gap between its values.
 
-Layout (``groups`` in ``metrics/evaluate.json``)::
+Layout (``groups`` in ``metrics/evaluate_detail.json``)::
 
     groups.<column>.values.<value>.{n, small, roc_auc, accuracy, sensitivity,
         specificity, ci95.{roc_auc, accuracy, sensitivity, specificity}.{low, high,

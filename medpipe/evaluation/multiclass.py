@@ -2,7 +2,8 @@
 per-image predictions, the curves, the Grad-CAM sample, the report.
 
 Pure functions of labels and probabilities, so tests call them without a model or files.
-Layout of the summary (``metrics/evaluate.json``)::
+Layout of the summary (``metrics/evaluate_detail.json``; ``metrics/evaluate.json`` keeps
+its headline figures, :mod:`medpipe.evaluation.headline`)::
 
     split, n, positive_class (two classes only)
     accuracy, balanced_accuracy, roc_auc, sensitivity, specificity, ppv, npv, f1,

@@ -2,7 +2,8 @@
 the summary, the per-image predictions, the curves, the Grad-CAM sample, the report.
 
 Pure functions of labels and probabilities, as :mod:`medpipe.evaluation.multiclass`.
-Layout of the summary (``metrics/evaluate.json``)::
+Layout of the summary (``metrics/evaluate_detail.json``; ``metrics/evaluate.json`` keeps
+its headline figures, :mod:`medpipe.evaluation.headline`)::
 
     task, split, n, findings
     accuracy, exact_match, roc_auc (mean per-finding AUC), sensitivity, specificity, ppv,

@@ -14,6 +14,7 @@ import pandas as pd
 
 from medpipe.data import store
 from medpipe.evaluation import crossval, gradcam, groups, outputs, page, tasks
+from medpipe.evaluation.headline import headline
 from medpipe.inference import crossval as fold_scoring
 from medpipe.inference import ensemble
 from medpipe.inference.predictor import score_split
@@ -21,7 +22,7 @@ from medpipe.models import checkpoint
 from medpipe.params.loading import validate
 from medpipe.params.sections import EvaluateParams
 from medpipe.utils import devices
-from medpipe.utils.files import atomic_path, file_digest, write_json, write_text
+from medpipe.utils.files import atomic_path, file_digest, write_metrics, write_text
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +30,8 @@ log = logging.getLogger(__name__)
 def evaluate(cfg: EvaluateParams, model_path: Path, data_dir: Path, metrics_path: Path,
              plots_dir: Path, report_path: Path, gradcam_dir: Path | None = None,
              folds_dir: Path | None = None, page_paths: page.PagePaths | None = None) -> dict:
-    """Score ``cfg.split``; write the metrics, the plot data, the report and, with
+    """Score ``cfg.split``; write the metrics (the headline figures to ``metrics_path``,
+    the whole summary to its detail file), the plot data, the report and, with
     ``gradcam_dir``, the Grad-CAM heat maps (the directory always, empty with
     ``evaluate.gradcam: 0``, since DVC expects every declared output). With fold models
     in ``folds_dir``, the cross-validation figures and the fold ensemble's too."""
@@ -83,7 +85,7 @@ def evaluate(cfg: EvaluateParams, model_path: Path, data_dir: Path, metrics_path
         results = page.Results(summary, task.classes, reliability, roc, pr, table, text, maps)
         text += page.write(page_paths, results, report_path)
     write_text(report_path, text)
-    write_json(metrics_path, summary)
+    write_metrics(metrics_path, headline(summary, task), summary)
     log.info("%s", ev.headline(summary))
     return summary
 

@@ -57,3 +57,14 @@ def summarise(models_dir: Path, k_folds: int) -> dict:
         out["sd"] = {f: round(float(v.std(ddof=1)) if len(v) > 1 else 0.0, 6)
                      for f, v in figures.items()}
     return out
+
+
+def headline(summary: dict) -> dict[str, float]:
+    """What ``metrics/crossval.json`` keeps of :func:`summarise`'s summary (the rest, each
+    fold's figures and time, goes to its detail file): the folds asked for and trained,
+    and the mean and sd of each validation figure (``val_auc_mean``, ``val_auc_sd``, ...)."""
+    out = {"folds": summary["folds"], "trained": summary["trained"]}
+    for figure in summary.get("mean", {}):
+        for stat in ("mean", "sd"):
+            out[f"{figure}_{stat}"] = summary[stat][figure]
+    return out

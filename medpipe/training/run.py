@@ -86,6 +86,14 @@ def summary_of(trained: Trained, cfg: TrainParams, device: torch.device, world: 
             "train_images_per_second": round(result.images_per_second, 1)}
 
 
+def headline_of(summary: dict) -> dict[str, float]:
+    """What ``metrics/train.json`` keeps of :func:`summary_of`'s summary (the rest goes to
+    its detail file): the best epoch, its validation figures, the epochs run and the
+    model's size; never a timing, so two runs of the same model compare equal."""
+    return {k: v for k, v in summary.items()
+            if k in ("best_epoch", "epochs", "parameters") or k.startswith("val_")}
+
+
 def save(path: Path, trained: Trained, cfg: TrainParams, aug: AugmentParams,
          classes: list[str], **info) -> None:
     """The model file (see :mod:`medpipe.models.checkpoint`); ``info`` adds to its record."""

@@ -2,6 +2,10 @@
 
 Files and directories are written under a temporary sibling name and renamed into place
 only when complete, so an output either exists whole or not at all.
+
+A stage's metrics are two files (:func:`write_metrics`): ``<name>.json``, the few numbers
+that ``dvc metrics diff`` and ``dvc exp show`` compare, and ``<name>_detail.json`` beside
+it (:func:`detail_path`), the whole record: per class, every interval, timings, hashes.
 """
 
 from __future__ import annotations
@@ -67,6 +71,33 @@ def write_json(path: Path | str, obj: Any) -> None:
     """Write ``obj`` as stable, human-readable JSON, atomically. NaN becomes null."""
     text = json.dumps(_nan_to_none(obj), indent=2, sort_keys=False, allow_nan=False) + "\n"
     write_text(path, text)
+
+
+DETAIL_SUFFIX = "_detail"
+
+
+def detail_path(metrics_path: Path | str) -> Path:
+    """The detail file beside a metrics file: ``metrics/evaluate.json`` ->
+    ``metrics/evaluate_detail.json``."""
+    path = Path(metrics_path)
+    return path.with_name(f"{path.stem}{DETAIL_SUFFIX}{path.suffix}")
+
+
+def write_metrics(path: Path | str, headline: dict[str, float], detail: dict) -> None:
+    """Write ``detail`` to :func:`detail_path` of ``path``, then ``headline`` to ``path``
+    (last: its presence means both are complete). The headline holds numbers only, so that
+    every row ``dvc metrics diff`` prints is a comparison; an undefined one (None, NaN) is
+    left out (the detail file has it as null). Anything else is a bug of the caller."""
+    numbers = {}
+    for key, value in headline.items():
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError(f"{path}: headline metric {key!r} must be a number, got {value!r}")
+        if math.isfinite(value):
+            numbers[key] = value
+    write_json(detail_path(path), detail)
+    write_json(path, numbers)
 
 
 def write_text(path: Path | str, text: str) -> None:

@@ -100,13 +100,21 @@ def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, s
 
 
 def test_evaluate_writes_metrics_plots_and_report(evaluated: SimpleNamespace) -> None:
-    saved = json.loads((evaluated.metrics / "evaluate.json").read_text())
+    saved = json.loads((evaluated.metrics / "evaluate_detail.json").read_text())
     for key in ["accuracy", "balanced_accuracy", "roc_auc", "sensitivity", "specificity",
                 "ppv", "npv", "f1", "per_class", "threshold", "at_threshold", "ci95",
                 "calibration", "bootstrap", "model_sha256"]:
         assert key in saved, key
     assert saved["threshold"]["chosen_on"] == "val" and 0 < saved["threshold"]["value"] < 1
     assert saved["bootstrap"]["resamples"] == 100 and saved["calibration"]["bins"] == 5
+    headline = json.loads((evaluated.metrics / "evaluate.json").read_text())
+    assert headline == {"roc_auc": saved["roc_auc"],
+                        "roc_auc_low": saved["ci95"]["roc_auc"]["low"],
+                        "roc_auc_high": saved["ci95"]["roc_auc"]["high"],
+                        **{k: saved["at_threshold"][k] for k in ("accuracy", "balanced_accuracy",
+                                                                 "sensitivity", "specificity")},
+                        "threshold": saved["threshold"]["value"],
+                        "ece": saved["calibration"]["ece"]}
     plots = evaluated.metrics / "evaluate"
     assert sorted(p.name for p in plots.iterdir()) == ["groups.json", "pr.json",
                                                        "predictions.csv", "reliability.json",
@@ -133,7 +141,8 @@ def test_evaluate_is_byte_identical_when_rerun(evaluated: SimpleNamespace,
                                                tmp_path: Path) -> None:
     evaluate_stage.evaluate(CFG, evaluated.model, evaluated.store, tmp_path / "e.json",
                             tmp_path / "evaluate", tmp_path / "report.md")
-    for a, b in [("evaluate.json", "e.json"), ("report.md", "report.md"),
+    for a, b in [("evaluate.json", "e.json"), ("evaluate_detail.json", "e_detail.json"),
+                 ("report.md", "report.md"),
                  ("evaluate/predictions.csv", "evaluate/predictions.csv"),
                  ("evaluate/reliability.json", "evaluate/reliability.json")]:
         assert (evaluated.metrics / a).read_bytes() == (tmp_path / b).read_bytes(), a
@@ -147,7 +156,7 @@ def test_predicting_the_test_pngs_gives_evaluate_probabilities(evaluated: Simple
     ids = export_split_as_png(evaluated.store, "test", tmp_path / "png")
     paths = imagefiles.find_images(tmp_path / "png")
     assert [p.stem for p in paths] == sorted(ids)
-    threshold = predict.threshold_from_metrics(evaluated.metrics / "evaluate.json",
+    threshold = predict.threshold_from_metrics(evaluated.metrics / "evaluate_detail.json",
                                                evaluated.model)
     table = imagefiles.predict_files(evaluated.model, paths, threshold)
     table["id"] = [Path(p).stem for p in table["path"]]
@@ -274,7 +283,7 @@ def test_test_time_flips_average_the_views_and_predict_follows_evaluate(
     export_split_as_png(evaluated.store, "test", tmp_path / "png")
     out = tmp_path / "predictions.csv"
     predict.main(predict.get_args_parser().parse_args(
-        ["--model", str(evaluated.model), "--metrics", str(metrics / "evaluate.json"),
+        ["--model", str(evaluated.model), "--metrics", str(metrics / "evaluate_detail.json"),
          "--out", str(out), str(tmp_path / "png")]))
     table = pd.read_csv(out)
     table["id"] = [Path(p).stem for p in table["path"]]
@@ -289,7 +298,7 @@ def test_threshold_of_another_model_is_refused(evaluated: SimpleNamespace,
     other = tmp_path / "other.pt"
     make_model(other, evaluated.store, seed=1)
     with pytest.raises(PipelineError, match="chosen for another model"):
-        predict.threshold_from_metrics(evaluated.metrics / "evaluate.json", other)
+        predict.threshold_from_metrics(evaluated.metrics / "evaluate_detail.json", other)
 
 
 def test_cli_writes_csv_with_the_evaluate_threshold(evaluated: SimpleNamespace,
@@ -300,14 +309,15 @@ def test_cli_writes_csv_with_the_evaluate_threshold(evaluated: SimpleNamespace,
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     proc = subprocess.run([sys.executable, "-m", "medpipe", "predict", "--model",
                            str(evaluated.model), "--metrics",
-                           str(evaluated.metrics / "evaluate.json"), "--out", str(out),
+                           str(evaluated.metrics / "evaluate_detail.json"), "--out", str(out),
                            str(tmp_path / "png")], cwd=REPO, env=env, capture_output=True,
                           text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     table = pd.read_csv(out)
     assert list(table.columns) == ["path", "p_normal", "p_opacity", "predicted"]
     threshold = evaluated.summary["threshold"]["value"]
-    assert f"(threshold {threshold:.6g} from {evaluated.metrics / 'evaluate.json'})" in proc.stderr
+    detail = evaluated.metrics / "evaluate_detail.json"
+    assert f"(threshold {threshold:.6g} from {detail})" in proc.stderr
     expected = np.where(table["p_opacity"] >= threshold, "opacity", "normal")
     near = (table["p_opacity"] - threshold).abs() < 1e-7  # rounding in the CSV
     assert (table["predicted"] == expected)[~near].all()
@@ -345,6 +355,19 @@ def test_bad_options_are_one_line_errors(evaluated: SimpleNamespace, tmp_path: P
     code, err = run_cli(["--model", str(evaluated.model), "--out", str(tmp_path / "o.csv"),
                          *argv, str(image)], capsys)
     assert code == 1 and needle in err.strip().splitlines()[-1], err
+
+
+def test_the_headline_file_is_refused_naming_the_detail_file(
+    evaluated: SimpleNamespace, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    restore_logging: None,
+) -> None:
+    image, headline = tmp_path / "a.png", evaluated.metrics / "evaluate.json"
+    Image.fromarray(evaluated.raw.images[0], mode="L").save(image)
+    code, err = run_cli(["--model", str(evaluated.model), "--metrics", str(headline),
+                         "--out", str(tmp_path / "o.csv"), str(image)], capsys)
+    assert code == 1 and err.strip().splitlines()[-1] == (
+        f"error: {headline}: the headline metrics only; pass its detail file, "
+        f"{evaluated.metrics / 'evaluate_detail.json'}"), err
 
 
 @pytest.mark.parametrize(("edit", "needle"), [

@@ -130,6 +130,7 @@ def test_corrupt_image_fails_naming_the_file(tmp_path) -> None:
         assert message.endswith("(prepare.on_error: skip leaves such files out) "
                                 "(stage prepare)")
         assert not (tmp_path / "store").exists() and not (tmp_path / "prepare.json").exists()
+        assert not (tmp_path / "prepare_detail.json").exists()
         assert not list(tmp_path.glob(".tmp-*"))
 
 
@@ -144,7 +145,9 @@ def test_skip_leaves_corrupt_images_out_and_records_them(tmp_path) -> None:
     assert summaries[2] == summary
     assert summary["skipped"]["count"] == 2
     assert sorted(f["file"] for f in summary["skipped"]["files"]) == ["a/003.png", "b/007.png"]
-    assert json.loads((tmp_path / "prepare1.json").read_text())["skipped"] == summary["skipped"]
+    detail = json.loads((tmp_path / "prepare1_detail.json").read_text())
+    assert detail["skipped"] == summary["skipped"]
+    assert json.loads((tmp_path / "prepare1.json").read_text())["skipped"] == 2
     assert sum(summary["images"].values()) == 18
     manifest = pd.read_csv(tmp_path / "store1" / store.MANIFEST)
     assert len(manifest) == 18 and "a/003.png" not in set(manifest["source_id"])

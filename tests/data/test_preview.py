@@ -56,6 +56,6 @@ def test_stage_writes_the_grid_and_the_counts(tmp_path, monkeypatch) -> None:
     tile = grid[top:top + side, left:left + side]
     assert np.array_equal(tile[::4, ::4], train.images[first_high, 0])
     counts = json.loads(paths["c.json"].read_text())
-    stats = json.loads(paths["p.json"].read_text())
+    stats = json.loads((tmp_path / "metrics" / "p_detail.json").read_text())
     assert {(r["split"], r["class"]): r["count"] for r in counts} == {
         (split, name): n for split, c in stats["counts"].items() for name, n in c.items()}

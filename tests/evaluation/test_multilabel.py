@@ -101,7 +101,7 @@ def test_training_learns_every_finding(trained: SimpleNamespace) -> None:
 
 
 def test_evaluation_reports_each_finding_and_the_mean(trained: SimpleNamespace) -> None:
-    s = json.loads((trained.metrics / "evaluate.json").read_text())
+    s = json.loads((trained.metrics / "evaluate_detail.json").read_text())
     assert s["task"] == "multilabel" and s["findings"] == FINDINGS
     assert set(s["per_label"]) == set(FINDINGS)
     test = store.load_split(trained.data, "test")
@@ -150,7 +150,8 @@ def test_predicting_the_test_pngs_gives_evaluate_probabilities_and_calls(
     test = store.load_split(trained.data, "test")
     for i, image in enumerate(test.images):
         Image.fromarray(np.asarray(image[0]), mode="L").save(tmp_path / f"test-{i:03d}.png")
-    thresholds = predict.threshold_from_metrics(trained.metrics / "evaluate.json", trained.model)
+    thresholds = predict.threshold_from_metrics(trained.metrics / "evaluate_detail.json",
+                                                trained.model)
     assert isinstance(thresholds, list) and len(thresholds) == len(FINDINGS)
     table = imagefiles.predict_files(trained.model, imagefiles.find_images(tmp_path), thresholds)
     evaluated = pd.read_csv(trained.metrics / "evaluate" / "predictions.csv")

@@ -39,7 +39,8 @@ def run_plan(raw: Path, out: Path, budget: float | None, steps: int = 2) -> dict
 
 def test_no_budget_writes_an_empty_plan(tiny_raw, tmp_path) -> None:
     assert run_plan(tiny_raw, tmp_path, None) == {}
-    assert json.loads((tmp_path / "plan.json").read_text())["planned"] is False
+    assert json.loads((tmp_path / "plan_detail.json").read_text())["planned"] is False
+    assert json.loads((tmp_path / "plan.json").read_text()) == {"planned": 0}
 
 
 def test_two_plans_agree_and_prepare_and_train_run_the_plan(tiny_raw, tmp_path,
@@ -47,7 +48,7 @@ def test_two_plans_agree_and_prepare_and_train_run_the_plan(tiny_raw, tmp_path,
     fake_rates(monkeypatch)
     first = run_plan(tiny_raw, tmp_path / "a", 0.05)
     assert first == run_plan(tiny_raw, tmp_path / "b", 0.05)  # trials are deterministic
-    report = json.loads((tmp_path / "a" / "plan.json").read_text())
+    report = json.loads((tmp_path / "a" / "plan_detail.json").read_text())
     trials = report["trials"]
     assert report["search"]["configurations"] == len([t for t in trials if t["rung"] == 0])
     assert [t["winner"] for t in trials].count(True) == 1
@@ -64,6 +65,10 @@ def test_two_plans_agree_and_prepare_and_train_run_the_plan(tiny_raw, tmp_path,
     assert all(c["reason"] for c in report["choices"].values())
     assert report["fingerprint"]["train_counts"] == {"normal": 24, "opacity": 12}
     assert report["fingerprint"]["native_size"] == 24
+    assert json.loads((tmp_path / "a" / "plan.json").read_text()) == {
+        "planned": 1, "budget_minutes": 0.05,
+        "configurations": report["search"]["configurations"], "trials": len(trials),
+        **{f"winner_{k}": winner[k] for k in ("val_auc", "val_accuracy", "score")}}
 
     first["train"].update(epochs=1, warmup_epochs=0.5)  # a test-sized run of the plan
     first["prepare"]["image_size"] = 32  # the store is made at the planned side

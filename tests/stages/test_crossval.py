@@ -45,12 +45,16 @@ def test_a_model_per_fold_and_their_figures(folded: Path) -> None:
     paths = ensemble.members(folded / "folds")
     assert [p.name for p in paths] == ["fold_0.pt", "fold_1.pt", "fold_2.pt"]
     assert not list((folded / "folds").glob("*.state.pt"))
-    summary = json.loads((folded / "crossval.json").read_text())
+    summary = json.loads((folded / "crossval_detail.json").read_text())
     assert summary["folds"] == 3 and summary["trained"] == 3
     assert [f["fold"] for f in summary["per_fold"]] == [0, 1, 2]
     aucs = [f["val_auc"] for f in summary["per_fold"]]
     assert summary["mean"]["val_auc"] == pytest.approx(np.mean(aucs), abs=1e-6)
     assert summary["sd"]["val_auc"] == pytest.approx(np.std(aucs, ddof=1), abs=1e-6)
+    headline = json.loads((folded / "crossval.json").read_text())
+    assert headline == {"folds": 3, "trained": 3,
+                        **{f"{f}_{s}": summary[s][f] for f in ("val_auc", "val_accuracy",
+                                                               "val_loss") for s in ("mean", "sd")}}
 
 
 def test_current_folds_are_kept_and_a_lost_fold_is_trained_alone(folded: Path,

@@ -44,15 +44,20 @@ def test_report_and_summary_are_written(baseline: Baseline) -> None:
     project = baseline.path
     text = (project / "metrics/report.md").read_text()
     assert text.startswith("# Evaluation on the test split") and "## Calibration" in text
-    summary = json.loads((project / "metrics/evaluate.json").read_text())
+    summary = json.loads((project / "metrics/evaluate_detail.json").read_text())
     assert summary["threshold"]["rule"] == "youden" and summary["threshold"]["chosen_on"] == "val"
     assert summary["bootstrap"]["resamples"] == 1000
     assert {"roc_auc", "accuracy", "sensitivity", "specificity"} <= set(summary["ci95"])
-    # The summary is a metric in git (for `dvc metrics diff`); the report is DVC-cached,
-    # so `dvc checkout` can bring it back after a failed run.
+    headline = json.loads((project / "metrics/evaluate.json").read_text())
+    assert headline["threshold"] == summary["threshold"]["value"]
+    assert headline["roc_auc_low"] == summary["ci95"]["roc_auc"]["low"]
+    # The headline is a metric in git (for `dvc metrics diff`); the detail file and the
+    # report are DVC-cached, so `dvc checkout` can bring them back after a failed run.
     tracked = sh("git", "ls-files", cwd=project).stdout.split()
-    assert "metrics/evaluate.json" in tracked and "metrics/report.md" not in tracked
-    sh("git", "check-ignore", "-q", "metrics/report.md", cwd=project)
+    assert "metrics/evaluate.json" in tracked
+    for cached in ("metrics/report.md", "metrics/evaluate_detail.json"):
+        assert cached not in tracked
+        sh("git", "check-ignore", "-q", cached, cwd=project)
     # The page and its figures, cached as the report is; it shows the data, the training
     # curves of the train stage's DVCLive folder and every heat map.
     page = (project / "metrics/report.html").read_text()
@@ -72,13 +77,13 @@ def test_evaluate_keys_rerun_only_evaluate(reproduced: Path) -> None:
     edit_params(project, evaluate={"threshold": 0.5, "bootstrap": 50, "gradcam": 0})
     assert stages_run(sh("dvc", "repro", cwd=project).stdout) == ["evaluate"]
     assert list((project / "metrics/gradcam").iterdir()) == []  # declared, so still there
-    summary = json.loads((project / "metrics/evaluate.json").read_text())
+    summary = json.loads((project / "metrics/evaluate_detail.json").read_text())
     assert summary["threshold"]["value"] == 0.5 and summary["threshold"]["chosen_on"] == "params"
     assert summary["at_threshold"]["accuracy"] == summary["accuracy"]
     edit_params(project, evaluate={"threshold": "target_sensitivity",
                                    "target_sensitivity": 0.95})
     assert stages_run(sh("dvc", "repro", cwd=project).stdout) == ["evaluate"]
-    summary = json.loads((project / "metrics/evaluate.json").read_text())
+    summary = json.loads((project / "metrics/evaluate_detail.json").read_text())
     assert summary["threshold"]["rule"] == "target_sensitivity"
     assert summary["threshold"]["val_sensitivity"] >= 0.95
 
@@ -91,11 +96,12 @@ def test_bad_evaluate_value_fails_in_one_line(reproduced: Path) -> None:
     assert proc.returncode != 0 and len(errors) == 1, proc.stderr
     assert "'evaluate.threshold'" in errors[0] and "(stage evaluate)" in errors[0]
     assert not (project / "metrics/evaluate.json").exists()
+    assert not (project / "metrics/evaluate_detail.json").exists()
 
 
-EVALUATE_OUTPUTS = ["metrics/evaluate.json", "metrics/report.md", "metrics/evaluate/roc.json",
-                    "metrics/evaluate/predictions.csv", "metrics/gradcam", "metrics/report.html",
-                    "metrics/report_figures"]
+EVALUATE_OUTPUTS = ["metrics/evaluate.json", "metrics/evaluate_detail.json", "metrics/report.md",
+                    "metrics/evaluate/roc.json", "metrics/evaluate/predictions.csv",
+                    "metrics/gradcam", "metrics/report.html", "metrics/report_figures"]
 
 
 def snapshot(project: Path) -> dict[str, str]:

@@ -67,9 +67,13 @@ def test_an_external_folder_is_scored_at_the_model_s_own_threshold(trained: Path
     internal = evaluate_stage.evaluate(cfg, trained / "model.pt", trained / "prepared",
                                        tmp_path / "i.json", tmp_path / "ip", tmp_path / "ir.md")
     assert summary["threshold"]["value"] == internal["threshold"]["value"]
-    written = json.loads((tmp_path / "metrics" / "evaluate.json").read_text())
+    written = json.loads((tmp_path / "metrics" / "evaluate_detail.json").read_text())
     assert written["n"] == 11 and (tmp_path / "metrics" / "report.md").exists()
-    assert json.loads((tmp_path / "metrics" / "prepare.json").read_text())["external"] == "site_b"
+    headline = json.loads((tmp_path / "metrics" / "evaluate.json").read_text())
+    assert headline["threshold"] == written["threshold"]["value"]
+    prepared = json.loads((tmp_path / "metrics" / "prepare_detail.json").read_text())
+    assert prepared["external"] == "site_b"
+    assert json.loads((tmp_path / "metrics" / "prepare.json").read_text())["test_images"] == 11
 
 
 def test_a_class_the_model_does_not_know_is_named(trained: Path, tmp_path: Path) -> None:

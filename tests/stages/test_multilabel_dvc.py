@@ -53,8 +53,11 @@ def test_multilabel_manifest_through_dvc(tmp_path) -> None:
     patient = manifest["source_id"].str.extract(r"p(\d+)_")[0]
     assert manifest.groupby(patient)["split"].nunique().max() == 1  # no patient in two
 
-    report = json.loads((repo / "metrics/evaluate.json").read_text())
+    report = json.loads((repo / "metrics/evaluate_detail.json").read_text())
     assert report["task"] == "multilabel" and report["findings"] == FINDINGS
+    headline = json.loads((repo / "metrics/evaluate.json").read_text())
+    assert headline["roc_auc"] == report["roc_auc"]
+    assert headline["exact_match"] == report["at_threshold"]["exact_match"]
     aucs = [report["per_label"][f]["auc"] for f in FINDINGS]
     assert report["roc_auc"] == pytest.approx(np.mean(aucs))
     assert report["roc_auc"] > 0.75  # each finding is a visible blob: learnable

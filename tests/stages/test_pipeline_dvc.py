@@ -36,15 +36,27 @@ def test_repro_runs_all_stages_and_writes_outputs(baseline: Baseline) -> None:
                 "metrics/evaluate/predictions.csv", "metrics/train/plots/metrics/val/auc.tsv",
                 "metrics/prepare_preview.png", "metrics/prepare_counts.json"]:
         assert (project / out).is_file(), out
-    prepared = json.loads((project / "metrics/prepare.json").read_text())
+    prepared = json.loads((project / "metrics/prepare_detail.json").read_text())
     assert prepared["positive_class"] == "opacity" and prepared["duplicates"]["count"] == 0
-    report = json.loads((project / "metrics/evaluate.json").read_text())
+    report = json.loads((project / "metrics/evaluate_detail.json").read_text())
     for key in ["accuracy", "balanced_accuracy", "roc_auc"]:
         assert 0.0 <= report[key] <= 1.0
     assert set(report["per_class"]) == {"normal", "opacity"}
     assert {"precision", "recall"} <= set(report["per_class"]["opacity"])
-    train = json.loads((project / "metrics/train.json").read_text())
+    train = json.loads((project / "metrics/train_detail.json").read_text())
     assert 1 <= train["best_epoch"] <= 2 and train["device"] == "cpu"
+    # What DVC tracks as metrics is numbers only, under names that hold no class name.
+    shown = json.loads(sh("dvc", "metrics", "show", "--json", cwd=project).stdout)
+    files = shown[""]["data"]
+    assert set(files) == {f"metrics/{s}.json" for s in ("prepare", "plan", "train", "crossval",
+                                                         "evaluate")}
+    for path, content in files.items():
+        for key, value in content["data"].items():
+            assert type(value) in (int, float), (path, key, value)
+            assert "normal" not in key and "opacity" not in key, (path, key)
+    assert set(files["metrics/evaluate.json"]["data"]) == {
+        "roc_auc", "roc_auc_low", "roc_auc_high", "accuracy", "balanced_accuracy",
+        "sensitivity", "specificity", "threshold", "ece"}
     # The declared plots render: training curves, ROC per class and confusion matrix.
     shown = sh("dvc", "plots", "show", "--json", cwd=project).stdout
     for name in ["Loss", "Accuracy", "ROC per class (test)", "Confusion matrix (test)"]:
@@ -127,20 +139,25 @@ def test_forced_repro_is_byte_identical(reproduced: Path) -> None:
     project = reproduced
 
     def snapshot() -> dict[str, str]:
-        files = ["models/model.pt", "metrics/evaluate.json", "metrics/prepare.json",
+        files = ["models/model.pt", "metrics/evaluate.json", "metrics/evaluate_detail.json",
+                 "metrics/prepare.json", "metrics/prepare_detail.json", "metrics/train.json",
                  "metrics/evaluate/roc.json", "metrics/evaluate/predictions.csv",
                  "data/raw/images.npy", "data/prepared/train_images.npy",
                  "metrics/prepare_preview.png", "metrics/prepare_counts.json"]
         snap = {f: digest(project / f) for f in files}
-        train = json.loads((project / "metrics/train.json").read_text())
-        # Wall-clock figures are the only fields allowed to differ between runs.
-        snap["train.json"] = json.dumps({k: v for k, v in train.items()
-                                         if k not in ("train_seconds", "train_images_per_second")})
+        train = json.loads((project / "metrics/train_detail.json").read_text())
+        # Wall-clock figures are the only fields allowed to differ between runs; they are
+        # in the detail file only, never in the metrics.
+        snap["train_detail.json"] = json.dumps(
+            {k: v for k, v in train.items()
+             if k not in ("train_seconds", "train_images_per_second")})
         return snap
 
     first = snapshot()
     assert repro(project, "-f") == ALL
     assert snapshot() == first
+    # Identical models: `dvc metrics diff` against the commit prints nothing at all.
+    assert sh("dvc", "metrics", "diff", cwd=project).stdout == ""
 
 
 def test_exp_run_and_metrics_diff(reproduced: Path) -> None:
@@ -150,6 +167,13 @@ def test_exp_run_and_metrics_diff(reproduced: Path) -> None:
     diff = json.loads(sh("dvc", "metrics", "diff", "--json", cwd=project).stdout)
     changed = {path: keys for path, keys in diff.items() if keys}
     assert "metrics/train.json" in changed and "metrics/evaluate.json" in changed
+    # One param, one screen: a row per changed headline figure of train and evaluate
+    # (at most 4 + 9 for a binary model), no timings, hashes or per-class repeats.
+    rows = [f"{path}:{key}" for path, keys in changed.items() for key in keys]
+    assert set(changed) == {"metrics/train.json", "metrics/evaluate.json"}, rows
+    assert len(rows) <= 15, rows
+    table = sh("dvc", "metrics", "diff", cwd=project).stdout.splitlines()
+    assert table[0].split()[:2] == ["Path", "Metric"] and len(table) == 1 + len(rows)
     params = json.loads(sh("dvc", "params", "diff", "--json", cwd=project).stdout)
     lr = params["params.yaml"]["train.lr"]
     committed = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))

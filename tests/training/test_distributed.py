@@ -48,7 +48,7 @@ def run_train(tmp: Path, store_dir: Path, nproc: int) -> dict:
          "--state", str(tmp / "state.pt")],
         cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
-    return json.loads((tmp / "train.json").read_text())
+    return json.loads((tmp / "train_detail.json").read_text())
 
 
 def test_two_gloo_processes_match_one_process(tmp_path: Path, store_dir: Path) -> None:

@@ -307,9 +307,9 @@ def test_pipeline_on_pneumoniamnist_from_a_local_mirror(tmp_path) -> None:
         assert [r.range for r in server.requests] == [None, "bytes=1000000-"]
     assert stages_run(out) == ["download", "prepare", "plan", "pretrained", "train",
                                  "crossval", "evaluate"]
-    report = json.loads((repo / "metrics/evaluate.json").read_text())
+    report = json.loads((repo / "metrics/evaluate_detail.json").read_text())
     assert report["n"] == 624 and set(report["per_class"]) == {"normal", "pneumonia"}
-    prepared = json.loads((repo / "metrics/prepare.json").read_text())
+    prepared = json.loads((repo / "metrics/prepare_detail.json").read_text())
     assert {s: sum(c.values()) for s, c in prepared["counts"].items()} == {
         "train": 4708, "val": 524, "test": 624}
     # The partial download lived in .dvc/tmp, not in the output, and is gone once complete.

@@ -179,7 +179,7 @@ def prepared_patients(tmp_path, **changes) -> dict:
     download(data_cfg(**changes), tmp_path / "raw")
     summary = prepare_stage(prepare_cfg(val_fraction=0.25, test_fraction=0.25),
                             tmp_path / "raw", tmp_path / "store", tmp_path / "prepare.json")
-    assert json.loads((tmp_path / "prepare.json").read_text()) == summary
+    assert json.loads((tmp_path / "prepare_detail.json").read_text()) == summary
     index = pd.read_csv(tmp_path / "raw" / "index.csv", dtype=str)
     if "patient_id" in index:
         manifest = pd.read_csv(tmp_path / "store" / "manifest.csv")
