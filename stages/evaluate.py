@@ -15,13 +15,13 @@ confusion matrices); and under ``metrics/gradcam/`` Grad-CAM heat maps (PNG) of
 ``evaluate.gradcam`` images (see :mod:`medpipe.evaluation.gradcam`); ``metrics/report.html``,
 the report as one self-contained page with its figures and a model card, and the figures
 as PNG files under ``metrics/report_figures/`` (see :mod:`medpipe.evaluation.page`; it
-also shows the data from ``metrics/prepare.json``, ``metrics/prepare_preview.png`` and
+also shows the data from ``metrics/prepare_detail.json``, ``metrics/prepare_preview.png`` and
 ``data/raw/dataset.json`` and the training curves under ``metrics/train``).
 
     python -m stages.evaluate --model models/model.pt --data data/prepared \
         --metrics metrics/evaluate.json --plots metrics/evaluate --report metrics/report.md \
         --gradcam metrics/gradcam --folds models/folds --html metrics/report.html \
-        --figures metrics/report_figures --prepare metrics/prepare.json \
+        --figures metrics/report_figures --prepare metrics/prepare_detail.json \
         --preview metrics/prepare_preview.png --dataset data/raw/dataset.json \
         --live metrics/train
 """
@@ -59,7 +59,7 @@ def get_args_parser():
     p.add_argument("--html", default="metrics/report.html", help="HTML report to write")
     p.add_argument("--figures", default="metrics/report_figures",
                    help="directory for the report's figures (PNG)")
-    p.add_argument("--prepare", default="metrics/prepare.json",
+    p.add_argument("--prepare", default="metrics/prepare_detail.json",
                    help="prepare stage's summary (the report's data section)")
     p.add_argument("--preview", default="metrics/prepare_preview.png",
                    help="prepare stage's grid of training images")

@@ -20,7 +20,7 @@ ALLOWED = {
                          "medpipe/inference", "medpipe/evaluation"},
     "medpipe/planning": {"medpipe/utils", "medpipe/data", "medpipe/models", "medpipe/training"},
     "medpipe/commands": {"medpipe/utils", "medpipe/data", "medpipe/models",
-                         "medpipe/inference", "medpipe/evaluation"},
+                         "medpipe/inference", "medpipe/evaluation", "medpipe/planning"},
 }
 # Every package may import these: the error type, the task and the params.
 BOTTOM_PACKAGES = {"medpipe/params"}

@@ -25,6 +25,7 @@ from ruamel.yaml.comments import CommentedSeq
 from medpipe import PipelineError
 from medpipe.params.loading import defaults, load_yaml, parse_section
 from medpipe.params.sections import STAGE_SECTIONS
+from medpipe.planning import recipe as plans
 from medpipe.utils.files import atomic_path
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,7 @@ def read_recipe(folder: Path, name: str) -> dict[str, dict[str, Any]]:
         raise PipelineError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
     if not isinstance(recipe, dict):
         raise PipelineError(f"{path}: expected a mapping of params sections")
+    recipe.pop(plans.MARK, None)  # a plan's data/plan.yaml, copied, is a recipe too
     for section, values in recipe.items():
         if section not in STAGE_SECTIONS or not isinstance(values, dict):
             raise PipelineError(f"{path}: '{section}' is not a params section with keys "

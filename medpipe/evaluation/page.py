@@ -27,7 +27,7 @@ from medpipe.utils.files import atomic_path, write_text
 PLACES = {"Metrics": ("roc", "pr", "confusion"), "Calibration": ("reliability",),
           "Subgroups": ("subgroups",), "Cross-validation": ("folds",)}
 LEFT_OUT = ("Plots",)  # links to DVC's plot data: files, not part of a page
-MAX_DUPLICATE_GROUPS = 10  # listed on the page; metrics/prepare.json has them all
+MAX_DUPLICATE_GROUPS = 10  # listed on the page; metrics/prepare_detail.json has them all
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,7 @@ class PagePaths:
 
     html: Path
     figures: Path
-    prepare: Path | None = None  # metrics/prepare.json
+    prepare: Path | None = None  # metrics/prepare_detail.json
     preview: Path | None = None  # metrics/prepare_preview.png
     dataset: Path | None = None  # data/raw/dataset.json
     live: Path | None = None  # metrics/train (DVCLive)
@@ -191,7 +191,7 @@ def data_lines(prepare: dict) -> list[str]:
         lines += [f"- {', '.join(f'`{i}`' for i in g)}" for g in groups[:MAX_DUPLICATE_GROUPS]]
         if len(groups) > MAX_DUPLICATE_GROUPS:
             lines.append(f"- … and {len(groups) - MAX_DUPLICATE_GROUPS} more groups "
-                         "(metrics/prepare.json)")
+                         "(metrics/prepare_detail.json)")
     return lines
 
 

@@ -1,5 +1,5 @@
 """What the evaluation report shows from earlier stages: the prepare stage's summary
-(``metrics/prepare.json``: images per split and class, patients, duplicates, skipped
+(``metrics/prepare_detail.json``: images per split and class, patients, duplicates, skipped
 files) and preview grid (``metrics/prepare_preview.png``), the dataset's description
 (``data/raw/dataset.json``: its source) and the training curves DVCLive wrote
 (``metrics/train/plots/metrics/<split>/<metric>.tsv``).

@@ -70,13 +70,9 @@ def evaluate(cfg: EvaluateParams, model_path: Path, data_dir: Path, metrics_path
     outputs.write_plot_data(plots_dir, roc, pr, reliability, table,
                             groups.plot_rows(summary.get("groups", {})))
     if gradcam_dir is not None:
-        with atomic_path(gradcam_dir) as tmp:
-            tmp.mkdir(parents=True)
-            if cfg.gradcam > 0:
-                shown = ev.gradcam_cases(labels, probs, task.classes, ids, summary, cfg)
-                gradcam.write_maps(model, ckpt["arch"]["name"], images, shown, tmp, device)
-                log.info("Grad-CAM: %d heat maps (%d wrong) -> %s", len(shown),
-                         sum(not c.correct for c in shown), gradcam_dir)
+        cases_shown = ev.gradcam_cases(labels, probs, task.classes, ids, summary, cfg) \
+            if cfg.gradcam > 0 else []
+        _write_maps(model, ckpt["arch"]["name"], images, cases_shown, gradcam_dir, device)
     maps = gradcam_dir if cfg.gradcam > 0 else None
     links = outputs.report_links(report_path, plots_dir, maps)
     text = ev.render(summary, model=str(model_path), model_sha256=summary["model_sha256"],
@@ -88,6 +84,16 @@ def evaluate(cfg: EvaluateParams, model_path: Path, data_dir: Path, metrics_path
     write_metrics(metrics_path, headline(summary, task), summary)
     log.info("%s", ev.headline(summary))
     return summary
+
+
+def _write_maps(model, arch: str, images, shown: list, gradcam_dir: Path, device) -> None:
+    """The Grad-CAM heat maps of the ``shown`` cases; the folder always, empty without."""
+    with atomic_path(gradcam_dir) as tmp:
+        tmp.mkdir(parents=True)
+        if shown:
+            gradcam.write_maps(model, arch, images, shown, tmp, device)
+            log.info("Grad-CAM: %d heat maps (%d wrong) -> %s", len(shown),
+                     sum(not c.correct for c in shown), gradcam_dir)
 
 
 def _cross_validation(cfg: EvaluateParams, folds_dir: Path, data_dir: Path, device,

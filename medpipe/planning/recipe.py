@@ -1,7 +1,8 @@
 """The plan as a recipe file, and the rule by which the stages apply it.
 
 The plan stage writes ``data/plan.yaml`` in the format of ``recipes/*.yaml`` (sections
-``prepare``, ``train``, ``augment``), with an empty mapping when there is no plan. DVC
+``prepare``, ``train``, ``augment``) after a mark, ``planned: true`` (``planned: false``
+alone when there is no plan). DVC
 tracks it as a params file of the prepare, train and crossval stages, so the planned
 values show in ``dvc params diff`` and ``dvc exp show``. The prepare stage calls
 :func:`apply_prepare` (the side the store is made at), the train and crossval stages
@@ -38,22 +39,29 @@ class Applied:
         return {"plan_applied": self.planned, "plan_overridden": self.overridden}
 
 
+MARK = "planned"  # the plan's first key: true, or false with no other
+
+
 def write(path: Path, sections: dict[str, dict[str, Any]], header: str) -> None:
-    """Write ``sections`` as a recipe file, ``header`` as its comment lines."""
+    """Write ``sections`` as a recipe file, ``header`` as its comment lines, after
+    ``planned: true`` (``false`` when there are none). The mark keeps the file from being
+    empty: DVC never restores a stage whose params file holds no value from its run
+    cache."""
     comment = "".join(f"# {line}\n" for line in header.splitlines())
-    body = yaml.safe_dump(sections, sort_keys=False) if sections else "{}\n"
+    body = yaml.safe_dump({MARK: bool(sections), **sections}, sort_keys=False)
     with atomic_path(path) as tmp:
         tmp.write_text(comment + body, encoding="utf-8")
 
 
 def read(path: Path) -> dict[str, dict[str, Any]]:
+    """The recipe's sections (the ``planned`` mark left out)."""
     try:
         doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except FileNotFoundError:
         raise PipelineError(f"{path}: not found; run the plan stage first") from None
     if not isinstance(doc, dict):
         raise PipelineError(f"{path}: expected a mapping of params sections")
-    return doc
+    return {section: values for section, values in doc.items() if section != MARK}
 
 
 def apply(plan: dict[str, dict[str, Any]], train: TrainParams, augment: AugmentParams,
@@ -71,7 +79,7 @@ def apply(plan: dict[str, dict[str, Any]], train: TrainParams, augment: AugmentP
 def apply_prepare(plan: dict[str, dict[str, Any]], prepare: PrepareParams,
                   where: str = "data/plan.yaml") -> tuple[PrepareParams, dict]:
     """``prepare`` with the plan's side laid over it when left at default, and the
-    record for metrics/prepare.json (empty when there was no plan)."""
+    record for metrics/prepare_detail.json (empty when there was no plan)."""
     laid, planned, overridden = _lay(plan, "prepare", prepare, where)
     record = ({"plan_applied": planned, "plan_overridden": overridden}
               if planned or overridden else {})

@@ -38,7 +38,7 @@ def run_plan(raw: Path, out: Path, budget: float | None, steps: int = 2) -> dict
 
 
 def test_no_budget_writes_an_empty_plan(tiny_raw, tmp_path) -> None:
-    assert run_plan(tiny_raw, tmp_path, None) == {}
+    assert run_plan(tiny_raw, tmp_path, None) == {"planned": False}
     assert json.loads((tmp_path / "plan_detail.json").read_text())["planned"] is False
     assert json.loads((tmp_path / "plan.json").read_text()) == {"planned": 0}
 
@@ -78,7 +78,7 @@ def test_two_plans_agree_and_prepare_and_train_run_the_plan(tiny_raw, tmp_path,
     store = tmp_path / "prepared"
     prepare(cfg, tiny_raw, store, tmp_path / "prepare.json", plan=record)
     assert stores.read_stats(store)["image_size"] == 32
-    assert json.loads((tmp_path / "prepare.json").read_text())["plan_applied"] == [
+    assert json.loads((tmp_path / "prepare_detail.json").read_text())["plan_applied"] == [
         "prepare.image_size"]
     applied = recipe.apply(first, TrainParams(device="cpu"), AugmentParams())
     summary = train(applied.train, applied.augment, store, tmp_path / "model.pt",

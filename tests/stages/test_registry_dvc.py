@@ -73,7 +73,10 @@ def get(registry: Registry, where: Path, *args: str) -> Path:
 
 def test_artifacts_block_names_the_model_and_the_fold_ensemble() -> None:
     """The registry shows `meta` as written, so it must describe what the default params
-    make: the committed metrics/prepare.json is that description."""
+    make: the committed metrics/prepare.json and the synthetic source's default classes
+    are that description."""
+    from medpipe.data import phantoms
+
     doc = yaml.safe_load((ROOT / "dvc.yaml").read_text(encoding="utf-8"))
     prepared = json.loads((ROOT / "metrics/prepare.json").read_text(encoding="utf-8"))
     outs = {out if isinstance(out, str) else next(iter(out))
@@ -84,7 +87,8 @@ def test_artifacts_block_names_the_model_and_the_fold_ensemble() -> None:
         assert artifact["path"] == path and path in outs  # a DVC output: pushed, pulled
         assert artifact["type"] == "model" and artifact["desc"] and artifact["labels"]
         meta = artifact["meta"]
-        assert meta["task"] == prepared["task"] and meta["classes"] == prepared["classes"]
+        assert meta["task"] == "multiclass" and meta["classes"] == list(
+            phantoms.DEFAULT_CLASSES) and prepared["classes"] == len(meta["classes"])
         side = prepared["image_size"]
         assert meta["input_size"] == [prepared["channels"], side, side]
 
