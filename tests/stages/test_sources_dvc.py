@@ -19,8 +19,8 @@ def test_external_folder_is_a_dvc_dependency(tmp_path) -> None:
     repo = make_project(tmp_path / "project")
     edit_params(repo, data={"source": "folder", "path": str(images), "classes": None},
                 prepare={"image_size": 8, "workers": 2})
-    assert stages_run(sh("dvc", "repro", "prepare", cwd=repo).stdout) == ["download",
-                                                                            "prepare"]
+    assert stages_run(sh("dvc", "repro", "prepare", cwd=repo).stdout) == [
+        "download", "plan", "prepare"]
     assert sorted(p.name for p in (repo / "data/raw").iterdir()) == [
         "dataset.json", "images.zip", "index.csv"]
     lock = yaml.safe_load((repo / "dvc.lock").read_text())
@@ -41,8 +41,8 @@ def test_external_folder_is_a_dvc_dependency(tmp_path) -> None:
     before = store_images()
     save(images / "normal" / "003.png", np.full((12, 10), 7, dtype=np.uint8))
     assert "modified" in sh("dvc", "status", "download", cwd=repo).stdout
-    assert stages_run(sh("dvc", "repro", "prepare", cwd=repo).stdout) == ["download",
-                                                                            "prepare"]
+    assert stages_run(sh("dvc", "repro", "prepare", cwd=repo).stdout) == [
+        "download", "plan", "prepare"]
     assert store_images() != before  # the new pixels are in one of the splits
 
     # Putting the old pixels back restores the earlier raw data from the DVC cache.

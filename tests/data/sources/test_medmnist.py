@@ -305,7 +305,7 @@ def test_pipeline_on_pneumoniamnist_from_a_local_mirror(tmp_path) -> None:
                     prepare={"image_size": 28}, train={"epochs": 1, "batch_size": 64})
         out = sh("dvc", "repro", cwd=repo).stdout
         assert [r.range for r in server.requests] == [None, "bytes=1000000-"]
-    assert stages_run(out) == ["download", "prepare", "plan", "pretrained", "train",
+    assert stages_run(out) == ["download", "plan", "prepare", "pretrained", "train",
                                  "crossval", "evaluate"]
     report = json.loads((repo / "metrics/evaluate_detail.json").read_text())
     assert report["n"] == 624 and set(report["per_class"]) == {"normal", "pneumonia"}
