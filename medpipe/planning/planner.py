@@ -85,12 +85,12 @@ def make_plan(raw_dir: Path, prepare_cfg: PrepareParams, budget_minutes: float,
         prepared_seconds = time.perf_counter() - start
         estimate = budget * (rules.USABLE - overhead_share(prepared_seconds, budget))
         timed = time_candidates(ctx, estimate * (1 - search.SEARCH_SHARE), timed_steps)
-        overhead = overhead_share(time.perf_counter() - start, budget)
+        before_trials = time.perf_counter() - start
+        overhead = overhead_share(before_trials, budget)
         report = search_and_decide(ctx, timed, budget * (rules.USABLE - overhead),
-                                   budget_minutes, time.perf_counter() - start)
+                                   budget_minutes, before_trials)
     report["overhead"] = {"prepare_seconds": round(prepared_seconds, 2),
-                          "timing_seconds": round(time.perf_counter() - start
-                                                  - prepared_seconds, 2),
+                          "timing_seconds": round(before_trials - prepared_seconds, 2),
                           "share_of_budget": overhead}
     sections = report.pop("sections")
     report["plan_seconds"] = round(time.perf_counter() - start, 2)
