@@ -180,3 +180,21 @@ def run_stage_cli(name: str, module, argv: list[str], capsys: pytest.CaptureFixt
         cli.run(name, module.main, module.get_args_parser(), argv)
         raise SystemExit(0)
     return info.value.code, capsys.readouterr().err
+
+
+def published(baseline: Baseline, root: Path, **remote: str) -> tuple[Path, Path, Path]:
+    """(project, origin, storage): a copy of the baseline project at ``root/A`` whose git
+    origin is the bare repository ``root/origin.git`` and whose default DVC remote is the
+    folder ``root/storage`` (``remote``: its settings, as `dvc remote modify` takes them),
+    committed and pushed to the origin."""
+    a, git, storage = root / "A", root / "origin.git", root / "storage"
+    shutil.copytree(baseline.path, a, symlinks=True)
+    sh("git", "init", "-q", "--bare", "-b", "main", str(git), cwd=root)
+    storage.mkdir()
+    sh("git", "remote", "add", "origin", str(git), cwd=a)
+    sh("dvc", "remote", "add", "-d", "storage", str(storage), cwd=a)
+    for key, value in remote.items():
+        sh("dvc", "remote", "modify", "storage", key, value, cwd=a)
+    sh("git", "commit", "-q", "-am", "DVC remote", cwd=a)
+    sh("git", "push", "-q", "origin", "main", cwd=a)
+    return a, git, storage

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import Baseline, edit_params, sh, stages_run
+from conftest import Baseline, edit_params, published, sh, stages_run
 from sshd import SSHServer, free_port, start_sshd
 
 pytestmark = pytest.mark.slow
@@ -75,16 +75,7 @@ class Origin:
 
 @pytest.fixture(scope="module")
 def origin(baseline: Baseline, tmp_path_factory: pytest.TempPathFactory) -> Origin:
-    root = tmp_path_factory.mktemp("sharing")
-    a, git, storage = root / "A", root / "origin.git", root / "storage"
-    shutil.copytree(baseline.path, a, symlinks=True)
-    sh("git", "init", "-q", "--bare", "-b", "main", str(git), cwd=root)
-    storage.mkdir()
-    sh("git", "remote", "add", "origin", str(git), cwd=a)
-    sh("dvc", "remote", "add", "-d", "storage", str(storage), cwd=a)
-    sh("dvc", "remote", "modify", "storage", "verify", "true", cwd=a)
-    sh("git", "commit", "-q", "-am", "DVC remote", cwd=a)
-    sh("git", "push", "-q", "origin", "main", cwd=a)
+    a, git, storage = published(baseline, tmp_path_factory.mktemp("sharing"), verify="true")
     sh("dvc", "push", "--run-cache", cwd=a)
     # An experiment in a temporary workspace (A's stays at main), shared with its
     # outputs and its run-cache entries.

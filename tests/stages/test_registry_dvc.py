@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ROOT, Baseline, edit_params, sh, stages_run
+from conftest import ROOT, Baseline, edit_params, published, sh, stages_run
 
 pytestmark = pytest.mark.slow
 
@@ -39,15 +38,7 @@ class Registry:
 
 @pytest.fixture(scope="module")
 def registry(baseline: Baseline, tmp_path_factory: pytest.TempPathFactory) -> Registry:
-    root = tmp_path_factory.mktemp("registry")
-    a, git, storage = root / "A", root / "origin.git", root / "storage"
-    shutil.copytree(baseline.path, a, symlinks=True)
-    sh("git", "init", "-q", "--bare", "-b", "main", str(git), cwd=root)
-    storage.mkdir()
-    sh("git", "remote", "add", "origin", str(git), cwd=a)
-    sh("dvc", "remote", "add", "-d", "storage", str(storage), cwd=a)
-    sh("git", "commit", "-q", "-am", "DVC remote", cwd=a)
-    sh("git", "push", "-q", "origin", "main", cwd=a)
+    a, git, storage = published(baseline, tmp_path_factory.mktemp("registry"))
     sh("dvc", "push", cwd=a)
     sh("gto", "register", "model", "--push", cwd=a)
     v1 = sha256(a / "models/model.pt")
