@@ -120,7 +120,7 @@ def search_and_decide(ctx: Context, timed: list[rules.Timed], usable: float,
     longest = max(rules.MAX_EPOCHS * per_epoch(t.candidate, fp.n_train) for t in fits)
     trial_seconds = usable - min(usable * (1 - search.SEARCH_SHARE), longest)
     try:
-        layout = search.layout(fp, pool, per_epoch, max(trial_seconds, 0.0))
+        layout = search.layout(fp, pool, per_epoch, max(trial_seconds, 0.0), ctx.batch)
     except search.TooSmall as e:
         least = ((overhead_seconds + e.seconds / search.SEARCH_SHARE)
                  / (rules.USABLE - OVERHEAD_STEP))  # the overhead is rounded up to a step
@@ -136,7 +136,8 @@ def search_and_decide(ctx: Context, timed: list[rules.Timed], usable: float,
     epochs = max(1, min(rules.MAX_EPOCHS, math.floor(
         (usable - searched.planned_seconds) / per_epoch(winner.config.candidate, fp.n_train))))
     why = (f"trial {winner.number}: the best validation score (mean of AUC and accuracy) "
-           f"of {len(layout.configs)} configurations by successive halving")
+           f"of {len(layout.configs)} configurations by successive halving, ties within "
+           "one standard error going to the first in the rules' order")
     choices = rules.decide(fp, winner.config, epochs, ctx.batch, device.type, why)
     return {"planned": True, "budget_minutes": budget_minutes, "device": device.type,
             "fingerprint": fp.as_dict(),

@@ -60,9 +60,9 @@ def test_rates_within_one_rung_give_the_same_candidates() -> None:
         (t.candidate, t.rung, t.final_epochs) for t in b]
 
 
-def test_the_anchors_are_the_rules_choice_the_default_and_the_paper_model() -> None:
+def test_the_anchors_are_the_rules_choice_the_paper_model_and_the_default() -> None:
     fits = rules.fitting(rules.time_candidates(fp(), "cpu", 300, speed(2.8e5)))
-    first, default, paper = rules.anchors(fp(), fits)
+    first, paper, default = rules.anchors(fp(), fits)
     assert first.candidate == fits[-1].candidate and first.balance == "loss"  # 1214 : 3494
     assert (default.candidate, default.optimizer, default.affine_p) == (
         Candidate("cnn", 28), "adam", 0.0)
