@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from medpipe import PipelineError
 from medpipe.data import store
 from medpipe.data.pixels import resize_store_pixels
 from medpipe.data.prepare import chunk_rows
@@ -127,7 +128,7 @@ def search_and_decide(ctx: Context, timed: list[rules.Timed], usable: float,
         names = ", ".join(dict.fromkeys(  # configurations of one model: named once
             f"{c.candidate.name} at about {rung_of[c.candidate]:.0f} images/s"
             for c in e.configs))
-        raise search.too_small(budget_minutes, least, e.seconds,
+        raise too_small(budget_minutes, least, e.seconds,
                                f"{len(e.configs)} one-epoch trials of {e.n_images} training "
                                f"images ({names} on {device.type}) and the best one's "
                                f"{search.ETA} epochs") from None
@@ -252,3 +253,14 @@ def sections_of(choices: dict[str, tuple[object, str]]) -> dict[str, dict]:
         section, name = key.split(".")
         sections.setdefault(section, {})[name] = value
     return sections
+
+
+def too_small(budget_minutes: float, least_seconds: float, seconds_needed: float, what: str
+              ) -> PipelineError:
+    """The one-line error: ``what`` needs ``seconds_needed`` of trials, and a budget of
+    ``least_seconds`` leaves that much."""
+    need = math.ceil(least_seconds / 60 * 100) / 100
+    took = (f"{seconds_needed:.1f} s" if seconds_needed < 60
+            else f"{seconds_needed / 60:.2f} minutes")
+    return PipelineError(f"params.yaml: 'plan.budget_minutes' {budget_minutes} is too "
+                         f"small: {what} need {took}; set at least {need} (stage plan)")

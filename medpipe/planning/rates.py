@@ -1,8 +1,8 @@
 """Measured step rates: real training steps of a candidate model on the device.
 
 On a CPU with bf16 arithmetic (:func:`medpipe.utils.devices.cpu_bf16`), each candidate is
-timed in fp32 and with bf16 autocast; the bf16 one is a candidate of its own where it is
-a rung faster, and the trials then judge whether it loses validation accuracy.
+timed in fp32 and with bf16 autocast; the model trains in bf16 where that is a rung
+faster, and its trials are scored as they trained, in bf16.
 
 A candidate is timed with the training loop's own step
 (:func:`medpipe.training.loop.fastest_step`: the same builder, speed settings, batches,

@@ -14,13 +14,9 @@ with a complete schedule of that length; the best third train again, from scratc
 ``ETA * e`` epochs; the best of those wins. Every trial of a rung is scored before any is
 promoted, so the outcome does not depend on the order in which trials finish.
 
-"Best" follows the one-standard-error rule (Breiman et al. 1984; Hastie, Tibshirani and
-Friedman, *Elements of Statistical Learning*, 7.10): every trial whose validation score is
-within one standard error of the best one's is taken as tied with it, and ties go to the
-configuration tried first, in the rules' order. A small or easy validation split (78
-images; a validation AUC of 0.997) cannot tell such trials apart, and a challenger drawn
-from the space then replaces the rules' choice only where it wins by more than the
-split's noise. Optuna's pruners are asynchronous
+"Best" follows the one-standard-error rule (:mod:`medpipe.planning.selection`): a
+challenger replaces a configuration tried before it only where it wins by more than the
+validation split's noise. Optuna's pruners are asynchronous
 (ASHA, median): run one trial at a time they promote by arrival order and never prune
 the first trials, and with a dozen trials its model-based samplers have not left their
 random start-up phase, so the plan runs the halving itself and draws its points from
@@ -42,7 +38,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from medpipe import PipelineError
+from medpipe.planning import selection
 from medpipe.planning.fingerprint import Fingerprint
 from medpipe.planning.rates import Candidate
 from medpipe.utils.progress import track
@@ -282,63 +278,16 @@ def run(search: Search, train: Train, per_epoch: Callable[[Candidate, int], floa
             start = time.perf_counter()
             trial.val_auc, trial.val_accuracy = train(config, epochs)
             trial.seconds = time.perf_counter() - start
-            trial.se = standard_error(trial.val_auc, trial.val_accuracy, *search.val)
+            trial.se = selection.standard_error(trial.val_auc, trial.val_accuracy,
+                                                *search.val)
             log.info("trial %d: val AUC %.4f, accuracy %.4f, score %.4f +- %.4f",
                      trial.number, trial.val_auc, trial.val_accuracy, trial.score, trial.se)
             search.trials.append(trial)
             results.append(trial)
-        results = ranked(results, search.configs)
+        results = selection.ranked(results, search.configs)
         if rung == 1 or len(results) == 1:
             results[0].winner = True
             break
         alive = [t.config for t in results[:math.ceil(len(results) / ETA)]]
         epochs *= ETA
     return search
-
-
-def ranked(trials: list[Trial], order: list[Config]) -> list[Trial]:
-    """``trials`` best first by the one-standard-error rule: those within one standard
-    error of the best score, in ``order`` (the order configurations are tried: the rules'
-    choices first), then the rest by score."""
-    best = max(trials, key=lambda t: t.score)
-    tied = [t for t in trials if t.score >= best.score - best.se]
-    first = sorted(tied, key=lambda t: order.index(t.config))
-    return first + sorted((t for t in trials if t not in tied), key=lambda t: -t.score)
-
-
-def standard_error(auc: float, accuracy: float, task: str, n: int,
-                   per_class: tuple[int, ...]) -> float:
-    """The standard error of a trial's score, the mean of its validation AUC and accuracy,
-    on a split of ``n`` images with ``per_class`` images (multi-label: positives) of each
-    class: Hanley and McNeil's (1982) for the AUC (for more than two classes, each class
-    against the rest, averaged as the macro AUC is), the binomial one for the accuracy,
-    the two taken as fully correlated (on one split they rise and fall together, so
-    their errors add). Zero when a figure is not finite."""
-    if not (math.isfinite(auc) and math.isfinite(accuracy)) or n <= 0:
-        return 0.0
-    auc, accuracy = min(max(auc, 0.0), 1.0), min(max(accuracy, 0.0), 1.0)
-    pairs = [(per_class[-1], per_class[0])] if task == "binary" else [
-        (k, n - k) for k in per_class]
-    auc_var = sum(_auc_variance(auc, pos, neg) for pos, neg in pairs) / len(pairs) ** 2
-    trials = n * (len(per_class) if task == "multilabel" else 1)  # a decision per finding
-    acc_var = accuracy * (1 - accuracy) / trials
-    return (math.sqrt(auc_var) + math.sqrt(acc_var)) / 2
-
-
-def _auc_variance(a: float, pos: int, neg: int) -> float:
-    if pos < 1 or neg < 1:
-        return 0.0
-    q1, q2 = a / (2 - a), 2 * a * a / (1 + a)
-    return max(0.0, (a * (1 - a) + (pos - 1) * (q1 - a * a) + (neg - 1) * (q2 - a * a))
-               / (pos * neg))
-
-
-def too_small(budget_minutes: float, least_seconds: float, seconds_needed: float, what: str
-              ) -> PipelineError:
-    """The one-line error: ``what`` needs ``seconds_needed`` of trials, and a budget of
-    ``least_seconds`` leaves that much."""
-    need = math.ceil(least_seconds / 60 * 100) / 100
-    took = (f"{seconds_needed:.1f} s" if seconds_needed < 60
-            else f"{seconds_needed / 60:.2f} minutes")
-    return PipelineError(f"params.yaml: 'plan.budget_minutes' {budget_minutes} is too "
-                         f"small: {what} need {took}; set at least {need} (stage plan)")

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from test_rules import fp
 
-from medpipe.planning import rules, search
+from medpipe.planning import rules, search, selection
 from medpipe.planning.rates import Candidate
 
 CANDIDATES = [Candidate("cnn", 28), Candidate("resnet18", 32), Candidate("resnet18", 48)]
@@ -119,7 +119,7 @@ def test_the_standard_error_matches_the_spread_of_resampled_validation_splits() 
             aucs.append(auc)
             accs.append(acc)
         task = "binary" if k == 2 else "multiclass"
-        se = search.standard_error(float(np.mean(aucs)), float(np.mean(accs)), task, n,
+        se = selection.standard_error(float(np.mean(aucs)), float(np.mean(accs)), task, n,
                                    per_class)
         assert 0.8 < se / np.std(scores) < 1.25, (per_class, se)
 
@@ -132,14 +132,14 @@ def test_a_challenger_within_one_standard_error_does_not_replace_the_first() -> 
 
     close = [trial(0, 0.90, 0.02), trial(1, 0.80, 0.02), trial(2, 0.91, 0.02),
              trial(3, 0.895, 0.02)]
-    assert [t.number for t in search.ranked(close, configs)] == [0, 2, 3, 1]
+    assert [t.number for t in selection.ranked(close, configs)] == [0, 2, 3, 1]
     clear = [trial(0, 0.90, 0.005), trial(1, 0.80, 0.005), trial(2, 0.92, 0.005),
              trial(3, 0.918, 0.005)]
-    assert [t.number for t in search.ranked(clear, configs)] == [2, 3, 0, 1]
+    assert [t.number for t in selection.ranked(clear, configs)] == [2, 3, 0, 1]
     # on an easy split the noise is small: 0.99 AUC on 524 images
-    assert search.standard_error(0.99, 0.95, "binary", 524, (135, 389)) < 0.01
-    assert search.standard_error(0.90, 0.85, "binary", 78, (21, 57)) > 0.02
-    assert search.standard_error(math.nan, 0.9, "binary", 78, (21, 57)) == 0.0
+    assert selection.standard_error(0.99, 0.95, "binary", 524, (135, 389)) < 0.01
+    assert selection.standard_error(0.90, 0.85, "binary", 78, (21, 57)) > 0.02
+    assert selection.standard_error(math.nan, 0.9, "binary", 78, (21, 57)) == 0.0
 
 
 def test_each_model_trains_in_its_faster_precision() -> None:
