@@ -126,11 +126,12 @@ def train_and_score(root: Path, store: Path, sections: dict, seed: int, args) ->
     summary = train(applied.train, applied.augment, store, root / "model.pt",
                     root / "train.json", plan=applied)
     model, ckpt = load_checkpoint(root / "model.pt")
+    task = task_of(ckpt)
     labels, probs, _ = score_split(model, store, "test", 256, resolve_device(args.device),
-                                   task_of(ckpt))
+                                   task)
     return {"epochs": applied.train.epochs, "train_min": summary["train_seconds"] / 60,
             "acc": float((probs.argmax(1) == labels).mean()),
-            "auc": float(roc_auc(labels, probs))}
+            "auc": float(roc_auc(labels, probs, positive=task.positive_index))}
 
 
 def planned(root: Path, store: Path, seed: int, args) -> dict:

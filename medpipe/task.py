@@ -51,9 +51,16 @@ class Task:
         return len(self.classes)
 
     @property
+    def positive_index(self) -> int | None:
+        """The index of the class a threshold applies to (the second of two), or None:
+        what the evaluation's functions take as ``positive``."""
+        return None
+
+    @property
     def positive_class(self) -> str | None:
         """The class a threshold applies to (the second of two), or None."""
-        return None
+        k = self.positive_index
+        return None if k is None else self.classes[k]
 
     @property
     def thresholded(self) -> bool:
@@ -94,8 +101,8 @@ class MultiClass(Task):
     outputs = "logits (B, classes); softmax gives probabilities"
 
     @property
-    def positive_class(self) -> str | None:
-        return self.classes[1] if len(self.classes) == 2 else None
+    def positive_index(self) -> int | None:
+        return 1 if len(self.classes) == 2 else None
 
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         return torch.softmax(logits.float(), dim=1)

@@ -60,8 +60,12 @@ def test_negative_log_likelihoods() -> None:
 
 def test_the_positive_class_and_thresholds() -> None:
     assert MultiClass(["normal", "pneumonia"]).positive_class == "pneumonia"
+    assert MultiClass(["normal", "pneumonia"]).positive_index == 1
     assert MultiClass(["normal", "pneumonia"]).thresholded
     assert MultiClass(["a", "b", "c"]).positive_class is None
+    assert MultiClass(["a", "b", "c"]).positive_index is None
+    # Two findings are two yes/no decisions, not one positive class.
+    assert MultiLabel(["a", "b"]).positive_index is None
     assert not MultiClass(["a", "b", "c"]).thresholded
     assert MultiLabel(["a", "b"]).thresholded and not MultiLabel(["a"]).balances_by_class
 

@@ -121,15 +121,13 @@ def main(args: argparse.Namespace) -> None:
             threshold = threshold_from_metrics(metrics, model_path, summary)
         tta = args.tta or tta_from_metrics(metrics, summary)
     paths = find_images(Path(args.images))
-    table = predict_files(model_path, paths, threshold, args.device, tta,
-                          frame_choice(args.dicom_frame))
+    table, task = predict_files(model_path, paths, threshold, args.device, tta,
+                                frame_choice(args.dicom_frame))
     with atomic_path(args.out) as tmp:
         table.to_csv(tmp, index=False, quoting=csv.QUOTE_MINIMAL)
-    n_classes = sum(c.startswith("p_") for c in table.columns)
-    multilabel = any(c.startswith("pred_") for c in table.columns)
     if isinstance(threshold, list):
         rule = f"per-finding thresholds from {args.metrics}"
-    elif n_classes > 2 and not multilabel:
+    elif not task.thresholded:
         rule = "argmax"
     elif args.threshold is not None:
         rule = f"threshold {threshold:.6g}"

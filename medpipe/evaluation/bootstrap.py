@@ -64,15 +64,15 @@ def auc_resampled(positive: np.ndarray, scores: np.ndarray, idx: np.ndarray) -> 
         return wins / (w_pos.sum(1) * w_neg.sum(1))
 
 
-def macro_auc_resampled(labels: np.ndarray, probs: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    """Per-resample AUC as :func:`medpipe.evaluation.metrics.roc_auc` defines it: positive class for
-    two classes, macro one-vs-rest over the classes present for more."""
+def macro_auc_resampled(labels: np.ndarray, probs: np.ndarray, idx: np.ndarray, *,
+                        positive: int | None) -> np.ndarray:
+    """Per-resample AUC as :func:`medpipe.evaluation.metrics.roc_auc` defines it: the
+    ``positive`` class's, or without one macro one-vs-rest over the classes present."""
     labels = np.asarray(labels)
-    n_classes = probs.shape[1]
-    if n_classes == 2:
-        return auc_resampled(labels == 1, probs[:, 1], idx)
+    if positive is not None:
+        return auc_resampled(labels == positive, probs[:, positive], idx)
     per_class = np.stack([auc_resampled(labels == k, probs[:, k], idx)
-                          for k in range(n_classes)], axis=1)
+                          for k in range(probs.shape[1])], axis=1)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows stay NaN
         return np.nanmean(per_class, axis=1)
@@ -91,32 +91,37 @@ def percentile_interval(values: np.ndarray, level: float = LEVEL) -> dict:
 
 
 def bootstrap_intervals(labels: np.ndarray, probs: np.ndarray, *, n_resamples: int, seed: int,
-                        thresholds: dict[str, float | None]) -> dict[str, dict]:
+                        thresholds: dict[str, float | None], positive: int | None
+                        ) -> dict[str, dict]:
     """95% intervals of AUC (key ``roc_auc``) and, for each named decision rule in
     ``thresholds`` (see :func:`medpipe.evaluation.metrics.decide`), of accuracy, sensitivity and
     specificity (keys ``<rule>.accuracy`` etc.). Overall sensitivity/specificity are the
-    positive class's for two classes and macro means for more, as in the report."""
+    ``positive`` class's, or without one macro means, as in the report."""
     values = bootstrap_values(labels, probs, n_resamples=n_resamples, seed=seed,
-                              thresholds=thresholds)
+                              thresholds=thresholds, positive=positive)
     return {key: percentile_interval(v) for key, v in values.items()}
 
 
 def bootstrap_values(labels: np.ndarray, probs: np.ndarray, *, n_resamples: int, seed: int,
-                     thresholds: dict[str, float | None]) -> dict[str, np.ndarray]:
+                     thresholds: dict[str, float | None], positive: int | None
+                     ) -> dict[str, np.ndarray]:
     """The figures of :func:`bootstrap_intervals`, one value per resample (NaN where
     undefined): what an interval, or the interval of a difference, is taken from."""
     labels = np.asarray(labels)
     probs = np.asarray(probs)
     if n_resamples < 1 or len(labels) == 0:
         return {}
-    decisions = {name: decide(probs, threshold) for name, threshold in thresholds.items()}
+    decisions = {name: decide(probs, threshold, positive=positive)
+                 for name, threshold in thresholds.items()}
     values: dict[str, list[np.ndarray]] = {}
     for idx in resample_blocks(labels, n_resamples, seed):
         labels_r = labels[idx]
-        values.setdefault("roc_auc", []).append(macro_auc_resampled(labels, probs, idx))
+        values.setdefault("roc_auc", []).append(
+            macro_auc_resampled(labels, probs, idx, positive=positive))
         for name, pred in decisions.items():
             pred_r = pred[idx]
-            rates = summarise_rates(class_rates(confusion(labels_r, pred_r, probs.shape[1])))
+            rates = summarise_rates(class_rates(confusion(labels_r, pred_r, probs.shape[1])),
+                                    positive=positive)
             values.setdefault(f"{name}.accuracy", []).append((pred_r == labels_r).mean(1))
             for metric in ("sensitivity", "specificity"):
                 values.setdefault(f"{name}.{metric}", []).append(rates[metric])

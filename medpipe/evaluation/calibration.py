@@ -1,8 +1,9 @@
 """Calibration: does a predicted probability of 0.8 come true 80% of the time?
 
-The probability examined is the one a reader acts on. Two classes: the positive-class
-probability against whether the case is positive (the clinical question, "how likely is
-disease"). More classes: the top-label confidence against whether the argmax is right.
+The probability examined is the one a reader acts on. With a positive class (``positive``,
+the task's :attr:`~medpipe.task.Task.positive_index`): its probability against whether
+the case is positive (the clinical question, "how likely is disease"). Without one: the
+top-label confidence against whether the argmax is right.
 Bins are ``bins`` equal-width intervals of [0, 1], the last one closed.
 """
 
@@ -13,21 +14,23 @@ import warnings
 import numpy as np
 
 
-def event_and_probability(labels: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def event_and_probability(labels: np.ndarray, probs: np.ndarray, *, positive: int | None
+                          ) -> tuple[np.ndarray, np.ndarray]:
     """The probability studied and whether its event happened, as described above."""
     labels = np.asarray(labels)
     probs = np.asarray(probs, dtype=np.float64)
-    if probs.shape[1] == 2:
-        return probs[:, 1], labels == 1
+    if positive is not None:
+        return probs[:, positive], labels == positive
     return probs.max(1), probs.argmax(1) == labels
 
 
-def reliability(labels: np.ndarray, probs: np.ndarray, bins: int) -> list[dict]:
+def reliability(labels: np.ndarray, probs: np.ndarray, bins: int, *, positive: int | None
+                ) -> list[dict]:
     """One row per non-empty bin: its edges, case count, mean predicted probability and
     observed frequency of the event (the reliability diagram's points)."""
     if bins < 1:
         raise ValueError("bins must be at least 1")
-    p, event = event_and_probability(labels, probs)
+    p, event = event_and_probability(labels, probs, positive=positive)
     which = np.minimum((p * bins).astype(np.int64), bins - 1)
     count = np.bincount(which, minlength=bins)
     sum_p = np.bincount(which, weights=p, minlength=bins)

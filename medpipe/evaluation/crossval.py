@@ -23,6 +23,7 @@ from collections.abc import Callable
 import numpy as np
 
 from medpipe.params.sections import EvaluateParams
+from medpipe.task import Task
 
 TEST_FIGURES = ("roc_auc", "accuracy", "sensitivity", "specificity")
 VAL_FIGURES = ("roc_auc", "accuracy")
@@ -36,16 +37,16 @@ def figures_at_decision(summary: dict) -> dict:
     return {"roc_auc": summary["roc_auc"], **{k: at[k] for k in TEST_FIGURES[1:]}}
 
 
-def summarise(summarise_task: Summarise, scores: list, test_labels: np.ndarray,
-              classes: list[str], cfg: EvaluateParams) -> tuple[dict, dict]:
+def summarise(summarise_task: Summarise, scores: list, test_labels: np.ndarray, task: Task,
+              cfg: EvaluateParams) -> tuple[dict, dict]:
     """The ``folds`` and ``ensemble`` sections from the fold models' ``scores``
     (:class:`medpipe.inference.ensemble.FoldScores`)."""
     quick = dataclasses.replace(cfg, split="test", bootstrap=0)
     at_half = dataclasses.replace(cfg, split="val", bootstrap=0, threshold=0.5)
     per_fold = []
     for sc in scores:
-        val, _ = summarise_task(sc.val_labels, sc.val_probs, classes, at_half)
-        test, _ = summarise_task(test_labels, sc.test_probs, classes, quick, sc.val_labels,
+        val, _ = summarise_task(sc.val_labels, sc.val_probs, task, at_half)
+        test, _ = summarise_task(test_labels, sc.test_probs, task, quick, sc.val_labels,
                                  sc.val_probs)
         per_fold.append({"fold": sc.fold, "val": {k: val[k] for k in VAL_FIGURES},
                          "test": figures_at_decision(test)})
@@ -59,7 +60,7 @@ def summarise(summarise_task: Summarise, scores: list, test_labels: np.ndarray,
     oof_labels = np.concatenate([sc.val_labels for sc in scores])
     oof_probs = np.concatenate([sc.val_probs for sc in scores])
     mean_probs = np.mean([sc.test_probs for sc in scores], axis=0)
-    ensemble, _ = summarise_task(test_labels, mean_probs, classes,
+    ensemble, _ = summarise_task(test_labels, mean_probs, task,
                                  dataclasses.replace(cfg, split="test"), oof_labels, oof_probs)
     if ensemble["threshold"].get("chosen_on") == "val":
         ensemble["threshold"]["chosen_on"] = "out-of-fold"

@@ -99,6 +99,6 @@ def curves(labels: np.ndarray, probs: np.ndarray, names: list[str]
     for k, name in enumerate(names):
         # The finding as a two-class problem: "absent" / name, positive second.
         two = np.stack([1.0 - probs[:, k], probs[:, k]], axis=1)
-        roc += roc_points(labels[:, k], two, ["absent", name])
-        pr += pr_points(labels[:, k], two, ["absent", name])
+        roc += roc_points(labels[:, k], two, ["absent", name], positive=1)
+        pr += pr_points(labels[:, k], two, ["absent", name], positive=1)
     return roc, pr

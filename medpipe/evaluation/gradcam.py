@@ -97,14 +97,15 @@ def pick(correct: np.ndarray, n: int, seed: int) -> list[int]:
 
 
 def single_label_cases(labels: np.ndarray, probs: np.ndarray, predicted: np.ndarray,
-                       classes: list[str], ids: list[str], n: int, seed: int) -> list[Case]:
-    """Cases of a single-label task. The explained logit is the positive class's for two
-    classes (where is the finding? a map of "normal", the absence of a finding, is mostly
-    empty), the predicted class's for more. ``p`` is the predicted class's probability."""
+                       classes: list[str], ids: list[str], n: int, seed: int, *,
+                       positive: int | None) -> list[Case]:
+    """Cases of a single-label task. The explained logit is the ``positive`` class's when
+    there is one (where is the finding? a map of "normal", the absence of a finding, is
+    mostly empty), else the predicted class's. ``p`` is the predicted class's probability."""
     cases = []
     for i in pick(predicted == labels, n, seed):
         true, pred = classes[labels[i]], classes[predicted[i]]
-        target = 1 if len(classes) == 2 else int(predicted[i])
+        target = positive if positive is not None else int(predicted[i])
         p = float(probs[i, predicted[i]])
         ok = bool(predicted[i] == labels[i])
         cases.append(Case(i, target, ok, f"{ids[i]}_true-{true}_pred-{pred}_p{p:.3f}",

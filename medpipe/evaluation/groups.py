@@ -31,6 +31,7 @@ import pandas as pd
 from medpipe import PipelineError
 from medpipe.evaluation import bootstrap
 from medpipe.params.sections import EvaluateParams
+from medpipe.task import Task
 
 GAP_METRICS = ("roc_auc", "sensitivity", "specificity")
 # The gaps' intervals hold jointly over the three figures (Bonferroni: 1 - 0.05 / 3 each),
@@ -38,7 +39,7 @@ GAP_METRICS = ("roc_auc", "sensitivity", "specificity")
 GAP_LEVEL = 1.0 - (1.0 - bootstrap.LEVEL) / len(GAP_METRICS)
 MISSING = "(missing)"  # the value of a case whose column is empty
 
-Figures = Callable[[np.ndarray, np.ndarray, list[str], dict, EvaluateParams], dict]
+Figures = Callable[[np.ndarray, np.ndarray, Task, dict, EvaluateParams], dict]
 
 
 def check_columns(table: pd.DataFrame, columns: list[str], where: str) -> None:
@@ -50,7 +51,7 @@ def check_columns(table: pd.DataFrame, columns: list[str], where: str) -> None:
                             f"{', '.join(map(str, table.columns))} (stage evaluate)")
 
 
-def subgroups(figures: Figures, labels: np.ndarray, probs: np.ndarray, classes: list[str],
+def subgroups(figures: Figures, labels: np.ndarray, probs: np.ndarray, task: Task,
               table: pd.DataFrame, summary: dict, cfg: EvaluateParams) -> dict:
     """The ``groups`` section: ``table`` holds one row per scored case (in the order of
     ``labels``) with the columns of ``cfg.groups``; ``figures`` scores one group."""
@@ -60,7 +61,7 @@ def subgroups(figures: Figures, labels: np.ndarray, probs: np.ndarray, classes: 
         per_value = {}
         for value in sorted(set(values)):
             mask = values == value
-            fig = figures(labels[mask], probs[mask], classes, summary, cfg)
+            fig = figures(labels[mask], probs[mask], task, summary, cfg)
             per_value[str(value)] = {**fig, "small": bool(mask.sum() < cfg.min_group_cases)}
         out[column] = {"values": per_value, "gaps": gaps(per_value),
                        "min_cases": cfg.min_group_cases}

@@ -1,5 +1,10 @@
 """Classification metrics a clinician reads. Degenerate cases give NaN and a warning.
 
+Whether there is a positive class is the task's decision
+(:attr:`medpipe.task.Task.positive_index`); the functions that depend on it take it as
+``positive``: the index of the positive class of a two-class task, or None for a task
+whose figures are per class (one-vs-rest, argmax).
+
 scikit-learn is imported inside the functions that need it: the train stage computes
 a validation AUC every epoch and should not pay its import time for that.
 """
@@ -27,39 +32,40 @@ def binary_auc(positive: np.ndarray, scores: np.ndarray) -> float:
     return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 
 
-def roc_auc(labels: np.ndarray, probs: np.ndarray) -> float:
-    """Binary: AUC of the positive-class probability. Multi-class: macro one-vs-rest
-    over the classes present in ``labels``; NaN with a warning when fewer than two
+def roc_auc(labels: np.ndarray, probs: np.ndarray, *, positive: int | None) -> float:
+    """With a ``positive`` class: the AUC of its probability. Without: macro one-vs-rest
+    over the classes present in ``labels``. NaN with a warning when fewer than two
     classes are present (there is no curve to draw)."""
     labels = np.asarray(labels)
-    n_classes = probs.shape[1]
     present = np.unique(labels)
     if len(present) < 2:
         warnings.warn("ROC AUC is undefined with a single class present; reporting NaN",
                       stacklevel=2)
         return float("nan")
-    if n_classes == 2:
-        return binary_auc(labels == 1, probs[:, 1])
+    if positive is not None:
+        return binary_auc(labels == positive, probs[:, positive])
     aucs = []
-    for k in range(n_classes):
-        positive = labels == k
-        if positive.all() or not positive.any():
+    for k in range(probs.shape[1]):
+        in_k = labels == k
+        if in_k.all() or not in_k.any():
             warnings.warn(f"class {k} absent from the labels: its one-vs-rest AUC is NaN and "
                           "left out of the macro mean", stacklevel=2)
             continue
-        aucs.append(binary_auc(positive, probs[:, k]))
+        aucs.append(binary_auc(in_k, probs[:, k]))
     return float(np.mean(aucs))
 
 
-def decide(probs: np.ndarray, threshold: float | None = None) -> np.ndarray:
-    """Predicted class per row. Two classes: positive (1) when ``probs[:, 1] >= threshold``
-    (0.5 when None). More classes: argmax, and ``threshold`` must be None."""
+def decide(probs: np.ndarray, threshold: float | None = None, *,
+           positive: int | None) -> np.ndarray:
+    """Predicted class per row. With a ``positive`` class (of two): that class when its
+    probability is ``>= threshold`` (0.5 when None), else the other one. Without: argmax,
+    and ``threshold`` must be None."""
     probs = np.asarray(probs)
-    if probs.shape[1] == 2:
+    if positive is not None:
         t = 0.5 if threshold is None else threshold
-        return (probs[:, 1] >= t).astype(np.int64)
+        return np.where(probs[:, positive] >= t, positive, 1 - positive).astype(np.int64)
     if threshold is not None:
-        raise ValueError("a decision threshold applies to two classes only")
+        raise ValueError("a decision threshold applies to a positive class only")
     return probs.argmax(1)
 
 
@@ -96,12 +102,12 @@ def class_rates(cm: np.ndarray) -> dict[str, np.ndarray]:
 SUMMARY = ("sensitivity", "specificity", "ppv", "npv", "f1")
 
 
-def summarise_rates(rates: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Overall figures from :func:`class_rates`: the positive class (index 1) for two
-    classes, the macro mean over the classes where the figure is defined for more."""
-    n_classes = next(iter(rates.values())).shape[-1]
-    if n_classes == 2:
-        return {k: rates[k][..., 1] for k in SUMMARY}
+def summarise_rates(rates: dict[str, np.ndarray], *, positive: int | None
+                    ) -> dict[str, np.ndarray]:
+    """Overall figures from :func:`class_rates`: the ``positive`` class's, or without one
+    the macro mean over the classes where the figure is defined."""
+    if positive is not None:
+        return {k: rates[k][..., positive] for k in SUMMARY}
     out = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows stay NaN
@@ -111,18 +117,18 @@ def summarise_rates(rates: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 
 def classification_report(labels: np.ndarray, probs: np.ndarray, classes: list[str],
-                          threshold: float | None = None) -> dict:
+                          threshold: float | None = None, *, positive: int | None) -> dict:
     """Overall and per-class figures for ``probs`` (N, classes) against ``labels`` (N,).
 
     Decisions as in :func:`decide`. Overall sensitivity, specificity, PPV, NPV and F1 are
-    those of the positive class ``classes[1]`` for two classes and macro means for more.
+    those of the ``positive`` class, or without one macro means over the classes.
     Per class, ``recall`` is the sensitivity and ``precision`` the PPV (both names are
     kept). A figure whose denominator is empty (a class absent from ``labels``, or never
     predicted) is NaN, with a warning.
     """
     labels = np.asarray(labels)
     k = len(classes)
-    pred = decide(probs, threshold)
+    pred = decide(probs, threshold, positive=positive)
     cm = confusion(labels, pred, k)
     rates = class_rates(cm)
     support = cm.sum(1)
@@ -145,14 +151,14 @@ def classification_report(labels: np.ndarray, probs: np.ndarray, classes: list[s
             "npv": float(rates["npv"][i]),
         }
     present = support > 0
-    overall = summarise_rates(rates)
+    overall = summarise_rates(rates, positive=positive)
     return {
         "n": int(len(labels)),
         "accuracy": float((pred == labels).mean()) if len(labels) else float("nan"),
         # Mean recall over the classes present (as scikit-learn's balanced accuracy).
         "balanced_accuracy": (float(rates["sensitivity"][present].mean()) if present.any()
                               else float("nan")),
-        "roc_auc": roc_auc(labels, probs),
+        "roc_auc": roc_auc(labels, probs, positive=positive),
         **{name: float(overall[name]) for name in SUMMARY},
         "per_class": per_class,
     }
@@ -161,7 +167,8 @@ def classification_report(labels: np.ndarray, probs: np.ndarray, classes: list[s
 def choose_threshold(labels: np.ndarray, p_positive: np.ndarray, rule: str | float,
                      target_sensitivity: float) -> dict:
     """Decision threshold on the positive-class probability, chosen on (validation)
-    ``labels``; a case is called positive when its probability is ``>=`` the threshold.
+    ``labels`` (1 or True where the case is positive); a case is called positive when its
+    probability is ``>=`` the threshold.
 
     ``rule``: ``"youden"`` maximises sensitivity + specificity - 1 (on ties, the operating
     point with the fewest positive calls); ``"target_sensitivity"`` takes the operating
@@ -209,39 +216,41 @@ def choose_threshold(labels: np.ndarray, p_positive: np.ndarray, rule: str | flo
     }
 
 
-def roc_points(labels: np.ndarray, probs: np.ndarray, classes: list[str]) -> list[dict]:
-    """ROC curve rows for DVC plots: the positive class for a binary task, one-vs-rest
-    curves (tagged with ``class``) for a multi-class one."""
+def roc_points(labels: np.ndarray, probs: np.ndarray, classes: list[str], *,
+               positive: int | None) -> list[dict]:
+    """ROC curve rows for DVC plots, tagged with ``class``: the ``positive`` class's
+    curve, or without one a one-vs-rest curve per class."""
     from sklearn import metrics as skm
 
     labels = np.asarray(labels)
-    targets = [1] if len(classes) == 2 else range(len(classes))
+    targets = [positive] if positive is not None else range(len(classes))
     rows = []
     for k in targets:
-        positive = labels == k
-        if positive.all() or not positive.any():
+        in_k = labels == k
+        if in_k.all() or not in_k.any():
             continue
-        fpr, tpr, thr = skm.roc_curve(positive, probs[:, k], drop_intermediate=True)
+        fpr, tpr, thr = skm.roc_curve(in_k, probs[:, k], drop_intermediate=True)
         rows += [{"class": classes[k], "fpr": round(float(f), 6), "tpr": round(float(t), 6),
                   "threshold": round(float(min(h, 1.0)), 6)}
                  for f, t, h in zip(fpr, tpr, thr, strict=True)]
     return rows
 
 
-def pr_points(labels: np.ndarray, probs: np.ndarray, classes: list[str]) -> list[dict]:
-    """Precision-recall curve rows for DVC plots, as :func:`roc_points` (the positive class
-    for two classes, one-vs-rest per class for more). The last point (recall 0,
-    precision 1) has no threshold; it is written as 1."""
+def pr_points(labels: np.ndarray, probs: np.ndarray, classes: list[str], *,
+              positive: int | None) -> list[dict]:
+    """Precision-recall curve rows for DVC plots, as :func:`roc_points` (the ``positive``
+    class's, or one-vs-rest per class). The last point (recall 0, precision 1) has no
+    threshold; it is written as 1."""
     from sklearn import metrics as skm
 
     labels = np.asarray(labels)
-    targets = [1] if len(classes) == 2 else range(len(classes))
+    targets = [positive] if positive is not None else range(len(classes))
     rows = []
     for k in targets:
-        positive = labels == k
-        if not positive.any():
+        in_k = labels == k
+        if not in_k.any():
             continue
-        precision, recall, thr = skm.precision_recall_curve(positive, probs[:, k])
+        precision, recall, thr = skm.precision_recall_curve(in_k, probs[:, k])
         thr = np.append(thr, 1.0)
         rows += [{"class": classes[k], "recall": round(float(r), 6),
                   "precision": round(float(p), 6), "threshold": round(float(min(h, 1.0)), 6)}

@@ -2,6 +2,8 @@
 per-image predictions, the curves, the Grad-CAM sample, the report.
 
 Pure functions of labels and probabilities, so tests call them without a model or files.
+Whether there is a positive class (two classes) is the task's
+:attr:`~medpipe.task.Task.positive_index`, passed on to the metrics as ``positive``.
 Layout of the summary (``metrics/evaluate_detail.json``; ``metrics/evaluate.json`` keeps
 its headline figures, :mod:`medpipe.evaluation.headline`)::
 
@@ -28,6 +30,7 @@ import pandas as pd
 from medpipe.evaluation import bootstrap, calibration, gradcam, metrics
 from medpipe.evaluation.report import NAMES, RULES, fmt, tail, tta_line, with_ci
 from medpipe.params.sections import EvaluateParams
+from medpipe.task import Task
 
 log = logging.getLogger(__name__)
 
@@ -36,49 +39,51 @@ CI_FIGURES = ("accuracy", "sensitivity", "specificity")
 BOOTSTRAP_METHOD = "percentile, stratified by class"
 
 
-def summarise(labels: np.ndarray, probs: np.ndarray, classes: list[str], cfg: EvaluateParams,
+def summarise(labels: np.ndarray, probs: np.ndarray, task: Task, cfg: EvaluateParams,
               val_labels: np.ndarray | None = None, val_probs: np.ndarray | None = None
               ) -> tuple[dict, list[dict]]:
     """The summary described in the module docstring, and the reliability-diagram rows.
 
-    For two classes the threshold is chosen on ``val_labels``/``val_probs`` (needed
+    With a positive class the threshold is chosen on ``val_labels``/``val_probs`` (needed
     unless ``cfg.threshold`` is a number) and applied unchanged to ``labels``/``probs``.
     """
     labels = np.asarray(labels)
-    binary = len(classes) == 2
+    classes, positive = task.classes, task.positive_index
     summary: dict = {"split": cfg.split, "n": int(len(labels))}
-    if binary:
-        summary["positive_class"] = classes[1]
-    base = metrics.classification_report(labels, probs, classes)
+    if positive is not None:
+        summary["positive_class"] = task.positive_class
+    base = metrics.classification_report(labels, probs, classes, positive=positive)
     summary.update({k: v for k, v in base.items() if k != "n"})
 
     threshold_value = None
-    if binary:
-        summary["threshold"] = _threshold(cfg, val_labels, val_probs)
+    if positive is not None:
+        summary["threshold"] = _threshold(cfg, positive, val_labels, val_probs)
         threshold_value = summary["threshold"]["value"]
-        at = metrics.classification_report(labels, probs, classes, threshold=threshold_value)
+        at = metrics.classification_report(labels, probs, classes, threshold=threshold_value,
+                                           positive=positive)
         summary["at_threshold"] = {**{k: at[k] for k in FIGURES}, "per_class": at["per_class"]}
     else:
         summary["threshold"] = {"rule": "argmax", "value": None, "chosen_on": None}
-    summary["ci95"] = _intervals(labels, probs, cfg, threshold_value)
-    rows = calibration.reliability(labels, probs, cfg.calibration_bins)
+    summary["ci95"] = _intervals(labels, probs, cfg, threshold_value, positive)
+    rows = calibration.reliability(labels, probs, cfg.calibration_bins, positive=positive)
     summary["calibration"] = {**calibration.calibration_errors(rows),
                               "bins": cfg.calibration_bins,
-                              "probability": ("positive class" if binary
+                              "probability": ("positive class" if positive is not None
                                               else "top-label confidence")}
     summary["bootstrap"] = {"resamples": cfg.bootstrap, "seed": cfg.seed,
                             "level": bootstrap.LEVEL, "method": BOOTSTRAP_METHOD}
     return summary, rows
 
 
-def _threshold(cfg: EvaluateParams, val_labels: np.ndarray | None,
+def _threshold(cfg: EvaluateParams, positive: int, val_labels: np.ndarray | None,
                val_probs: np.ndarray | None) -> dict:
-    """The positive class's threshold: chosen on the validation split by the rule of
+    """The threshold of class ``positive``: chosen on the validation split by the rule of
     ``cfg.threshold``, or the number it gives."""
     if isinstance(cfg.threshold, str):
         if val_labels is None or val_probs is None:
             raise ValueError(f"threshold rule {cfg.threshold!r} needs validation data")
-        chosen = metrics.choose_threshold(val_labels, np.asarray(val_probs)[:, 1],
+        chosen = metrics.choose_threshold(np.asarray(val_labels) == positive,
+                                          np.asarray(val_probs)[:, positive],
                                           cfg.threshold, cfg.target_sensitivity)
         chosen_on = "val"
     else:
@@ -100,15 +105,16 @@ def _threshold(cfg: EvaluateParams, val_labels: np.ndarray | None,
 
 
 def _intervals(labels: np.ndarray, probs: np.ndarray, cfg: EvaluateParams,
-               threshold: float | None) -> dict | None:
-    """95% bootstrap intervals at argmax / 0.5 and, for two classes, at ``threshold``."""
+               threshold: float | None, positive: int | None) -> dict | None:
+    """95% bootstrap intervals at argmax / 0.5 and, with a positive class, at
+    ``threshold``."""
     if cfg.bootstrap <= 0:
         return None
     rules = {"default": None}
     if threshold is not None:
         rules["at_threshold"] = threshold
     ci = bootstrap.bootstrap_intervals(labels, probs, n_resamples=cfg.bootstrap,
-                                       seed=cfg.seed, thresholds=rules)
+                                       seed=cfg.seed, thresholds=rules, positive=positive)
     out = {"roc_auc": ci["roc_auc"], **{k: ci[f"default.{k}"] for k in CI_FIGURES}}
     if threshold is not None:
         out["at_threshold"] = {k: ci[f"at_threshold.{k}"] for k in CI_FIGURES}
@@ -119,33 +125,38 @@ def _intervals(labels: np.ndarray, probs: np.ndarray, cfg: EvaluateParams,
     return out
 
 
-def predictions_table(ids: list[str], labels: np.ndarray, probs: np.ndarray,
-                      classes: list[str], summary: dict) -> pd.DataFrame:
+def predictions_table(ids: list[str], labels: np.ndarray, probs: np.ndarray, task: Task,
+                      summary: dict) -> pd.DataFrame:
     """One row per image: true and predicted class (at 0.5 / argmax and at the chosen
     threshold) and the probabilities."""
+    classes, positive = task.classes, task.positive_index
     threshold = summary["threshold"]["value"]
+    decided = metrics.decide(probs, positive=positive)  # at 0.5, or the argmax
+    at_threshold = metrics.decide(probs, threshold, positive=positive)
     pred = pd.DataFrame({"id": ids,
                          "actual": [classes[k] for k in labels],
-                         "predicted": [classes[k] for k in metrics.decide(probs)],
-                         "predicted_at_threshold": [classes[k] for k in
-                                                    metrics.decide(probs, threshold)]})
+                         "predicted": [classes[k] for k in decided],
+                         "predicted_at_threshold": [classes[k] for k in at_threshold]})
     for k, name in enumerate(classes):
         pred[f"p_{name}"] = probs[:, k].round(6)
     return pred
 
 
-def gradcam_cases(labels: np.ndarray, probs: np.ndarray, classes: list[str], ids: list[str],
+def gradcam_cases(labels: np.ndarray, probs: np.ndarray, task: Task, ids: list[str],
                   summary: dict, cfg: EvaluateParams) -> list[gradcam.Case]:
     """The seeded sample of images to explain, at the decisions the metrics report."""
-    decided = metrics.decide(probs, summary["threshold"]["value"])
-    return gradcam.single_label_cases(labels, probs, decided, classes, ids, cfg.gradcam,
-                                      cfg.seed)
+    positive = task.positive_index
+    decided = metrics.decide(probs, summary["threshold"]["value"], positive=positive)
+    return gradcam.single_label_cases(labels, probs, decided, task.classes, ids, cfg.gradcam,
+                                      cfg.seed, positive=positive)
 
 
-def curves(labels: np.ndarray, probs: np.ndarray, classes: list[str]
+def curves(labels: np.ndarray, probs: np.ndarray, task: Task
            ) -> tuple[list[dict], list[dict]]:
     """ROC and precision-recall points: the positive class's, or one-vs-rest per class."""
-    return metrics.roc_points(labels, probs, classes), metrics.pr_points(labels, probs, classes)
+    positive = task.positive_index
+    return (metrics.roc_points(labels, probs, task.classes, positive=positive),
+            metrics.pr_points(labels, probs, task.classes, positive=positive))
 
 
 def render(summary: dict, *, model: str, model_sha256: str, plots: dict[str, str],
@@ -246,18 +257,20 @@ def headline(summary: dict) -> str:
     return line
 
 
-def group_figures(labels: np.ndarray, probs: np.ndarray, classes: list[str], summary: dict,
+def group_figures(labels: np.ndarray, probs: np.ndarray, task: Task, summary: dict,
                   cfg: EvaluateParams) -> dict:
     """One subgroup's figures at the decisions of the whole split (the chosen threshold,
     or argmax): cases, AUC, accuracy, sensitivity and specificity (the positive class's,
-    or macro means and per class for more), with bootstrap intervals; ``resampled`` holds
+    or without one macro means and per class), with bootstrap intervals; ``resampled`` holds
     the resampled values that the intervals of differences between groups are taken from."""
-    threshold = summary["threshold"]["value"]
+    threshold, positive = summary["threshold"]["value"], task.positive_index
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # a small group may lack a class: NaN, not noise
-        rep = metrics.classification_report(labels, probs, classes, threshold)
+        rep = metrics.classification_report(labels, probs, task.classes, threshold,
+                                            positive=positive)
         values = (bootstrap.bootstrap_values(labels, probs, n_resamples=cfg.bootstrap,
-                                             seed=cfg.seed, thresholds={"at": threshold})
+                                             seed=cfg.seed, thresholds={"at": threshold},
+                                             positive=positive)
                   if cfg.bootstrap > 0 else {})
     keys = ("roc_auc", "accuracy", "sensitivity", "specificity")
     resampled = {k: values["roc_auc" if k == "roc_auc" else f"at.{k}"] for k in keys
@@ -266,7 +279,7 @@ def group_figures(labels: np.ndarray, probs: np.ndarray, classes: list[str], sum
            "ci95": ({k: bootstrap.percentile_interval(v) for k, v in resampled.items()}
                     if resampled else None),
            "resampled": resampled}
-    if len(classes) > 2:
+    if positive is None:
         out["per_class"] = {name: {k: c[k] for k in ("support", "sensitivity", "specificity")}
                             for name, c in rep["per_class"].items()}
     return out

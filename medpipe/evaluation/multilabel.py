@@ -26,11 +26,12 @@ import pandas as pd
 from medpipe.evaluation import bootstrap, calibration, findings, gradcam, metrics
 from medpipe.evaluation.report import NAMES, RULES, fmt, tail, tta_line, with_ci
 from medpipe.params.sections import EvaluateParams
+from medpipe.task import Task
 
 BOOTSTRAP_METHOD = "percentile, images resampled with replacement"
 
 
-def summarise(labels: np.ndarray, probs: np.ndarray, names: list[str], cfg: EvaluateParams,
+def summarise(labels: np.ndarray, probs: np.ndarray, task: Task, cfg: EvaluateParams,
               val_labels: np.ndarray | None = None, val_probs: np.ndarray | None = None
               ) -> tuple[dict, list[dict]]:
     """The summary (module docstring) and the reliability-diagram rows.
@@ -39,7 +40,7 @@ def summarise(labels: np.ndarray, probs: np.ndarray, names: list[str], cfg: Eval
     gets its own threshold, chosen on the validation split by ``cfg.threshold`` (or the
     fixed number for all) and applied unchanged to ``labels``/``probs``. Calibration pools
     every (image, finding) pair: the finding's probability against its presence."""
-    labels = np.asarray(labels)
+    labels, names = np.asarray(labels), task.classes
     probs = np.asarray(probs, dtype=np.float64)
     summary: dict = {"task": "multilabel", "split": cfg.split, "n": int(len(labels)),
                      "findings": list(names)}
@@ -54,9 +55,11 @@ def summarise(labels: np.ndarray, probs: np.ndarray, names: list[str], cfg: Eval
     if cfg.bootstrap > 0:
         summary["ci95"] = {"roc_auc": bootstrap.multilabel_auc_interval(
             labels, probs, n_resamples=cfg.bootstrap, seed=cfg.seed)}
+    # Each (image, finding) pair as a two-class case: absent / present, present positive.
     flat = probs.reshape(-1)
     rows = calibration.reliability(labels.reshape(-1).astype(np.int64),
-                                   np.stack([1.0 - flat, flat], axis=1), cfg.calibration_bins)
+                                   np.stack([1.0 - flat, flat], axis=1), cfg.calibration_bins,
+                                   positive=1)
     summary["calibration"] = {**calibration.calibration_errors(rows),
                               "bins": cfg.calibration_bins, "probability": "finding"}
     summary["bootstrap"] = {"resamples": cfg.bootstrap, "seed": cfg.seed,
@@ -112,10 +115,11 @@ def finding_sets(called: np.ndarray, names: list[str]) -> list[str]:
             for row in called]
 
 
-def predictions_table(ids: list[str], labels: np.ndarray, probs: np.ndarray,
-                      names: list[str], summary: dict) -> pd.DataFrame:
+def predictions_table(ids: list[str], labels: np.ndarray, probs: np.ndarray, task: Task,
+                      summary: dict) -> pd.DataFrame:
     """One row per image: the finding sets (true, called at 0.5, called at the thresholds),
     then per finding its truth, probability and call at its threshold."""
+    names = task.classes
     called = probs >= thresholds_of(summary)[None, :]
     pred = pd.DataFrame({"id": ids, "actual": finding_sets(labels == 1, names),
                          "predicted": finding_sets(probs >= 0.5, names),
@@ -127,17 +131,17 @@ def predictions_table(ids: list[str], labels: np.ndarray, probs: np.ndarray,
     return pred
 
 
-def gradcam_cases(labels: np.ndarray, probs: np.ndarray, names: list[str], ids: list[str],
+def gradcam_cases(labels: np.ndarray, probs: np.ndarray, task: Task, ids: list[str],
                   summary: dict, cfg: EvaluateParams) -> list[gradcam.Case]:
     """The seeded sample of (image, finding) pairs to explain, at the thresholds."""
-    return gradcam.multilabel_cases(labels, probs, thresholds_of(summary), names, ids,
+    return gradcam.multilabel_cases(labels, probs, thresholds_of(summary), task.classes, ids,
                                     cfg.gradcam, cfg.seed)
 
 
-def curves(labels: np.ndarray, probs: np.ndarray, names: list[str]
+def curves(labels: np.ndarray, probs: np.ndarray, task: Task
            ) -> tuple[list[dict], list[dict]]:
     """ROC and precision-recall points per finding."""
-    return findings.curves(labels, probs, names)
+    return findings.curves(labels, probs, task.classes)
 
 
 def render(summary: dict, *, model: str, model_sha256: str, plots: dict[str, str],
@@ -216,7 +220,7 @@ def headline(summary: dict) -> str:
             f"exact match {summary['exact_match']:.4f}")
 
 
-def group_figures(labels: np.ndarray, probs: np.ndarray, names: list[str], summary: dict,
+def group_figures(labels: np.ndarray, probs: np.ndarray, task: Task, summary: dict,
                   cfg: EvaluateParams) -> dict:
     """One subgroup's figures at the per-finding thresholds of the whole split: images,
     mean AUC (with its bootstrap interval; ``resampled`` its resampled values), accuracy
@@ -224,7 +228,7 @@ def group_figures(labels: np.ndarray, probs: np.ndarray, names: list[str], summa
     labels, probs = np.asarray(labels), np.asarray(probs, dtype=np.float64)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # a small group may lack a finding: NaN, not noise
-        rep = findings.report(labels, probs, names, thresholds_of(summary))
+        rep = findings.report(labels, probs, task.classes, thresholds_of(summary))
         resampled = ({"roc_auc": bootstrap.multilabel_auc_values(
             labels, probs, n_resamples=cfg.bootstrap, seed=cfg.seed)}
             if cfg.bootstrap > 0 and len(labels) else {})

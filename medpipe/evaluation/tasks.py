@@ -1,8 +1,9 @@
 """Which evaluation a task gets, chosen once from its name.
 
-Each module here gives the same functions for its task: ``summarise`` (the summary and
-the reliability rows), ``predictions_table``, ``curves``, ``gradcam_cases``, ``render``
-(the report) and ``headline`` (the line the stage logs).
+Each module here gives the same functions for its task, each taking the :class:`Task`
+itself where it needs the class names or the positive class: ``summarise`` (the summary
+and the reliability rows), ``predictions_table``, ``curves``, ``gradcam_cases``,
+``group_figures``, ``render`` (the report) and ``headline`` (the line the stage logs).
 """
 
 from __future__ import annotations

@@ -49,28 +49,27 @@ def evaluate(cfg: EvaluateParams, model_path: Path, data_dir: Path, metrics_path
     if tasks.needs_validation(cfg, task):
         val_labels, val_probs = (labels, probs) if cfg.split == "val" else score_split(
             model, data_dir, "val", cfg.batch_size, device, task, cfg.tta)[:2]
-    summary, reliability = ev.summarise(labels, probs, task.classes, cfg, val_labels,
-                                        val_probs)
+    summary, reliability = ev.summarise(labels, probs, task, cfg, val_labels, val_probs)
     summary["model_sha256"] = file_digest(model_path)
     summary["tta"] = cfg.tta  # `medpipe predict --metrics` averages the same views
     manifest = pd.read_csv(data_dir / store.MANIFEST)
     cases = manifest[manifest["split"] == cfg.split].reset_index(drop=True)
     if cfg.groups:
         groups.check_columns(manifest, cfg.groups, str(data_dir / store.MANIFEST))
-        summary["groups"] = groups.subgroups(ev.group_figures, labels, probs, task.classes,
-                                             cases, summary, cfg)
+        summary["groups"] = groups.subgroups(ev.group_figures, labels, probs, task, cases,
+                                             summary, cfg)
     if folds_dir is not None and ensemble.members(folds_dir):
         summary["folds"], summary["ensemble"] = _cross_validation(cfg, folds_dir, data_dir,
                                                                   device, task)
 
     # Plot data, heat maps, report; the summary last: its presence means a complete run.
     ids = [str(i) for i in cases["source_id"]]
-    roc, pr = ev.curves(labels, probs, task.classes)
-    table = ev.predictions_table(ids, labels, probs, task.classes, summary)
+    roc, pr = ev.curves(labels, probs, task)
+    table = ev.predictions_table(ids, labels, probs, task, summary)
     outputs.write_plot_data(plots_dir, roc, pr, reliability, table,
                             groups.plot_rows(summary.get("groups", {})))
     if gradcam_dir is not None:
-        cases_shown = ev.gradcam_cases(labels, probs, task.classes, ids, summary, cfg) \
+        cases_shown = ev.gradcam_cases(labels, probs, task, ids, summary, cfg) \
             if cfg.gradcam > 0 else []
         _write_maps(model, ckpt["arch"]["name"], images, cases_shown, gradcam_dir, device)
     maps = gradcam_dir if cfg.gradcam > 0 else None
@@ -102,7 +101,7 @@ def _cross_validation(cfg: EvaluateParams, folds_dir: Path, data_dir: Path, devi
     test_labels, scores = fold_scoring.score_folds(folds_dir, data_dir, cfg.batch_size, device,
                                                task, cfg.tta)
     section, ens = crossval.summarise(tasks.evaluation_of(task).summarise, scores,
-                                      test_labels, task.classes, cfg)
+                                      test_labels, task, cfg)
     ens["model_sha256"] = ensemble.digest(folds_dir)  # what `medpipe predict` checks
     log.info("ensemble of %d folds, test: ROC AUC %.4f (folds %.4f ± %.4f)", len(scores),
              ens["roc_auc"], section["mean"]["test"]["roc_auc"], section["sd"]["test"]["roc_auc"])

@@ -18,6 +18,7 @@ from medpipe.data.pixels import to_store_pixels
 from medpipe.evaluation import metrics
 from medpipe.inference import ensemble, predictor
 from medpipe.models import checkpoint
+from medpipe.task import Task
 from medpipe.utils import devices
 from medpipe.utils.progress import Tracker
 
@@ -70,12 +71,12 @@ def batches(paths: list[Path], channels: int, image_size: int, frame: str | int 
 @torch.inference_mode()
 def predict_files(model_path: Path, paths: list[Path],
                   threshold: float | list[float] | None = None, device: str = "cpu",
-                  tta: str = "none", frame: str | int = "middle") -> pd.DataFrame:
-    """Probabilities and the decision for each image in ``paths``. ``threshold``: two
-    classes, the positive-class threshold; multi-label, one for all findings or a list
-    with one per finding (default 0.5). ``tta``: the flipped views averaged, as the
-    evaluate stage's ``evaluate.tta``; ``frame``: of a multi-frame DICOM file, as
-    ``prepare.dicom_frame``."""
+                  tta: str = "none", frame: str | int = "middle") -> tuple[pd.DataFrame, Task]:
+    """Probabilities and the decision for each image in ``paths``, and the model's task
+    (which says how the decision was made). ``threshold``: two classes, the
+    positive-class threshold; multi-label, one for all findings or a list with one per
+    finding (default 0.5). ``tta``: the flipped views averaged, as the evaluate stage's
+    ``evaluate.tta``; ``frame``: of a multi-frame DICOM file, as ``prepare.dicom_frame``."""
     dev = devices.resolve_device(device)
     model, ckpt = ensemble.load_model(model_path, dev)  # weights_only: never runs code
     classes, pre = ckpt["classes"], ckpt["preprocess"]
@@ -96,17 +97,19 @@ def predict_files(model_path: Path, paths: list[Path],
     table = pd.DataFrame({"path": rows})
     for k, name in enumerate(classes):
         table[f"p_{name}"] = p[:, k].round(8)
-    return DECISIONS[task.name](table, p, classes, threshold)
+    return DECISIONS[task.name](table, p, task, threshold), task
 
 
-def _decide_class(table: pd.DataFrame, p: np.ndarray, classes: list[str],
+def _decide_class(table: pd.DataFrame, p: np.ndarray, task: Task,
                   threshold: float | None) -> pd.DataFrame:
-    table["predicted"] = [classes[k] for k in metrics.decide(p, threshold)]
+    decided = metrics.decide(p, threshold, positive=task.positive_index)
+    table["predicted"] = [task.classes[k] for k in decided]
     return table
 
 
-def _decide_findings(table: pd.DataFrame, p: np.ndarray, classes: list[str],
+def _decide_findings(table: pd.DataFrame, p: np.ndarray, task: Task,
                      threshold: float | list[float] | None) -> pd.DataFrame:
+    classes = task.classes
     t = np.broadcast_to(np.asarray(0.5 if threshold is None else threshold, dtype=np.float64),
                         (len(classes),))
     called = p >= t[None, :]

@@ -95,11 +95,16 @@ def evaluate(model: nn.Module, batches: Batches, device: torch.device,
     probs = predict(model, batches, device, speed)
     labels, task = batches.labels.numpy(), batches.task
     return {"loss": task.nll(probs, labels), "accuracy": task.accuracy(probs, labels),
-            "auc": VAL_AUC[task.name](labels, probs)}
+            "auc": VAL_AUC[task.name](labels, probs, task)}
 
 
-# The validation AUC: one-vs-rest for classes, the mean of the per-finding AUCs.
-VAL_AUC = {"multiclass": roc_auc, "multilabel": mean_label_auc}
+# The validation AUC: the positive class's, or one-vs-rest for classes; the mean of the
+# per-finding AUCs.
+VAL_AUC: dict[str, Callable[[np.ndarray, np.ndarray, Task], float]] = {
+    "multiclass": lambda labels, probs, task: roc_auc(labels, probs,
+                                                      positive=task.positive_index),
+    "multilabel": lambda labels, probs, task: mean_label_auc(labels, probs),
+}
 
 
 @dataclass

@@ -158,7 +158,8 @@ def test_predicting_the_test_pngs_gives_evaluate_probabilities(evaluated: Simple
     assert [p.stem for p in paths] == sorted(ids)
     threshold = predict.threshold_from_metrics(evaluated.metrics / "evaluate_detail.json",
                                                evaluated.model)
-    table = imagefiles.predict_files(evaluated.model, paths, threshold)
+    table, task = imagefiles.predict_files(evaluated.model, paths, threshold)
+    assert task.positive_class == "opacity"
     table["id"] = [Path(p).stem for p in table["path"]]
     expected = pd.read_csv(evaluated.metrics / "evaluate" / "predictions.csv")
     merged = expected.merge(table, on="id", suffixes=("_eval", "_pred"))
@@ -201,7 +202,7 @@ def test_rgb_16_bit_tiff_and_palette_images_are_converted(evaluated: SimpleNames
     for name, img in files.items():
         img.save(tmp_path / name)
     assert imagefiles.read_image(tmp_path / "sixteen.tif").dtype == np.uint16
-    table = imagefiles.predict_files(evaluated.model, imagefiles.find_images(tmp_path))
+    table, _ = imagefiles.predict_files(evaluated.model, imagefiles.find_images(tmp_path))
     assert len(table) == len(files)
     p = table["p_opacity"].to_numpy()
     assert np.abs(p - p[0]).max() < 1e-5, table
@@ -213,7 +214,7 @@ def test_jpeg_grey_and_colour_are_read(evaluated: SimpleNamespace, tmp_path: Pat
     Image.fromarray(np.stack([grey] * 3, axis=-1), mode="RGB").save(tmp_path / "rgb.jpeg")
     assert imagefiles.read_image(tmp_path / "grey.jpg").shape == grey.shape
     assert imagefiles.read_image(tmp_path / "rgb.jpeg").shape == (*grey.shape, 3)
-    table = imagefiles.predict_files(evaluated.model, imagefiles.find_images(tmp_path))
+    table, _ = imagefiles.predict_files(evaluated.model, imagefiles.find_images(tmp_path))
     assert len(table) == 2 and table["p_opacity"].between(0, 1).all()
 
 
@@ -236,8 +237,8 @@ def test_grey_and_rgb_files_at_the_store_size_for_a_colour_model(tmp_path: Path)
     assert x.shape == (3, 16, 16)
     assert torch.equal(x[0], torch.from_numpy(grey).float() / 255.0)
     assert torch.equal(x[0], x[2])
-    table = imagefiles.predict_files(tmp_path / "model.pt", [tmp_path / "grey.png",
-                                                             tmp_path / "rgb.png"])
+    table, _ = imagefiles.predict_files(tmp_path / "model.pt", [tmp_path / "grey.png",
+                                                                tmp_path / "rgb.png"])
     p = table["p_opacity"].to_numpy()
     assert len(table) == 2 and p[0] == p[1]
 

@@ -14,6 +14,7 @@ from torch import nn
 
 from medpipe.evaluation import gradcam
 from medpipe.models import architectures
+from medpipe.task import MultiClass
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -103,15 +104,22 @@ def test_single_label_cases_explain_the_predicted_class() -> None:
     labels = np.array([0, 1, 1, 0])
     probs = np.array([[0.9, 0.1], [0.3, 0.7], [0.8, 0.2], [0.4, 0.6]])
     predicted = np.array([0, 1, 0, 1])
-    cases = gradcam.single_label_cases(labels, probs, predicted, ["normal", "opacity"],
-                                       ["a", "b", "c", "d"], 4, seed=0)
+    two = MultiClass(["normal", "opacity"])
+    cases = gradcam.single_label_cases(labels, probs, predicted, two.classes,
+                                       ["a", "b", "c", "d"], 4, seed=0,
+                                       positive=two.positive_index)
     by_index = {c.index: c for c in cases}
-    assert all(c.target == 1 for c in cases)  # two classes: where is the opacity?
+    assert all(c.target == 1 for c in cases)  # a positive class: where is the opacity?
     assert not by_index[2].correct and by_index[2].label == "c_true-opacity_pred-normal_p0.800"
     assert by_index[1].correct and by_index[1].label == "b_true-opacity_pred-opacity_p0.700"
     three = gradcam.single_label_cases(np.array([0, 2]), np.full((2, 3), 1 / 3),
-                                       np.array([1, 2]), ["a", "b", "c"], ["x", "y"], 2, seed=0)
-    assert {(c.index, c.target) for c in three} == {(0, 1), (1, 2)}  # more: the predicted one
+                                       np.array([1, 2]), ["a", "b", "c"], ["x", "y"], 2, seed=0,
+                                       positive=None)
+    assert {(c.index, c.target) for c in three} == {(0, 1), (1, 2)}  # none: the predicted one
+    # Without a positive class two classes are explained as predicted, too.
+    per_class = gradcam.single_label_cases(labels, probs, predicted, two.classes,
+                                           ["a", "b", "c", "d"], 4, seed=0, positive=None)
+    assert {(c.index, c.target) for c in per_class} == {(0, 0), (1, 1), (2, 0), (3, 1)}
 
 
 def test_multilabel_cases_are_findings_present_or_called() -> None:

@@ -15,9 +15,11 @@ from medpipe import PipelineError
 from medpipe.evaluation import groups, multiclass, multilabel, report
 from medpipe.params.rules import STORE_COLUMNS
 from medpipe.params.sections import EvaluateParams
+from medpipe.task import MultiClass, MultiLabel
 
 CFG = EvaluateParams(bootstrap=300, groups=["site"], min_group_cases=20)
 CLASSES = ["normal", "opacity"]
+TASK = MultiClass(CLASSES)
 
 
 def scores(labels: np.ndarray, separation: float, rng: np.random.Generator) -> np.ndarray:
@@ -36,14 +38,14 @@ def two_sites(separation_b: float, n: int = 400, seed: int = 0):
 
 
 def summarised(labels, probs, cfg=CFG) -> dict:
-    summary, _ = multiclass.summarise(labels, probs, CLASSES, dataclasses.replace(
+    summary, _ = multiclass.summarise(labels, probs, TASK, dataclasses.replace(
         cfg, threshold=0.5))
     return summary
 
 
 def test_a_site_with_worse_images_shows_a_separated_gap() -> None:
     labels, probs, table = two_sites(separation_b=1.0)
-    out = groups.subgroups(multiclass.group_figures, labels, probs, CLASSES, table,
+    out = groups.subgroups(multiclass.group_figures, labels, probs, TASK, table,
                            summarised(labels, probs), CFG)
     site = out["site"]
     assert site["values"]["a"]["n"] == 400 and site["values"]["b"]["n"] == 400
@@ -56,7 +58,7 @@ def test_a_site_with_worse_images_shows_a_separated_gap() -> None:
 
 def test_sites_alike_show_no_separated_gap() -> None:
     labels, probs, table = two_sites(separation_b=4.0)
-    out = groups.subgroups(multiclass.group_figures, labels, probs, CLASSES, table,
+    out = groups.subgroups(multiclass.group_figures, labels, probs, TASK, table,
                            summarised(labels, probs), CFG)
     assert out["site"]["gaps"]["roc_auc"]["gap"] < 0.05
     assert out["site"]["gaps"]["roc_auc"]["separated"] is False
@@ -66,7 +68,7 @@ def test_small_groups_are_kept_marked_and_left_out_of_the_gap() -> None:
     labels, probs, table = two_sites(separation_b=1.0)
     table.loc[:9, "site"] = "c"  # 10 cases of a third site
     table.loc[10:11, "site"] = None  # and two with no site recorded
-    out = groups.subgroups(multiclass.group_figures, labels, probs, CLASSES, table,
+    out = groups.subgroups(multiclass.group_figures, labels, probs, TASK, table,
                            summarised(labels, probs), CFG)
     values = out["site"]["values"]
     assert values["c"]["small"] and values["c"]["n"] == 10
@@ -85,24 +87,24 @@ def test_more_classes_get_per_class_figures_and_multilabel_its_mean_auc() -> Non
     probs[np.arange(300), labels] += 1.0
     probs /= probs.sum(1, keepdims=True)
     table = pd.DataFrame({"site": rng.choice(["a", "b"], 300)})
-    summary, _ = multiclass.summarise(labels, probs, ["x", "y", "z"], CFG)
-    out = groups.subgroups(multiclass.group_figures, labels, probs, ["x", "y", "z"], table,
-                           summary, CFG)
+    three = MultiClass(["x", "y", "z"])
+    summary, _ = multiclass.summarise(labels, probs, three, CFG)
+    out = groups.subgroups(multiclass.group_figures, labels, probs, three, table, summary, CFG)
     assert set(out["site"]["values"]["a"]["per_class"]) == {"x", "y", "z"}
 
     findings = rng.integers(0, 2, (300, 2)).astype(np.uint8)
     fprobs = np.clip(findings * 0.6 + rng.uniform(0, 0.4, (300, 2)), 0, 1)
     cfg = dataclasses.replace(CFG, threshold=0.5)
-    summary, _ = multilabel.summarise(findings, fprobs, ["mass", "nodule"], cfg)
-    out = groups.subgroups(multilabel.group_figures, findings, fprobs, ["mass", "nodule"],
-                           table, summary, cfg)
+    two = MultiLabel(["mass", "nodule"])
+    summary, _ = multilabel.summarise(findings, fprobs, two, cfg)
+    out = groups.subgroups(multilabel.group_figures, findings, fprobs, two, table, summary, cfg)
     assert out["site"]["values"]["a"]["roc_auc"] > 0.9
     assert out["site"]["values"]["a"]["ci95"]["roc_auc"]["low"] <= 1.0
 
 
 def test_plot_rows_name_the_group_and_metric() -> None:
     labels, probs, table = two_sites(separation_b=1.0, n=50)
-    out = groups.subgroups(multiclass.group_figures, labels, probs, CLASSES, table,
+    out = groups.subgroups(multiclass.group_figures, labels, probs, TASK, table,
                            summarised(labels, probs), CFG)
     rows = groups.plot_rows(out)
     assert {r["group"] for r in rows} == {f"site={v} {m}" for v in "ab"

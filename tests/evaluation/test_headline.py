@@ -47,7 +47,7 @@ def test_binary_headline_is_at_the_chosen_threshold() -> None:
     task = MultiClass(["normal", "opacity"])
     labels, probs = scores(120, 2, seed=0)
     val_labels, val_probs = scores(80, 2, seed=1)
-    s, _ = multiclass.summarise(labels, probs, task.classes, CFG, val_labels, val_probs)
+    s, _ = multiclass.summarise(labels, probs, task, CFG, val_labels, val_probs)
     h = headline(s, task)
     assert set(h) == SINGLE_LABEL | {"threshold"}
     assert_numbers(h)
@@ -59,14 +59,14 @@ def test_binary_headline_is_at_the_chosen_threshold() -> None:
     assert h["ece"] == s["calibration"]["ece"]
     # The names are the task's, never the classes': another pair of names, the same keys.
     other = MultiClass(["benign", "malignant"])
-    s2, _ = multiclass.summarise(labels, probs, other.classes, CFG, val_labels, val_probs)
+    s2, _ = multiclass.summarise(labels, probs, other, CFG, val_labels, val_probs)
     assert headline(s2, other) == h
 
 
 def test_multiclass_headline_is_macro_at_the_argmax() -> None:
     task = MultiClass(["normal", "opacity", "effusion"])
     labels, probs = scores(150, 3, seed=2)
-    s, _ = multiclass.summarise(labels, probs, task.classes, CFG)
+    s, _ = multiclass.summarise(labels, probs, task, CFG)
     h = headline(s, task)
     assert set(h) == SINGLE_LABEL  # no threshold: argmax
     assert_numbers(h)
@@ -80,7 +80,7 @@ def test_multilabel_headline_is_the_mean_over_findings_at_their_thresholds() -> 
     task = MultiLabel(["effusion", "nodule", "opacity"])
     labels, probs = findings(200, seed=3)
     val_labels, val_probs = findings(120, seed=4)
-    s, _ = multilabel.summarise(labels, probs, task.classes, CFG, val_labels, val_probs)
+    s, _ = multilabel.summarise(labels, probs, task, CFG, val_labels, val_probs)
     h = headline(s, task)
     assert set(h) == {"roc_auc", "roc_auc_low", "roc_auc_high", "accuracy", "exact_match",
                       "sensitivity", "specificity", "ece"}
@@ -93,7 +93,7 @@ def test_multilabel_headline_is_the_mean_over_findings_at_their_thresholds() -> 
 def test_without_bootstrap_the_interval_is_undefined() -> None:
     task = MultiClass(["normal", "opacity"])
     labels, probs = scores(60, 2, seed=5)
-    s, _ = multiclass.summarise(labels, probs, task.classes,
+    s, _ = multiclass.summarise(labels, probs, task,
                                 dataclasses.replace(CFG, bootstrap=0, threshold=0.5))
     h = headline(s, task)
     assert h["roc_auc_low"] is None and h["roc_auc_high"] is None  # left out when written
@@ -107,10 +107,10 @@ def test_folds_and_ensemble_add_their_headline_figures() -> None:
         val_labels, val_probs = scores(40, 2, seed=10 + k)
         folds.append(SimpleNamespace(fold=k, val_labels=val_labels, val_probs=val_probs,
                                      test_probs=scores(90, 2, seed=20 + k)[1]))
-    s, _ = multiclass.summarise(test_labels, folds[0].test_probs, task.classes, CFG,
+    s, _ = multiclass.summarise(test_labels, folds[0].test_probs, task, CFG,
                                 folds[0].val_labels, folds[0].val_probs)
     s["folds"], s["ensemble"] = crossval.summarise(multiclass.summarise, folds, test_labels,
-                                                   task.classes, CFG)
+                                                   task, CFG)
     h = headline(s, task)
     assert_numbers(h)
     assert h["folds_roc_auc_mean"] == s["folds"]["mean"]["test"]["roc_auc"]

@@ -24,6 +24,7 @@ from medpipe.data.raw import RawDataset
 from medpipe.evaluation import figures, multilabel, page
 from medpipe.inference.evaluate import evaluate
 from medpipe.params.sections import EvaluateParams, PrepareParams
+from medpipe.task import MultiLabel
 from medpipe.utils.files import write_json
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -174,10 +175,11 @@ def test_a_multilabel_page(tmp_path: Path) -> None:
     labels = (rng.random((60, 3)) < 0.4).astype(np.int64)
     probs = np.clip(0.6 * labels + 0.4 * rng.random((60, 3)), 0, 1)
     cfg = EvaluateParams(device="cpu", bootstrap=50, threshold=0.5, gradcam=0)
-    summary, rows = multilabel.summarise(labels, probs, names, cfg)
+    task = MultiLabel(names)
+    summary, rows = multilabel.summarise(labels, probs, task, cfg)
     summary["model_sha256"] = "0" * 64
-    roc, pr = multilabel.curves(labels, probs, names)
-    table = multilabel.predictions_table([f"i{k}" for k in range(60)], labels, probs, names,
+    roc, pr = multilabel.curves(labels, probs, task)
+    table = multilabel.predictions_table([f"i{k}" for k in range(60)], labels, probs, task,
                                          summary)
     text = multilabel.render(summary, model="m.pt", model_sha256="0" * 64, plots={},
                              reliability=rows)

@@ -10,6 +10,7 @@ import pytest
 
 from medpipe.evaluation import modelcard, multiclass
 from medpipe.params.sections import EvaluateParams
+from medpipe.task import MultiClass
 
 CLASSES = ["normal", "opacity"]
 
@@ -23,7 +24,7 @@ def calibrated() -> dict:
     labels = (rng.random(2000) < p).astype(np.int64)
     probs = np.stack([1 - p, p], axis=1)
     cfg = EvaluateParams(device="cpu", bootstrap=200)
-    summary, _ = multiclass.summarise(labels, probs, CLASSES, cfg, labels, probs)
+    summary, _ = multiclass.summarise(labels, probs, MultiClass(CLASSES), cfg, labels, probs)
     return summary
 
 

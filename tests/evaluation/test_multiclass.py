@@ -17,10 +17,13 @@ from medpipe import PipelineError
 from medpipe.evaluation import bootstrap, calibration, metrics, multiclass
 from medpipe.params.loading import parse_section, validate
 from medpipe.params.sections import EvaluateParams
+from medpipe.task import MultiClass
 
 CFG = EvaluateParams(split="test", batch_size=8, device="cpu", threshold="youden",
                      target_sensitivity=0.9, bootstrap=200, seed=0, calibration_bins=10,
                      gradcam=0, tta="none")
+TWO = MultiClass(["normal", "opacity"])  # positive class: opacity (index 1)
+THREE = MultiClass(["a", "b", "c"])  # no positive class: argmax, macro means
 
 
 def binary_probs(p_positive: list[float] | np.ndarray) -> np.ndarray:
@@ -43,7 +46,7 @@ def test_binary_overall_figures_are_the_positive_class() -> None:
     """TP 3, FN 1, FP 2, TN 2 at 0.5 for the positive class."""
     labels = np.array([1, 1, 1, 1, 0, 0, 0, 0])
     probs = binary_probs([0.9, 0.8, 0.6, 0.4, 0.7, 0.55, 0.3, 0.1])
-    rep = metrics.classification_report(labels, probs, ["normal", "opacity"])
+    rep = metrics.classification_report(labels, probs, ["normal", "opacity"], positive=1)
     assert rep["sensitivity"] == pytest.approx(3 / 4)
     assert rep["specificity"] == pytest.approx(2 / 4)
     assert rep["ppv"] == pytest.approx(3 / 5)
@@ -54,15 +57,17 @@ def test_binary_overall_figures_are_the_positive_class() -> None:
     assert normal["ppv"] == normal["precision"] == pytest.approx(2 / 3)
     assert normal["npv"] == pytest.approx(3 / 5)
     # A threshold moves the decision: at 0.35 the 0.4 positive is caught, no new FP.
-    at = metrics.classification_report(labels, probs, ["normal", "opacity"], threshold=0.35)
+    at = metrics.classification_report(labels, probs, ["normal", "opacity"], threshold=0.35,
+                                       positive=1)
     assert at["sensitivity"] == 1.0 and at["specificity"] == pytest.approx(2 / 4)
 
 
 def test_decision_is_inclusive_at_the_threshold() -> None:
-    assert metrics.decide(binary_probs([0.5, 0.4999, 0.3]), None).tolist() == [1, 0, 0]
-    assert metrics.decide(binary_probs([0.5, 0.4999, 0.3]), 0.3).tolist() == [1, 1, 1]
+    probs = binary_probs([0.5, 0.4999, 0.3])
+    assert metrics.decide(probs, None, positive=1).tolist() == [1, 0, 0]
+    assert metrics.decide(probs, 0.3, positive=1).tolist() == [1, 1, 1]
     with pytest.raises(ValueError):
-        metrics.decide(np.full((2, 3), 1 / 3), 0.5)
+        metrics.decide(np.full((2, 3), 1 / 3), 0.5, positive=None)
 
 
 def test_multiclass_figures_are_macro_means_matching_sklearn() -> None:
@@ -71,7 +76,7 @@ def test_multiclass_figures_are_macro_means_matching_sklearn() -> None:
     probs = rng.dirichlet([1, 1, 1], 200)
     probs[np.arange(200), labels] += 0.4
     probs /= probs.sum(1, keepdims=True)
-    rep = metrics.classification_report(labels, probs, ["a", "b", "c"])
+    rep = metrics.classification_report(labels, probs, ["a", "b", "c"], positive=None)
     pred = probs.argmax(1)
     p, r, f, _ = precision_recall_fscore_support(labels, pred, labels=[0, 1, 2])
     assert rep["sensitivity"] == pytest.approx(r.mean())
@@ -98,7 +103,7 @@ def test_absent_class_gives_nan_and_a_warning_not_a_crash() -> None:
     probs = np.array([[0.7, 0.2, 0.1], [0.6, 0.3, 0.1], [0.1, 0.2, 0.7], [0.2, 0.5, 0.3],
                       [0.8, 0.1, 0.1], [0.1, 0.1, 0.8]])
     with pytest.warns(UserWarning, match="class 'b' absent"):
-        rep = metrics.classification_report(labels, probs, ["a", "b", "c"])
+        rep = metrics.classification_report(labels, probs, ["a", "b", "c"], positive=None)
     b = rep["per_class"]["b"]
     assert math.isnan(b["sensitivity"]) and b["support"] == 0
     assert b["specificity"] == pytest.approx(5 / 6)  # one case wrongly called 'b'...
@@ -112,7 +117,7 @@ def test_binary_without_positives_gives_nan_sensitivity_with_warnings() -> None:
     labels = np.zeros(5, dtype=int)
     with pytest.warns(UserWarning) as caught:
         rep = metrics.classification_report(labels, binary_probs([0.1, 0.2, 0.7, 0.3, 0.4]),
-                                            ["normal", "opacity"])
+                                            ["normal", "opacity"], positive=1)
     messages = " ".join(str(w.message) for w in caught)
     assert "'opacity' absent" in messages and "single class" in messages
     assert math.isnan(rep["sensitivity"]) and math.isnan(rep["roc_auc"])
@@ -160,8 +165,8 @@ def test_threshold_is_chosen_on_val_and_applied_unchanged_to_test() -> None:
     # Test: a threshold chosen on test itself would differ (its positives are at 0.6+).
     labels = np.array([1, 1, 0, 0, 0])
     p = np.array([0.6, 0.9, 0.35, 0.2, 0.1])
-    summary, _ = multiclass.summarise(labels, binary_probs(p), ["normal", "opacity"], CFG,
-                                      val_labels, binary_probs(val_p))
+    summary, _ = multiclass.summarise(labels, binary_probs(p), TWO, CFG, val_labels,
+                                      binary_probs(val_p))
     thr = summary["threshold"]
     assert thr["value"] == pytest.approx(0.305) and thr["chosen_on"] == "val"
     assert thr["rule"] == "youden"
@@ -170,7 +175,7 @@ def test_threshold_is_chosen_on_val_and_applied_unchanged_to_test() -> None:
     assert summary["at_threshold"]["specificity"] == pytest.approx(2 / 3)
     assert summary["specificity"] == 1.0
     expected = metrics.classification_report(labels, binary_probs(p), ["normal", "opacity"],
-                                             threshold=0.305)
+                                             threshold=0.305, positive=1)
     for key in multiclass.FIGURES:
         assert summary["at_threshold"][key] == pytest.approx(expected[key])
 
@@ -178,8 +183,7 @@ def test_threshold_is_chosen_on_val_and_applied_unchanged_to_test() -> None:
 def test_fixed_threshold_needs_no_validation_data() -> None:
     cfg = dataclasses.replace(CFG, threshold=0.7)
     summary, _ = multiclass.summarise(np.array([1, 0, 1, 0]),
-                                      binary_probs([0.8, 0.6, 0.65, 0.1]),
-                                      ["normal", "opacity"], cfg)
+                                      binary_probs([0.8, 0.6, 0.65, 0.1]), TWO, cfg)
     assert summary["threshold"]["value"] == 0.7 and summary["threshold"]["chosen_on"] == "params"
     assert summary["at_threshold"]["sensitivity"] == 0.5
     assert summary["sensitivity"] == 1.0  # at 0.5
@@ -188,7 +192,7 @@ def test_fixed_threshold_needs_no_validation_data() -> None:
 def test_multiclass_uses_argmax_and_no_threshold() -> None:
     labels = np.array([0, 1, 2, 0, 1, 2])
     probs = np.eye(3)[[0, 1, 2, 0, 2, 2]] * 0.7 + 0.1
-    summary, rows = multiclass.summarise(labels, probs, ["a", "b", "c"], CFG)
+    summary, rows = multiclass.summarise(labels, probs, THREE, CFG)
     assert summary["threshold"] == {"rule": "argmax", "value": None, "chosen_on": None}
     assert "at_threshold" not in summary and "positive_class" not in summary
     assert set(summary["ci95"]) == {"roc_auc", "accuracy", "sensitivity", "specificity"}
@@ -236,15 +240,15 @@ def test_stratified_resamples_keep_the_class_counts() -> None:
 def test_resamples_come_in_bounded_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
     labels, p = binormal(50, 1.0, seed=9)
     whole = bootstrap.bootstrap_intervals(labels, binary_probs(p), n_resamples=90, seed=1,
-                                          thresholds={"d": None})
+                                          thresholds={"d": None}, positive=1)
     monkeypatch.setattr(bootstrap, "BLOCK_CELLS", 100 * 40)  # blocks of 40 resamples
     blocks = list(bootstrap.resample_blocks(labels, 90, seed=1))
     assert [len(b) for b in blocks] == [40, 40, 10]
     assert all(((labels[b] == 1).sum(1) == 50).all() for b in blocks)
     ci = bootstrap.bootstrap_intervals(labels, binary_probs(p), n_resamples=90, seed=1,
-                                       thresholds={"d": None})
+                                       thresholds={"d": None}, positive=1)
     assert ci == bootstrap.bootstrap_intervals(labels, binary_probs(p), n_resamples=90,
-                                               seed=1, thresholds={"d": None})
+                                               seed=1, thresholds={"d": None}, positive=1)
     # Other blocks draw other resamples, but the intervals agree to sampling error.
     assert ci["roc_auc"]["low"] == pytest.approx(whole["roc_auc"]["low"], abs=0.05)
 
@@ -260,7 +264,7 @@ def test_resampled_auc_equals_the_exact_auc_with_ties() -> None:
 
 def test_bootstrap_is_deterministic_for_a_seed() -> None:
     labels, p = binormal(60, 1.0, seed=3)
-    run = dict(n_resamples=300, thresholds={"default": None, "at": 0.4})
+    run = dict(n_resamples=300, thresholds={"default": None, "at": 0.4}, positive=1)
     a = bootstrap.bootstrap_intervals(labels, binary_probs(p), seed=7, **run)
     b = bootstrap.bootstrap_intervals(labels, binary_probs(p), seed=7, **run)
     c = bootstrap.bootstrap_intervals(labels, binary_probs(p), seed=8, **run)
@@ -291,7 +295,8 @@ def test_bootstrap_intervals_cover_the_true_values() -> None:
     for trial in range(trials):
         labels, p = binormal(100, separation, seed=100 + trial)
         ci = bootstrap.bootstrap_intervals(labels, binary_probs(p), n_resamples=400,
-                                           seed=trial, thresholds={"d": threshold})
+                                           seed=trial, thresholds={"d": threshold},
+                                           positive=1)
         hits["roc_auc"] += ci["roc_auc"]["low"] <= true_auc <= ci["roc_auc"]["high"]
         hits["sensitivity"] += (ci["d.sensitivity"]["low"] <= true_sens
                                 <= ci["d.sensitivity"]["high"])
@@ -303,13 +308,15 @@ def test_thousand_resamples_of_three_thousand_cases_take_well_under_seconds() ->
     labels, p = binormal(1500, 1.0, seed=4)
     start = time.perf_counter()
     bootstrap.bootstrap_intervals(labels, binary_probs(p), n_resamples=1000, seed=0,
-                                  thresholds={"default": None, "at_threshold": 0.4})
+                                  thresholds={"default": None, "at_threshold": 0.4},
+                                  positive=1)
     assert time.perf_counter() - start < 3.0
 
 
 def test_bootstrap_of_a_single_class_drops_every_resample_for_auc() -> None:
     ci = bootstrap.bootstrap_intervals(np.ones(6, int), binary_probs(np.linspace(0.1, 0.9, 6)),
-                                       n_resamples=50, seed=0, thresholds={"d": None})
+                                       n_resamples=50, seed=0, thresholds={"d": None},
+                                       positive=1)
     assert ci["roc_auc"]["dropped"] == 50 and math.isnan(ci["roc_auc"]["low"])
     assert ci["d.specificity"]["dropped"] == 50  # no negatives: undefined in every resample
     assert ci["d.sensitivity"]["dropped"] == 0
@@ -317,8 +324,7 @@ def test_bootstrap_of_a_single_class_drops_every_resample_for_auc() -> None:
 
 def test_no_resamples_no_intervals() -> None:
     cfg = dataclasses.replace(CFG, bootstrap=0, threshold=0.5)
-    summary, _ = multiclass.summarise(np.array([0, 1]), binary_probs([0.2, 0.8]),
-                                      ["normal", "opacity"], cfg)
+    summary, _ = multiclass.summarise(np.array([0, 1]), binary_probs([0.2, 0.8]), TWO, cfg)
     assert summary["ci95"] is None
 
 
@@ -329,7 +335,8 @@ def test_ece_on_a_hand_made_case() -> None:
     """Two bins. [0, 0.5): p 0.2 x4, 1 positive (gap 0.05); [0.5, 1]: p 0.8 x4, 2 positive
     (gap 0.3). ECE = 0.5 * 0.05 + 0.5 * 0.3 = 0.175; MCE 0.3."""
     labels = np.array([1, 0, 0, 0, 1, 1, 0, 0])
-    rows = calibration.reliability(labels, binary_probs([0.2] * 4 + [0.8] * 4), bins=2)
+    rows = calibration.reliability(labels, binary_probs([0.2] * 4 + [0.8] * 4), bins=2,
+                                   positive=1)
     assert [(r["bin"], r["count"]) for r in rows] == [(0, 4), (1, 4)]
     assert rows[0]["mean_probability"] == pytest.approx(0.2)
     assert rows[0]["observed_frequency"] == pytest.approx(0.25)
@@ -340,7 +347,8 @@ def test_ece_on_a_hand_made_case() -> None:
 
 def test_perfect_calibration_and_the_closed_last_bin() -> None:
     labels = np.array([1, 1, 0, 0])
-    rows = calibration.reliability(labels, binary_probs([1.0, 1.0, 0.0, 0.0]), bins=10)
+    rows = calibration.reliability(labels, binary_probs([1.0, 1.0, 0.0, 0.0]), bins=10,
+                                   positive=1)
     assert [r["bin"] for r in rows] == [0, 9]  # p = 1.0 lands in the last bin
     assert calibration.calibration_errors(rows)["ece"] == 0.0
 
@@ -348,10 +356,22 @@ def test_perfect_calibration_and_the_closed_last_bin() -> None:
 def test_multiclass_calibration_uses_top_label_confidence() -> None:
     labels = np.array([0, 1, 2, 2])
     probs = np.array([[0.6, 0.3, 0.1], [0.6, 0.3, 0.1], [0.1, 0.1, 0.8], [0.1, 0.1, 0.8]])
-    rows = calibration.reliability(labels, probs, bins=5)
+    rows = calibration.reliability(labels, probs, bins=5, positive=None)
     # Confidence 0.6 (bin 3): one of two right; 0.8 (bin 4): both right.
     assert [(r["bin"], r["observed_frequency"]) for r in rows] == [(3, 0.5), (4, 1.0)]
     assert calibration.calibration_errors(rows)["ece"] == pytest.approx(0.5 * 0.1 + 0.5 * 0.2)
+
+
+def test_the_calibrated_probability_is_the_tasks_choice() -> None:
+    """Two columns with the two-class task's positive index: the positive class's
+    probability against the case being positive; without a positive class: the top-label
+    confidence against the argmax being right."""
+    labels = np.array([1, 0, 0])
+    probs = binary_probs([0.3, 0.2, 0.9])
+    p, event = calibration.event_and_probability(labels, probs, positive=TWO.positive_index)
+    assert p.tolist() == [0.3, 0.2, 0.9] and event.tolist() == [True, False, False]
+    p, event = calibration.event_and_probability(labels, probs, positive=None)
+    assert p.tolist() == [0.7, 0.8, 0.9] and event.tolist() == [False, True, False]
 
 
 def test_no_cases_gives_nan_calibration_with_a_warning() -> None:
@@ -368,8 +388,8 @@ def test_summary_layout_and_report() -> None:
     val_labels, val_p = binormal(40, 1.5, seed=6)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a healthy case warns about nothing
-        summary, rows = multiclass.summarise(labels, binary_probs(p), ["normal", "opacity"],
-                                             CFG, val_labels, binary_probs(val_p))
+        summary, rows = multiclass.summarise(labels, binary_probs(p), TWO, CFG, val_labels,
+                                             binary_probs(val_p))
     for key in ["accuracy", "balanced_accuracy", "roc_auc", "sensitivity", "specificity",
                 "ppv", "npv", "f1"]:
         assert 0.0 <= summary[key] <= 1.0, key

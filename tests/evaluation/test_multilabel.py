@@ -153,13 +153,15 @@ def test_predicting_the_test_pngs_gives_evaluate_probabilities_and_calls(
     thresholds = predict.threshold_from_metrics(trained.metrics / "evaluate_detail.json",
                                                 trained.model)
     assert isinstance(thresholds, list) and len(thresholds) == len(FINDINGS)
-    table = imagefiles.predict_files(trained.model, imagefiles.find_images(tmp_path), thresholds)
+    table, _ = imagefiles.predict_files(trained.model, imagefiles.find_images(tmp_path),
+                                        thresholds)
     evaluated = pd.read_csv(trained.metrics / "evaluate" / "predictions.csv")
     for name in FINDINGS:
         assert np.allclose(table[f"p_{name}"], evaluated[f"p_{name}"], atol=1e-6)
         assert (table[f"pred_{name}"] == evaluated[f"pred_{name}"]).all()
     assert (table["predicted"] == evaluated["predicted_at_threshold"]).all()
-    at_half = imagefiles.predict_files(trained.model, imagefiles.find_images(tmp_path), 0.5)
+    at_half, _ = imagefiles.predict_files(trained.model, imagefiles.find_images(tmp_path),
+                                          0.5)
     assert (at_half["predicted"] == evaluated["predicted"]).all()
 
 
@@ -211,7 +213,7 @@ def test_a_finding_absent_from_the_split_is_nan_with_a_warning() -> None:
     probs = np.clip(labels * 0.6 + rng.random((60, 3)) * 0.4, 0, 1)
     cfg = dataclasses.replace(CFG, threshold=0.5)
     with pytest.warns(UserWarning, match="finding 'effusion' has no positive image"):
-        s, _ = multilabel.summarise(labels, probs, FINDINGS, cfg)
+        s, _ = multilabel.summarise(labels, probs, MultiLabel(FINDINGS), cfg)
     assert np.isnan(s["per_label"]["effusion"]["auc"])
     assert np.isnan(s["per_label"]["effusion"]["sensitivity"])
     assert s["roc_auc"] == pytest.approx(np.mean([s["per_label"][f]["auc"]

@@ -115,7 +115,7 @@ def test_the_ensemble_averages_its_members_in_prediction_and_export(folded: Path
     for i, im in enumerate(images):
         paths.append(tmp_path / f"{i}.png")
         Image.fromarray(np.asarray(im)).save(paths[-1])
-    table = imagefiles.predict_files(folded / "folds", paths)
+    table, _ = imagefiles.predict_files(folded / "folds", paths)
     x = torch.from_numpy(np.asarray(images)[:, None].astype(np.float32) / 255.0)
     mean = torch.stack([torch.softmax(m(x), 1) for m in members]).mean(0).detach().numpy()
     assert np.allclose(table["p_opacity"], mean[:, 1], atol=1e-5)
