@@ -40,3 +40,16 @@ def test_the_plan_and_the_paper_baseline_are_trained_and_scored(colour_store) ->
     for row in plan, paper:
         assert row["epochs"] >= 1 and math.isfinite(row["auc"]) and 0 <= row["acc"] <= 1
     json.dumps([plan, paper])  # printable as the benchmark prints them
+
+
+def test_the_bf16_bench_trains_the_planned_keys_in_either_precision() -> None:
+    from bench import bf16_accuracy
+
+    report = {"choices": {"train.model": {"value": "resnet18", "reason": "trial 1"},
+                          "train.precision": {"value": "bf16", "reason": "a rung faster"},
+                          "augment.affine_p": {"value": 0.25, "reason": "trial 1"},
+                          "prepare.image_size": {"value": 48, "reason": "the side"}}}
+    fp32 = bf16_accuracy.planned_sections(report, "auto")
+    assert fp32 == {"train": {"model": "resnet18", "precision": "auto"},
+                    "augment": {"affine_p": 0.25}, "prepare": {"image_size": 48}}
+    assert bf16_accuracy.planned_sections(report, "bf16")["train"]["precision"] == "bf16"
