@@ -69,7 +69,7 @@ def test_a_small_training_split_gets_longer_first_trials() -> None:
     assert layout.first_epochs == math.ceil(search.MIN_TRIAL_STEPS / 9)
 
 
-def test_halving_promotes_the_best_third_and_the_best_of_them_wins() -> None:
+def test_halving_promotes_the_best_third_and_the_rules_choice_and_the_best_wins() -> None:
     # a validation split so large that no two of these trials tie within a standard error
     big_val = replace(fp(n_val=100_000), val_counts={"a": 50_000, "b": 50_000})
     layout = search.layout(big_val, pool(), per_epoch, 10_000, 64)
@@ -82,9 +82,10 @@ def test_halving_promotes_the_best_third_and_the_best_of_them_wins() -> None:
     done = search.run(layout, train, per_epoch)
     first = [t for t in done.trials if t.rung == 0]
     second = [t for t in done.trials if t.rung == 1]
-    assert len(first) == 12 and len(second) == 4 and {t.epochs for t in second} == {15}
+    assert len(first) == 12 and {t.epochs for t in second} == {15}
     best_third = sorted(first, key=lambda t: -t.score)[:4]
-    assert [t.config for t in second] == [t.config for t in best_third]
+    # the rules' choice (the first configuration) scored worst here, and trains again
+    assert [t.config for t in second] == [t.config for t in best_third] + [layout.configs[0]]
     assert [t.winner for t in done.trials].count(True) == 1
     assert done.winner.score == max(t.score for t in second)
     assert done.planned_seconds == pytest.approx(sum(
@@ -92,6 +93,22 @@ def test_halving_promotes_the_best_third_and_the_best_of_them_wins() -> None:
     row = done.trials[0].as_dict()
     assert {"trial", "origin", "rung", "epochs", "model", "lr", "val_auc", "val_accuracy",
             "score", "planned_seconds", "seconds", "winner"} <= set(row)
+
+
+def test_the_rules_choice_among_the_best_third_trains_again_once() -> None:
+    big_val = replace(fp(n_val=100_000), val_counts={"a": 50_000, "b": 50_000})
+    layout = search.layout(big_val, pool(), per_epoch, 10_000, 64)
+    rank = {id(c): k for k, c in enumerate(layout.configs)}
+
+    def train(config, epochs):  # the first configuration best, the rest in their order
+        q = 1 - rank[id(config)] / 20
+        return q, q
+
+    done = search.run(layout, train, per_epoch)
+    second = [t.config for t in done.trials if t.rung == 1]
+    assert second == layout.configs[:4] and done.winner.config == layout.configs[0]
+    # the layout counts the second rung with the rules' choice: four plus one of twelve
+    assert search.promoted(12) == 5 and search.promoted(3) == 2 and search.promoted(1) == 1
 
 
 def test_a_degenerate_trial_ranks_last() -> None:
