@@ -13,7 +13,7 @@ Hyperband): every configuration trains ``e`` epochs (at least ``MIN_TRIAL_STEPS`
 with a complete schedule of that length; the best third train again, from scratch, for
 ``ETA * e`` epochs; the best of those wins. The rules' choice always trains again: short
 trials rank a high learning rate and weight averaging low before they pay off (on
-BreastMNIST the hand recipe's configuration ranked 9th of 11 at five epochs). A rung is
+BreastMNIST the hand recipe's configuration ranked 8th of 10 at five epochs). A rung is
 scored whole before any trial is promoted, so the order trials finish in does not count.
 
 "Best" follows the one-standard-error rule (:mod:`medpipe.planning.selection`): a
@@ -50,7 +50,7 @@ MIN_CONFIGS = 3  # fewer is no search
 FIRST_RUNG_EPOCHS = (2, 5)  # epochs of a first-rung trial: preferred at least, at most
 # A first-rung trial trains at least this many steps (more epochs on a small split): on
 # BreastMNIST (9 steps an epoch) 2-epoch trials of 18 steps ranked the hand recipe's
-# configuration last of ten, though it scores best trained in full. It binds on small
+# configuration 7th of ten, though it scores best trained in full. It binds on small
 # training splits only: the other measured sets have 44 or more steps an epoch.
 MIN_TRIAL_STEPS = 40
 # Share of the usable budget the trials take; the winner's training the rest, and the
@@ -227,9 +227,7 @@ def layout(fp: Fingerprint, pool: list[Config], per_epoch: Callable[[Candidate, 
     val = (fp.task, fp.images["val"], tuple(fp.val_counts.values()))
 
     def epochs_for(configs: list[Config]) -> int:
-        costs = sorted((per_epoch(c.candidate, n_images) for c in configs), reverse=True)
-        # the costliest configurations are the most the second rung can cost
-        return math.floor(seconds / (sum(costs) + ETA * sum(costs[:promoted(len(configs))])))
+        return math.floor(seconds / _one_epoch_search(configs, per_epoch, n_images))
 
     for n in range(min(MAX_CONFIGS, len(pool)), MIN_CONFIGS - 1, -1):
         if epochs_for(pool[:n]) >= want:
@@ -244,7 +242,7 @@ def layout(fp: Fingerprint, pool: list[Config], per_epoch: Callable[[Candidate, 
 def _one_epoch_search(configs: list[Config], per_epoch: Callable[[Candidate, int], float],
                       n_images: int) -> float:
     """Seconds of one-epoch trials of ``configs`` and ``ETA`` epochs of the costliest
-    of them that the second rung may train."""
+    of them that the second rung may train (the most it can cost)."""
     costs = sorted((per_epoch(c.candidate, n_images) for c in configs), reverse=True)
     return sum(costs) + ETA * sum(costs[:promoted(len(configs))])
 
@@ -270,8 +268,8 @@ Train = Callable[[Config, int], tuple[float, float]]  # (config, epochs) -> (val
 def run(search: Search, train: Train, per_epoch: Callable[[Candidate, int], float]) -> Search:
     """Train the first rung, promote the best third and the rules' choice (the first
     configuration) to ``ETA`` times the epochs, and mark the best trial of the last rung
-    the winner. ``train(config, epochs)`` trains one trial
-    and returns its validation AUC and accuracy."""
+    the winner. ``train(config, epochs)`` trains one trial and returns its validation AUC
+    and accuracy."""
     alive, epochs = list(search.configs), search.first_epochs
     for rung in range(2):
         results = []
