@@ -109,19 +109,13 @@ def search_and_decide(ctx: Context, timed: list[rules.Timed], usable: float,
     training together; the report, with the recipe's ``sections``. ``overhead_seconds``:
     what the plan took before, for the error that a budget is too small."""
     fp, device = ctx.fp, ctx.device
-    fits = rules.fitting(timed)
     rung_of = {t.candidate: t.rung for t in timed}
 
     def per_epoch(candidate: rates.Candidate, n_images: int) -> float:
         return rules.per_epoch(fp, rung_of[candidate], n_images)
 
-    pool = search.space(fp, [t.candidate for t in fits], rules.anchors(fp, fits))
-    # The trials take their share, and what the winner's final training could not use
-    # within MAX_EPOCHS whichever searched model wins.
-    longest = max(rules.MAX_EPOCHS * per_epoch(t.candidate, fp.n_train) for t in fits)
-    trial_seconds = usable - min(usable * (1 - search.SEARCH_SHARE), longest)
     try:
-        layout = search.layout(fp, pool, per_epoch, max(trial_seconds, 0.0), ctx.batch)
+        layout = laid_out(fp, rules.fitting(timed), per_epoch, usable, ctx.batch)
     except search.TooSmall as e:
         least = ((overhead_seconds + e.seconds / search.SEARCH_SHARE)
                  / (rules.USABLE - OVERHEAD_STEP))  # the overhead is rounded up to a step
@@ -129,9 +123,9 @@ def search_and_decide(ctx: Context, timed: list[rules.Timed], usable: float,
             f"{c.candidate.name} at about {rung_of[c.candidate]:.0f} images/s"
             for c in e.configs))
         raise too_small(budget_minutes, least, e.seconds,
-                               f"{len(e.configs)} one-epoch trials of {e.n_images} training "
-                               f"images ({names} on {device.type}) and the best one's "
-                               f"{search.ETA} epochs") from None
+                        f"{len(e.configs)} one-epoch trials of {e.n_images} training "
+                        f"images ({names} on {device.type}) and the best one's "
+                        f"{search.ETA} epochs") from None
     searched = search.run(layout, trainer(ctx, layout.trial_images), per_epoch)
     winner = searched.winner
     epochs = max(1, min(rules.MAX_EPOCHS, math.floor(
@@ -144,13 +138,38 @@ def search_and_decide(ctx: Context, timed: list[rules.Timed], usable: float,
             "fingerprint": fp.as_dict(),
             "candidates": [{"name": t.candidate.name,
                             "images_per_second": t.images_per_second, "rung": t.rung,
-                            "searched": t in fits} for t in timed],
+                            "searched": t.candidate in layout.models} for t in timed],
             "search": searched.summary(budget_minutes * 60),
             "trials": [t.as_dict() for t in searched.trials], "winner": winner.number,
             "chosen": winner.config.candidate.name,
             "choices": {key: {"value": value, "reason": why}
                         for key, (value, why) in choices.items()},
             "sections": sections_of(choices)}
+
+
+def laid_out(fp: fingerprint.Fingerprint, fits: list[rules.Timed],
+             per_epoch: search.PerEpoch, usable: float, batch: int) -> search.Search:
+    """The search within ``usable`` seconds, trials and the winner's training together,
+    over the models of ``fits`` (cheapest first) less the costliest ones its trials do
+    not fit with. The trials take their share of ``usable``, and what the winner's final
+    training could not use within ``MAX_EPOCHS`` whichever searched model wins.
+
+    A costlier model, which a larger budget admits, is searched only where the search's
+    trials fit with it too, so a budget larger than one that plans also plans. Raises
+    :class:`search.TooSmall` for the cheapest model where none fits."""
+    models = list(fits)
+    while True:
+        pool = search.space(fp, [t.candidate for t in models], rules.anchors(fp, models))
+        longest = max(rules.MAX_EPOCHS * per_epoch(t.candidate, fp.n_train) for t in models)
+        seconds = usable - min(usable * (1 - search.SEARCH_SHARE), longest)
+        try:
+            return search.layout(fp, pool, per_epoch, max(seconds, 0.0), batch)
+        except search.TooSmall:
+            costliest = replace(models[-1].candidate, precision="auto")
+            cheaper = [t for t in models if replace(t.candidate, precision="auto") != costliest]
+            if not cheaper:
+                raise
+            models = cheaper
 
 
 def at_side(data_dir: Path, side: int) -> tuple[dict, store.Split, store.Split]:

@@ -10,11 +10,11 @@ strength, label smoothing, weight averaging and schedule.
 
 Successive halving with restarts (Jamieson and Talwalkar 2016; one bracket of
 Hyperband): every configuration trains ``e`` epochs (at least ``MIN_TRIAL_STEPS`` steps)
-with a complete schedule of that length; the best third train again, from scratch, for
-``ETA * e`` epochs; the best of those wins. The rules' choice always trains again: short
-trials rank a high learning rate and weight averaging low before they pay off (on
-BreastMNIST the hand recipe's configuration ranked 8th of 10 at five epochs). A rung is
-scored whole before any trial is promoted, so the order trials finish in does not count.
+with a complete schedule of that length; the best third, and the rules' choice (short
+trials rank a high learning rate and weight averaging low before they pay off: on
+BreastMNIST the hand recipe's configuration ranked 8th of 10 at five epochs), train again
+from scratch for ``ETA * e`` epochs; the best of those wins. A rung is scored whole before
+any trial is promoted, so the order trials finish in does not count.
 
 "Best" follows the one-standard-error rule (:mod:`medpipe.planning.selection`): a
 challenger replaces a configuration tried before it only where it wins by more than the
@@ -44,18 +44,18 @@ from medpipe.utils.progress import track
 
 log = logging.getLogger(__name__)
 
+PerEpoch = Callable[[Candidate, int], float]  # (candidate, training images) -> seconds
+Train = Callable[["Config", int], tuple[float, float]]  # (config, epochs) -> val AUC, ACC
+
 ETA = 3  # the halving factor: a third of each rung goes on, for three times the epochs
 MAX_CONFIGS = 12  # configurations in the first rung, at most
 MIN_CONFIGS = 3  # fewer is no search
 FIRST_RUNG_EPOCHS = (2, 5)  # epochs of a first-rung trial: preferred at least, at most
 # A first-rung trial trains at least this many steps (more epochs on a small split): on
-# BreastMNIST (9 steps an epoch) 2-epoch trials of 18 steps ranked the hand recipe's
-# configuration 7th of ten, though it scores best trained in full. It binds on small
-# training splits only: the other measured sets have 44 or more steps an epoch.
+# BreastMNIST (9 steps an epoch) 2-epoch trials ranked the hand recipe's configuration 7th
+# of ten, though it scores best trained in full; the other sets have 44+ steps an epoch.
 MIN_TRIAL_STEPS = 40
-# Share of the usable budget the trials take; the winner's training the rest, and the
-# trials also what that cannot use within rules.MAX_EPOCHS.
-SEARCH_SHARE = 0.4
+SEARCH_SHARE = 0.4  # of the usable budget, for the trials (planner.laid_out)
 TRIAL_IMAGES = 3000  # a trial trains on at most this many training images (stratified)
 SOBOL_POINTS = 32  # points drawn (a power of two, as the Sobol sequence wants)
 
@@ -143,12 +143,15 @@ class Search:
         return sum(t.planned_seconds for t in self.trials)
 
     @property
+    def models(self) -> set[Candidate]:  # the models its configurations train
+        return {c.candidate for c in self.configs}
+
+    @property
     def winner(self) -> Trial:
         return next(t for t in self.trials if t.winner)
 
     def summary(self, budget_seconds: float) -> dict:
-        """For metrics/plan.json: the layout, and the share of the budget the trials took
-        at the rates' rungs."""
+        """For metrics/plan.json: the layout, and the budget's share the trials took."""
         return {"configurations": len(self.configs), "eta": ETA,
                 "selection": "one standard error: ties go to the first in the rules' order",
                 "rung_epochs": [self.first_epochs, ETA * self.first_epochs],
@@ -214,8 +217,8 @@ def trial_images(fp: Fingerprint) -> int:
     return min(fp.n_train, TRIAL_IMAGES)
 
 
-def layout(fp: Fingerprint, pool: list[Config], per_epoch: Callable[[Candidate, int], float],
-           seconds: float, batch: int) -> Search:
+def layout(fp: Fingerprint, pool: list[Config], per_epoch: PerEpoch, seconds: float,
+           batch: int) -> Search:
     """How many of ``pool`` to try and for how many first-rung epochs, within ``seconds``
     at ``per_epoch(candidate, training images)``: the most configurations whose first rung
     gets the least epochs wanted (``FIRST_RUNG_EPOCHS[0]``, and ``MIN_TRIAL_STEPS`` steps
@@ -239,8 +242,7 @@ def layout(fp: Fingerprint, pool: list[Config], per_epoch: Callable[[Candidate, 
     raise TooSmall(n_images, smallest, _one_epoch_search(smallest, per_epoch, n_images))
 
 
-def _one_epoch_search(configs: list[Config], per_epoch: Callable[[Candidate, int], float],
-                      n_images: int) -> float:
+def _one_epoch_search(configs: list[Config], per_epoch: PerEpoch, n_images: int) -> float:
     """Seconds of one-epoch trials of ``configs`` and ``ETA`` epochs of the costliest
     of them that the second rung may train (the most it can cost)."""
     costs = sorted((per_epoch(c.candidate, n_images) for c in configs), reverse=True)
@@ -248,28 +250,22 @@ def _one_epoch_search(configs: list[Config], per_epoch: Callable[[Candidate, int
 
 
 def promoted(n: int) -> int:
-    """The most configurations of ``n`` in the second rung: the best third, and the
-    rules' choice where it is not among them."""
+    """The most of ``n`` configurations in the second rung: the best third, rules' choice."""
     return min(n, math.ceil(n / ETA) + 1)
 
 
 class TooSmall(Exception):
-    """Not even the smallest search fits the budget: ``configs`` at one epoch, which need
-    ``seconds``."""
+    """Not even the smallest search fits: ``configs`` at one epoch need ``seconds``."""
 
     def __init__(self, n_images: int, configs: list[Config], seconds: float):
         super().__init__(n_images)
         self.n_images, self.configs, self.seconds = n_images, configs, seconds
 
 
-Train = Callable[[Config, int], tuple[float, float]]  # (config, epochs) -> (val AUC, val ACC)
-
-
-def run(search: Search, train: Train, per_epoch: Callable[[Candidate, int], float]) -> Search:
+def run(search: Search, train: Train, per_epoch: PerEpoch) -> Search:
     """Train the first rung, promote the best third and the rules' choice (the first
     configuration) to ``ETA`` times the epochs, and mark the best trial of the last rung
-    the winner. ``train(config, epochs)`` trains one trial and returns its validation AUC
-    and accuracy."""
+    the winner. ``train(config, epochs)`` returns a trial's validation AUC and accuracy."""
     alive, epochs = list(search.configs), search.first_epochs
     for rung in range(2):
         results = []
