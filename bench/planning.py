@@ -167,7 +167,7 @@ def paper_resnet(root: Path, store: Path, seed: int, args) -> dict:
     fp = fingerprint.read(store)
     config = rules.paper_config(fp)
     device = resolve_device(args.device)
-    from medpipe.planning.planner import trial_params
+    from medpipe.planning.trials import trial_params
 
     batch = rules.batch_size(fp, device.type)
     cfg, aug = trial_params(config, 1, batch, device.type, fp)

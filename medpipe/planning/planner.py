@@ -24,45 +24,21 @@ import logging
 import math
 import tempfile
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from medpipe import PipelineError
-from medpipe.data import store
-from medpipe.data.pixels import resize_store_pixels
-from medpipe.data.prepare import chunk_rows
 from medpipe.data.prepare import prepare as prepare_store
 from medpipe.data.sources import registry
-from medpipe.params.sections import AugmentParams, PrepareParams, TrainParams
-from medpipe.planning import fingerprint, rates, rules, search
-from medpipe.training import run
+from medpipe.params.sections import AugmentParams, PrepareParams
+from medpipe.planning import fingerprint, rates, rules, search, space, trials
 from medpipe.utils import devices
-from medpipe.utils.seeding import seed_everything
 
 log = logging.getLogger(__name__)
 
 OVERHEAD_STEP = 0.05  # of the budget: the measured overhead is rounded up to this step
-
-
-@dataclass
-class Context:
-    """What the plan reads once: its store of the train and val splits at the largest
-    side, the fingerprint, the device; the splits at each side as they are needed."""
-
-    data_dir: Path
-    fp: fingerprint.Fingerprint
-    device: torch.device
-    batch: int
-    sides: dict[int, tuple[dict, store.Split, store.Split]] = field(default_factory=dict)
-
-    def at(self, side: int) -> tuple[dict, store.Split, store.Split]:
-        """(stats, train, val) with the images at ``side``."""
-        if side not in self.sides:
-            self.sides[side] = at_side(self.data_dir, side)
-        return self.sides[side]
 
 
 def make_plan(raw_dir: Path, prepare_cfg: PrepareParams, budget_minutes: float,
@@ -82,7 +58,7 @@ def make_plan(raw_dir: Path, prepare_cfg: PrepareParams, budget_minutes: float,
                       find_duplicates=False, only=fingerprint.PLAN_SPLITS)
         fp = fingerprint.read(data_dir, native, prepare_cfg.image_size)
         rules.check_trainable(fp, str(raw_dir))
-        ctx = Context(data_dir, fp, device, rules.batch_size(fp, device.type))
+        ctx = trials.Context(data_dir, fp, device, rules.batch_size(fp, device.type))
         prepared_seconds = time.perf_counter() - start
         estimate = budget * (rules.USABLE - overhead_share(prepared_seconds, budget))
         timed = time_candidates(ctx, estimate * (1 - search.SEARCH_SHARE), timed_steps)
@@ -103,7 +79,7 @@ def overhead_share(seconds: float, budget: float) -> float:
     return round(max(1, math.ceil(seconds / budget / OVERHEAD_STEP)) * OVERHEAD_STEP, 2)
 
 
-def search_and_decide(ctx: Context, timed: list[rules.Timed], usable: float,
+def search_and_decide(ctx: trials.Context, timed: list[rules.Timed], usable: float,
                       budget_minutes: float, overhead_seconds: float) -> dict:
     """Search the candidates that fit within ``usable`` seconds, trials and the winner's
     training together; the report, with the recipe's ``sections``. ``overhead_seconds``:
@@ -126,14 +102,17 @@ def search_and_decide(ctx: Context, timed: list[rules.Timed], usable: float,
                         f"{len(e.configs)} one-epoch trials of {e.n_images} training "
                         f"images ({names} on {device.type}) and the best one's "
                         f"{search.ETA} epochs") from None
-    searched = search.run(layout, trainer(ctx, layout.trial_images), per_epoch)
+    train = trials.trainer(ctx, layout.trial_images)
+    searched = search.run(layout, train, per_epoch)
+    precision = checked_precision(fp, searched, train, per_epoch, usable)
     winner = searched.winner
     epochs = max(1, min(rules.MAX_EPOCHS, math.floor(
         (usable - searched.planned_seconds) / per_epoch(winner.config.candidate, fp.n_train))))
     why = (f"trial {winner.number}: the best validation score (mean of AUC and accuracy) "
            f"of {len(layout.configs)} configurations by successive halving, ties within "
            "one standard error going to the first in the rules' order")
-    choices = rules.decide(fp, winner.config, epochs, ctx.batch, device.type, why)
+    choices = rules.decide(fp, winner.config, epochs, ctx.batch, device.type, why,
+                           precision)
     return {"planned": True, "budget_minutes": budget_minutes, "device": device.type,
             "fingerprint": fp.as_dict(),
             "candidates": [{"name": t.candidate.name,
@@ -145,6 +124,30 @@ def search_and_decide(ctx: Context, timed: list[rules.Timed], usable: float,
             "choices": {key: {"value": value, "reason": why}
                         for key, (value, why) in choices.items()},
             "sections": sections_of(choices)}
+
+
+def checked_precision(fp: fingerprint.Fingerprint, searched: search.Search,
+                      train: search.Train, per_epoch: search.PerEpoch, usable: float) -> str:
+    """Where the winner trains in bf16, check it against fp32 on the validation split
+    (:func:`search.check_precision`) if the budget holds the check and, after it, the
+    least epochs (``rules.MIN_EPOCHS``) of the final training in fp32; the reason for
+    ``train.precision``, for the winner then marked."""
+    bf16 = searched.winner
+    if bf16.config.candidate.precision != "bf16":
+        return "the device's default (auto: bf16 on CUDA, fp32 on a CPU)"
+    fp32 = search.in_default_precision(bf16.config).candidate
+    check = bf16.epochs * per_epoch(fp32, searched.trial_images)
+    if usable - searched.planned_seconds - check < rules.MIN_EPOCHS * per_epoch(fp32,
+                                                                              fp.n_train):
+        return ("bf16 autocast: a rung faster on this CPU; the budget holds no check "
+                f"against fp32 and {rules.MIN_EPOCHS} epochs of it")
+    trial = search.check_precision(searched, train, per_epoch)
+    if searched.winner is trial:
+        return (f"fp32: trial {trial.number} in fp32 beat trial {bf16.number} in bf16 by "
+                "more than a standard error on the validation split")
+    return (f"bf16 autocast: a rung faster on this CPU, and trial {bf16.number} in bf16 "
+            f"within a standard error of trial {trial.number} in fp32 on the validation "
+            "split")
 
 
 def laid_out(fp: fingerprint.Fingerprint, fits: list[rules.Timed],
@@ -159,7 +162,7 @@ def laid_out(fp: fingerprint.Fingerprint, fits: list[rules.Timed],
     :class:`search.TooSmall` for the cheapest model where none fits."""
     models = list(fits)
     while True:
-        pool = search.space(fp, [t.candidate for t in models], rules.anchors(fp, models))
+        pool = space.configurations(fp, [t.candidate for t in models], rules.anchors(fp, models))
         longest = max(rules.MAX_EPOCHS * per_epoch(t.candidate, fp.n_train) for t in models)
         seconds = usable - min(usable * (1 - search.SEARCH_SHARE), longest)
         try:
@@ -172,37 +175,12 @@ def laid_out(fp: fingerprint.Fingerprint, fits: list[rules.Timed],
             models = cheaper
 
 
-def at_side(data_dir: Path, side: int) -> tuple[dict, store.Split, store.Split]:
-    """(stats, train, val) of the plan's store with the images resized to ``side``, as
-    the store would hold them at that side; the statistics of the resized train split."""
-    stats = store.read_stats(data_dir)
-    train, val = (store.load_split(data_dir, name) for name in fingerprint.PLAN_SPLITS)
-    if side == stats["image_size"]:
-        return stats, train, val
-    train, val = (store.Split(resized(s.images, side), np.asarray(s.labels))
-                  for s in (train, val))
-    pixels = train.images.transpose(1, 0, 2, 3).reshape(train.images.shape[1], -1)
-    x = pixels.astype(np.float64) / 255.0
-    return ({**stats, "image_size": side, "mean": [round(float(v), 6) for v in x.mean(1)],
-             "std": [round(float(v), 6) for v in x.std(1)]}, train, val)
-
-
-def resized(images: np.ndarray, side: int) -> np.ndarray:
-    """uint8 ``(N, C, S, S)`` images at ``side``, converted in chunks."""
-    n, c = images.shape[:2]
-    out = np.empty((n, c, side, side), dtype=np.uint8)
-    rows = chunk_rows(c, max(side, images.shape[-1]))
-    for a in range(0, n, rows):
-        out[a:a + rows] = resize_store_pixels(images[a:a + rows], side).numpy()
-    return out
-
-
-def time_candidates(ctx: Context, final_seconds: float, steps: int) -> list[rules.Timed]:
+def time_candidates(ctx: trials.Context, final_seconds: float, steps: int) -> list[rules.Timed]:
     """The candidates timed as the rules ask (:func:`rules.time_candidates`), each with
     its hand-recipe settings, augmented and averaged: the costliest step its trials may
     take. On a CPU with bf16 arithmetic, each also with bf16 autocast."""
     def measure(candidate: rates.Candidate, batch: int) -> float:
-        cfg, _ = trial_params(rules.recipe_config(ctx.fp, candidate), 1, batch,
+        cfg, _ = trials.trial_params(rules.recipe_config(ctx.fp, candidate), 1, batch,
                               ctx.device.type, ctx.fp)
         stats, train, val = ctx.at(candidate.input_size)
         rate = rates.measure(candidate, replace(cfg, ema=0.99), AugmentParams(affine_p=0.5),
@@ -212,57 +190,6 @@ def time_candidates(ctx: Context, final_seconds: float, steps: int) -> list[rule
 
     bf16 = ctx.device.type == "cpu" and devices.cpu_bf16()
     return rules.time_candidates(ctx.fp, ctx.device.type, final_seconds, measure, bf16)
-
-
-def trainer(ctx: Context, n_images: int) -> search.Train:
-    """A trial: ``config`` trained for ``epochs`` on ``n_images`` of the training split
-    (stratified) by the one training function, scored on the validation split."""
-    def train_trial(config: search.Config, epochs: int) -> tuple[float, float]:
-        stats, train, val = ctx.at(config.candidate.input_size)
-        subset = stratified(train, n_images, ctx.fp.task)
-        cfg, aug = trial_params(config, epochs, ctx.batch, ctx.device.type, ctx.fp,
-                                len(subset.labels))
-        seed_everything(cfg.seed, cfg.deterministic)
-        trained = run.train_model(cfg, aug, stats, subset, val, ctx.data_dir, ctx.device)
-        return trained.result.best["val_auc"], trained.result.best["val_accuracy"]
-
-    return train_trial
-
-
-def trial_params(config: search.Config, epochs: int, batch: int, device: str,
-                 fp: fingerprint.Fingerprint, n_train: int | None = None
-                 ) -> tuple[TrainParams, AugmentParams]:
-    """The train and augment params a trial of ``config`` runs with: the keys the plan
-    would write for it (:func:`rules.decide`) over params.yaml's defaults."""
-    n = fp.n_train if n_train is None else n_train
-    steps_per_epoch = math.ceil(n / batch)
-    cfg = TrainParams(
-        model=config.candidate.model, small_input=config.candidate.small_input,
-        optimizer=config.optimizer, lr=config.lr, weight_decay=config.weight_decay,
-        schedule=config.schedule, warmup_epochs=rules.warmup_epochs(epochs, steps_per_epoch),
-        label_smoothing=config.label_smoothing, balance=config.balance,
-        precision=config.candidate.precision,
-        ema=rules.averaging(epochs * steps_per_epoch) if config.average else 0.0,
-        batch_size=batch, epochs=epochs, device=device)
-    return cfg, AugmentParams(affine_p=config.affine_p)
-
-
-def stratified(split: store.Split, n: int, task: str) -> store.Split:
-    """``n`` images of ``split`` with its class shares (multi-label: drawn at random), in
-    the store's order; the whole split when it has at most ``n``."""
-    total = len(split.labels)
-    if n >= total:
-        return split
-    rng = np.random.default_rng(0)
-    if task == "multilabel":
-        keep = rng.choice(total, n, replace=False)
-    else:
-        labels = np.asarray(split.labels)
-        keep = np.concatenate([
-            rng.choice(idx, max(1, round(n * len(idx) / total)), replace=False)
-            for idx in (np.flatnonzero(labels == k) for k in np.unique(labels))])
-    keep = np.sort(keep)
-    return store.Split(np.asarray(split.images[keep]), np.asarray(split.labels[keep]))
 
 
 def sections_of(choices: dict[str, tuple[object, str]]) -> dict[str, dict]:

@@ -184,9 +184,9 @@ def recipe_config(fp: Fingerprint, candidate: Candidate) -> Config:
 
 
 def decide(fp: Fingerprint, winner: Config, epochs: int, batch: int, device: str,
-           why: str) -> dict[str, tuple[object, str]]:
+           why: str, precision_why: str = "") -> dict[str, tuple[object, str]]:
     """Every planned key with its value and reason, for the winning configuration
-    trained ``epochs`` epochs."""
+    trained ``epochs`` epochs (``precision_why``: the reason for its precision)."""
     c = winner.candidate
     steps = epochs * math.ceil(fp.n_train / batch)
     out: dict[str, tuple[object, str]] = {
@@ -195,9 +195,9 @@ def decide(fp: Fingerprint, winner: Config, epochs: int, batch: int, device: str
                                f"the source images (median side {fp.native_size} px)"),
         "train.small_input": (c.small_input, "3x3 stride-1 stem" if c.small_input
                               else "standard stem"),
-        "train.precision": (c.precision, "bf16 autocast: a rung faster on this CPU, and the "
-                            "winning trial trained with it" if c.precision == "bf16" else
-                            "the device's default (auto: bf16 on CUDA, fp32 on a CPU)"),
+        "train.precision": (c.precision, precision_why or (
+            "bf16 autocast: a rung faster on this CPU" if c.precision == "bf16" else
+            "the device's default (auto: bf16 on CUDA, fp32 on a CPU)")),
         "train.batch_size": (batch, f"{BATCH[device]} on {device}, halved until an epoch "
                              f"has {MIN_STEPS_PER_EPOCH} steps"),
         "train.epochs": (epochs, "what the budget left after the trials fits at the "

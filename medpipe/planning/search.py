@@ -4,9 +4,9 @@ validation split, by synchronous successive halving.
 The rules (:mod:`medpipe.planning.rules`) bound and order the search: the models and
 sides whose final training fits the budget, and the first configurations tried (the
 rules' own choice, ResNet-18 as the MedMNIST v2 paper trains it, the default small
-CNN). A scrambled Sobol sequence (``scipy.stats.qmc``, seeded) spreads the rest over the
-space: model, side and stem, learning rate, weight decay, class balance, augmentation
-strength, label smoothing, weight averaging and schedule.
+CNN); Sobol points (:mod:`medpipe.planning.space`) spread the rest over model, side and
+stem, learning rate, weight decay, class balance, augmentation strength, label
+smoothing, weight averaging and schedule.
 
 Successive halving with restarts (Jamieson and Talwalkar 2016; one bracket of
 Hyperband): every configuration trains ``e`` epochs (at least ``MIN_TRIAL_STEPS`` steps)
@@ -14,7 +14,9 @@ with a complete schedule of that length; the best third, and the rules' choice (
 trials rank a high learning rate and weight averaging low before they pay off: on
 BreastMNIST the hand recipe's configuration ranked 8th of 10 at five epochs), train again
 from scratch for ``ETA * e`` epochs; the best of those wins. A rung is scored whole before
-any trial is promoted, so the order trials finish in does not count.
+any trial is promoted, so the order trials finish in does not count. A winner in bf16
+may train once more in the device's default precision (:func:`check_precision`): bf16
+stays only where it does not lose on the validation split.
 
 "Best" follows the one-standard-error rule (:mod:`medpipe.planning.selection`): a
 challenger replaces a configuration tried before it only where it wins by more than the
@@ -34,8 +36,6 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-
-import numpy as np
 
 from medpipe.planning import selection
 from medpipe.planning.fingerprint import Fingerprint
@@ -57,16 +57,6 @@ FIRST_RUNG_EPOCHS = (2, 5)  # epochs of a first-rung trial: preferred at least, 
 MIN_TRIAL_STEPS = 40
 SEARCH_SHARE = 0.4  # of the usable budget, for the trials (planner.laid_out)
 TRIAL_IMAGES = 3000  # a trial trains on at most this many training images (stratified)
-SOBOL_POINTS = 32  # points drawn (a power of two, as the Sobol sequence wants)
-
-# The space. The learning rate is drawn log-uniformly, the rest from these choices.
-LR = (3e-4, 1e-2)
-WEIGHT_DECAY = (0.0, 1e-4, 0.01, 0.05)
-BALANCE = ("none", "loss", "sampler")
-AFFINE_P = (0.0, 0.25, 0.5, 0.8)  # augmentation strength: rotation, shift and zoom
-LABEL_SMOOTHING = (0.0, 0.1)
-AVERAGE = (False, True)  # weight averaging (its decay follows the steps: rules.averaging)
-SCHEDULE = ("onecycle", "cosine")
 
 
 @dataclass(frozen=True)
@@ -160,59 +150,6 @@ class Search:
                 "share_of_budget": round(self.planned_seconds / budget_seconds, 3)}
 
 
-def space(fp: Fingerprint, fitting: list[Candidate], anchors: list[Config],
-          seed: int = 0) -> list[Config]:
-    """The configurations in the order they are tried: ``anchors`` (the rules' choices),
-    then Sobol points over the fitting models (model, side and stem) and the
-    hyperparameters; duplicates dropped.
-
-    Each model trains in one precision: bf16 where ``fitting`` has a bf16 variant of it
-    (the rules keep one only where it is a rung faster), else the device's default. So the
-    points drawn do not depend on which precisions a timing found faster."""
-    from scipy.stats import qmc
-
-    variant = precisions(fitting)
-    balance = BALANCE if fp.task != "multilabel" else BALANCE[:2]  # no sampler by finding
-    dims = (list(variant), None, WEIGHT_DECAY, balance, AFFINE_P, LABEL_SMOOTHING, AVERAGE,
-            SCHEDULE)
-    points = qmc.Sobol(d=len(dims), scramble=True, seed=seed).random(SOBOL_POINTS)
-    out, seen = [], set()
-    drawn = (_config(u, dims) for u in points)
-    for config in [*anchors, *drawn]:
-        model = variant.get(replace(config.candidate, precision="auto"))
-        if model is None:
-            continue
-        config = replace(config, candidate=model)
-        key = replace(config, origin="")
-        if key not in seen:
-            seen.add(key)
-            out.append(config)
-    return out
-
-
-def precisions(fitting: list[Candidate]) -> dict[Candidate, Candidate]:
-    """Each fitting model (in the default precision) and the variant it trains as: its
-    bf16 one where ``fitting`` holds it; in ``fitting``'s order."""
-    variant: dict[Candidate, Candidate] = {}
-    for c in fitting:
-        base = replace(c, precision="auto")
-        if base not in variant or c.precision == "bf16":
-            variant[base] = c
-    return variant
-
-
-def _config(u: np.ndarray, dims: tuple) -> Config:
-    def pick(k: int):
-        choices = dims[k]
-        return choices[min(int(u[k] * len(choices)), len(choices) - 1)]
-
-    low, high = LR
-    lr = float(f"{math.exp(math.log(low) + u[1] * (math.log(high) - math.log(low))):.2g}")
-    return Config(candidate=pick(0), lr=lr, weight_decay=pick(2), balance=pick(3),
-                  affine_p=pick(4), label_smoothing=pick(5), average=pick(6),
-                  schedule=pick(7))
-
-
 def trial_images(fp: Fingerprint) -> int:
     return min(fp.n_train, TRIAL_IMAGES)
 
@@ -268,27 +205,50 @@ def run(search: Search, train: Train, per_epoch: PerEpoch) -> Search:
     the winner. ``train(config, epochs)`` returns a trial's validation AUC and accuracy."""
     alive, epochs = list(search.configs), search.first_epochs
     for rung in range(2):
-        results = []
-        for config in track(alive, f"plan: rung {rung}", unit="trial"):
-            trial = Trial(len(search.trials), config, rung, epochs,
-                          epochs * per_epoch(config.candidate, search.trial_images))
-            log.info("trial %d (rung %d, %d epoch%s): %s", trial.number, rung, epochs,
-                     "s" * (epochs != 1), config.as_dict())
-            start = time.perf_counter()
-            trial.val_auc, trial.val_accuracy = train(config, epochs)
-            trial.seconds = time.perf_counter() - start
-            trial.se = selection.standard_error(trial.val_auc, trial.val_accuracy,
-                                                *search.val)
-            log.info("trial %d: val AUC %.4f, accuracy %.4f, score %.4f +- %.4f",
-                     trial.number, trial.val_auc, trial.val_accuracy, trial.score, trial.se)
-            search.trials.append(trial)
-            results.append(trial)
-        results = selection.ranked(results, search.configs)
+        results = selection.ranked(_rung(search, alive, rung, epochs, train, per_epoch),
+                                   search.configs)
         if rung == 1 or len(results) == 1:
-            results[0].winner = True
             break
         best = results[:math.ceil(len(results) / ETA)]
         alive = [t.config for t in best] + [
             t.config for t in results if t.config == search.configs[0] and t not in best]
         epochs *= ETA
+    results[0].winner = True
     return search
+
+
+def check_precision(search: Search, train: Train, per_epoch: PerEpoch) -> Trial:
+    """Train the winner, a bf16 one, again in the device's default precision for as many
+    epochs; the fp32 trial wins where it beats bf16 by more than a standard error (the
+    speed of bf16 is taken only where it costs no validation accuracy). The check's trial."""
+    bf16 = search.winner
+    check = _rung(search, [in_default_precision(bf16.config)], bf16.rung + 1, bf16.epochs,
+                  train, per_epoch)[0]
+    bf16.winner = False
+    selection.ranked([bf16, check], [bf16.config, check.config])[0].winner = True
+    return check
+
+
+def in_default_precision(config: Config) -> Config:
+    """``config`` in the device's default precision (fp32 on a CPU)."""
+    return replace(config, candidate=replace(config.candidate, precision="auto"))
+
+
+def _rung(search: Search, configs: list[Config], rung: int, epochs: int, train: Train,
+          per_epoch: PerEpoch) -> list[Trial]:
+    """Train ``configs`` for ``epochs`` each, as trials of ``rung``; their trials."""
+    out = []
+    for config in track(configs, f"plan: rung {rung}", unit="trial"):
+        trial = Trial(len(search.trials), config, rung, epochs,
+                      epochs * per_epoch(config.candidate, search.trial_images))
+        log.info("trial %d (rung %d, %d epoch%s): %s", trial.number, rung, epochs,
+                 "s" * (epochs != 1), config.as_dict())
+        start = time.perf_counter()
+        trial.val_auc, trial.val_accuracy = train(config, epochs)
+        trial.seconds = time.perf_counter() - start
+        trial.se = selection.standard_error(trial.val_auc, trial.val_accuracy, *search.val)
+        log.info("trial %d: val AUC %.4f, accuracy %.4f, score %.4f +- %.4f",
+                 trial.number, trial.val_auc, trial.val_accuracy, trial.score, trial.se)
+        search.trials.append(trial)
+        out.append(trial)
+    return out

@@ -9,7 +9,7 @@ from dataclasses import replace
 import pytest
 
 from medpipe import PipelineError
-from medpipe.planning import planner, rules, search
+from medpipe.planning import rules, search
 from medpipe.planning.fingerprint import Fingerprint
 from medpipe.planning.rates import Candidate
 
@@ -116,30 +116,3 @@ def test_bf16_is_a_candidate_where_it_is_a_rung_faster() -> None:
     fp32 = rules.decide(fp(), rules.default_config(fp()), 12, 64, "cpu", "x")
     assert fp32["train.precision"][0] == "auto"
 
-
-@pytest.mark.parametrize("shape", [
-    {}, {"n_train": 600, "n_val": 100, "counts": (300, 300)},
-    {"n_train": 3000, "n_val": 300, "size": 64, "native": 400, "counts": (1500, 1500)}])
-@pytest.mark.parametrize("scale", [2.8e5, 2.8e6])
-def test_a_budget_larger_than_one_that_plans_also_plans(shape, scale) -> None:
-    """A larger budget admits a costlier rules' choice; where the search's trials do not
-    fit with it, the search drops it instead of refusing the budget."""
-    data = fp(**shape)
-
-    def search_at(minutes: float) -> search.Search | None:
-        usable = minutes * 60 * (rules.USABLE - 0.1)
-        timed = rules.time_candidates(data, "cpu", usable * (1 - search.SEARCH_SHARE),
-                                      speed(scale))
-        rung_of = {t.candidate: t.rung for t in timed}
-        try:
-            return planner.laid_out(data, rules.fitting(timed),
-                                    lambda c, n: rules.per_epoch(data, rung_of[c], n),
-                                    usable, rules.batch_size(data, "cpu"))
-        except search.TooSmall:
-            return None
-
-    budgets = [0.1, 0.2, 0.3, 0.5, 1, 2, 3, 5, 8, 10, 15]
-    layouts = [search_at(b) for b in budgets]
-    first = next(k for k, s in enumerate(layouts) if s is not None)
-    assert all(s is not None for s in layouts[first:]), budgets[first]
-    assert first < len(budgets) - 1
