@@ -156,6 +156,7 @@ def planned(root: Path, store: Path, seed: int, args) -> dict:
                 "origin", "optimizer", "lr", "weight_decay", "balance", "affine_p",
                 "label_smoothing", "average", "schedule")},
             "trials": len(report["trials"]), "rung_epochs": report["search"]["rung_epochs"],
+            "precision": report["choices"]["train.precision"]["reason"],
             "rates": {c["name"]: c["images_per_second"] for c in report["candidates"]},
             "plan_min": round(plan_min, 2),
             "of_budget": round((plan_min + scored["train_min"]) / args.budget, 3), **scored}
