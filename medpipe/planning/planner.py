@@ -128,10 +128,10 @@ def search_and_decide(ctx: trials.Context, timed: list[rules.Timed], usable: flo
 
 def checked_precision(fp: fingerprint.Fingerprint, searched: search.Search,
                       train: search.Train, per_epoch: search.PerEpoch, usable: float) -> str:
-    """Where the winner trains in bf16, check it against fp32 on the validation split
-    (:func:`search.check_precision`) if the budget holds the check and, after it, the
-    least epochs (``rules.MIN_EPOCHS``) of the final training in fp32; the reason for
-    ``train.precision``, for the winner then marked."""
+    """Where the winner trains in bf16, check it against the device's default precision
+    on the validation split (:func:`search.check_precision`) if the budget holds the
+    check and, after it, the least epochs (``rules.MIN_EPOCHS``) of the final training in
+    that precision; the reason for ``train.precision``, for the winner then marked."""
     bf16 = searched.winner
     if bf16.config.candidate.precision != "bf16":
         return "the device's default (auto: bf16 on CUDA, fp32 on a CPU)"
@@ -143,11 +143,11 @@ def checked_precision(fp: fingerprint.Fingerprint, searched: search.Search,
                 f"against fp32 and {rules.MIN_EPOCHS} epochs of it")
     trial = search.check_precision(searched, train, per_epoch)
     if searched.winner is trial:
-        return (f"fp32: trial {trial.number} in fp32 beat trial {bf16.number} in bf16 by "
-                "more than a standard error on the validation split")
+        return (f"the device's default: trial {bf16.number} in bf16 did not beat trial "
+                f"{trial.number} in it by more than a standard error on the validation split")
     return (f"bf16 autocast: a rung faster on this CPU, and trial {bf16.number} in bf16 "
-            f"within a standard error of trial {trial.number} in fp32 on the validation "
-            "split")
+            f"beat trial {trial.number} in fp32 by more than a standard error on the "
+            "validation split")
 
 
 def laid_out(fp: fingerprint.Fingerprint, fits: list[rules.Timed],
