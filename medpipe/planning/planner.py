@@ -1,5 +1,6 @@
 """The plan: fingerprint the data, time the candidate models, search the configurations
-on the validation split, and size the winner's training to the rest of the budget.
+on the validation split, check a bf16 winner against fp32, and size the winner's
+training to the rest of the budget.
 
 The plan comes before the store, in nnU-Net's order (fingerprint, plan, preprocess): it
 prepares its own train and val images from the raw dataset, with the prepare stage's
