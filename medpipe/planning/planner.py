@@ -135,20 +135,19 @@ def checked_precision(fp: fingerprint.Fingerprint, searched: search.Search,
     that precision; the reason for ``train.precision``, for the winner then marked."""
     bf16 = searched.winner
     if bf16.config.candidate.precision != "bf16":
-        return "the device's default (auto: bf16 on CUDA, fp32 on a CPU)"
+        return rules.PRECISION_WHY[bf16.config.candidate.precision]
     fp32 = search.in_default_precision(bf16.config).candidate
     check = bf16.epochs * per_epoch(fp32, searched.trial_images)
     if usable - searched.planned_seconds - check < rules.MIN_EPOCHS * per_epoch(fp32,
                                                                               fp.n_train):
-        return ("bf16 autocast: a rung faster on this CPU; the budget holds no check "
-                f"against fp32 and {rules.MIN_EPOCHS} epochs of it")
+        return (f"{rules.PRECISION_WHY['bf16']}; the budget holds no check against fp32 "
+                f"and {rules.MIN_EPOCHS} epochs of it")
     trial = search.check_precision(searched, train, per_epoch)
     if searched.winner is trial:
         return (f"the device's default: trial {bf16.number} in bf16 did not beat trial "
                 f"{trial.number} in it by more than a standard error on the validation split")
-    return (f"bf16 autocast: a rung faster on this CPU, and trial {bf16.number} in bf16 "
-            f"beat trial {trial.number} in fp32 by more than a standard error on the "
-            "validation split")
+    return (f"{rules.PRECISION_WHY['bf16']}, and trial {bf16.number} in bf16 beat trial "
+            f"{trial.number} in fp32 by more than a standard error on the validation split")
 
 
 def laid_out(fp: fingerprint.Fingerprint, fits: list[rules.Timed],

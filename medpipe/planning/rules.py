@@ -42,6 +42,8 @@ MIN_BATCH = 8
 IMBALANCED = 0.5  # a class-weighted loss below this smallest/largest class ratio
 EMA_HORIZON = 0.1  # weights averaged over about the last tenth of the steps
 EMA_MIN_STEPS = 100  # fewer steps: no average
+PRECISION_WHY = {"bf16": "bf16 autocast: a rung faster on this CPU",
+                 "auto": "the device's default (auto: bf16 on CUDA, fp32 on a CPU)"}
 
 
 @dataclass(frozen=True)
@@ -195,9 +197,7 @@ def decide(fp: Fingerprint, winner: Config, epochs: int, batch: int, device: str
                                f"the source images (median side {fp.native_size} px)"),
         "train.small_input": (c.small_input, "3x3 stride-1 stem" if c.small_input
                               else "standard stem"),
-        "train.precision": (c.precision, precision_why or (
-            "bf16 autocast: a rung faster on this CPU" if c.precision == "bf16" else
-            "the device's default (auto: bf16 on CUDA, fp32 on a CPU)")),
+        "train.precision": (c.precision, precision_why or PRECISION_WHY[c.precision]),
         "train.batch_size": (batch, f"{BATCH[device]} on {device}, halved until an epoch "
                              f"has {MIN_STEPS_PER_EPOCH} steps"),
         "train.epochs": (epochs, "what the budget left after the trials fits at the "

@@ -221,8 +221,8 @@ def check_precision(search: Search, train: Train, per_epoch: PerEpoch) -> Trial:
     """Train the winner, a bf16 one, again in the device's default precision for as many
     epochs; bf16 stays the winner only where it beats that trial by more than a standard
     error: the default precision comes first in the order, as the rules' choice does
-    among configurations (on a CPU, bf16 training cost test AUC on the sets measured,
-    while its validation figures tied; docs/planning.md). The check's trial."""
+    among configurations (on a CPU, bf16 training cost test AUC on both sets measured;
+    docs/planning.md). The check's trial."""
     bf16 = search.winner
     check = _rung(search, [in_default_precision(bf16.config)], bf16.rung + 1, bf16.epochs,
                   train, per_epoch)[0]

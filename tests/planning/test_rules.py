@@ -115,4 +115,3 @@ def test_bf16_is_a_candidate_where_it_is_a_rung_faster() -> None:
     assert keys["train.precision"][0] == "bf16"
     fp32 = rules.decide(fp(), rules.default_config(fp()), 12, 64, "cpu", "x")
     assert fp32["train.precision"][0] == "auto"
-
