@@ -88,6 +88,12 @@ class Task:
         """The share of right decisions (as :meth:`hits` counts them)."""
         raise NotImplementedError
 
+    def balanced_accuracy(self, probs: np.ndarray, labels: np.ndarray) -> float:
+        """The mean recall of the classes present in ``labels`` (multi-label: over the
+        findings, the mean of the recalls of their present and absent images): the
+        accuracy as if every class were as common, whatever the split's class mix."""
+        raise NotImplementedError
+
     def check_labels(self, labels: np.ndarray, where: str) -> None:
         """Refuse labels of the wrong shape or range, naming ``where`` they come from."""
         raise NotImplementedError
@@ -119,6 +125,11 @@ class MultiClass(Task):
 
     def accuracy(self, probs: np.ndarray, labels: np.ndarray) -> float:
         return float((probs.argmax(1) == labels).mean())
+
+    def balanced_accuracy(self, probs: np.ndarray, labels: np.ndarray) -> float:
+        right = probs.argmax(1) == labels
+        recalls = [right[labels == k].mean() for k in np.unique(labels)]
+        return float(np.mean(recalls)) if recalls else float("nan")
 
     def check_labels(self, labels: np.ndarray, where: str) -> None:
         labels, n = np.asarray(labels), self.n_outputs
@@ -154,6 +165,12 @@ class MultiLabel(Task):
 
     def accuracy(self, probs: np.ndarray, labels: np.ndarray) -> float:
         return float(((probs >= 0.5) == (labels >= 0.5)).mean())
+
+    def balanced_accuracy(self, probs: np.ndarray, labels: np.ndarray) -> float:
+        right, present = (probs >= 0.5) == (labels >= 0.5), labels >= 0.5
+        recalls = [right[side, k].mean() for k in range(labels.shape[1])
+                   for side in (present[:, k], ~present[:, k]) if side.any()]
+        return float(np.mean(recalls)) if recalls else float("nan")
 
     def check_labels(self, labels: np.ndarray, where: str) -> None:
         labels, n = np.asarray(labels), self.n_outputs

@@ -67,7 +67,7 @@ def headline(report: dict) -> dict[str, float]:
     return {"planned": 1, "budget_minutes": report["budget_minutes"],
             "configurations": report["search"]["configurations"],
             "trials": len(report["trials"]),
-            **{f"winner_{k}": winner[k] for k in ("val_auc", "val_accuracy", "score")}}
+            **{f"winner_{k}": winner[k] for k in ("val_auc", "val_balanced_accuracy", "score")}}
 
 
 def main(args) -> None:

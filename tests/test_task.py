@@ -49,6 +49,29 @@ def test_decisions_and_their_accuracy_agree() -> None:
     assert findings.accuracy(probs, y.numpy()) == pytest.approx(4 / 6)
 
 
+def test_balanced_accuracy_weighs_every_class_alike() -> None:
+    from sklearn.metrics import balanced_accuracy_score
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1, 2], [50, 7, 3])  # imbalanced, as validation splits are
+    probs = rng.dirichlet(np.ones(3), size=60)
+    classes = MultiClass(["a", "b", "c"])
+    assert classes.balanced_accuracy(probs, labels) == pytest.approx(
+        balanced_accuracy_score(labels, probs.argmax(1)))
+    # always the common class: accuracy 0.9, balanced accuracy 0.5
+    common = np.tile([0.9, 0.1], (10, 1))
+    two = np.array([0] * 9 + [1])
+    assert MultiClass(["a", "b"]).accuracy(common, two) == pytest.approx(0.9)
+    assert MultiClass(["a", "b"]).balanced_accuracy(common, two) == pytest.approx(0.5)
+    # findings: each finding's present and absent images weigh alike; a finding never
+    # present counts only its absent images
+    findings = MultiLabel(["a", "b"])
+    y = np.array([[1, 0], [0, 0], [0, 0], [0, 0]])
+    called = np.array([[0.9, 0.1], [0.9, 0.1], [0.1, 0.1], [0.1, 0.1]])
+    # a: present 1/1 right, absent 2/3 right; b: absent 4/4 right
+    assert findings.balanced_accuracy(called, y) == pytest.approx((1 + 2 / 3 + 1) / 3)
+
+
 def test_negative_log_likelihoods() -> None:
     probs = np.array([[0.8, 0.2], [0.4, 0.6]])
     assert MultiClass(["a", "b"]).nll(probs, np.array([0, 1])) == pytest.approx(

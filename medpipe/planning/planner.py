@@ -109,7 +109,7 @@ def search_and_decide(ctx: trials.Context, timed: list[rules.Timed], usable: flo
     winner = searched.winner
     epochs = max(1, min(rules.MAX_EPOCHS, math.floor(
         (usable - searched.planned_seconds) / per_epoch(winner.config.candidate, fp.n_train))))
-    why = (f"trial {winner.number}: the best validation score (mean of AUC and accuracy) "
+    why = (f"trial {winner.number}: the best validation score (mean of AUC and balanced accuracy) "
            f"of {len(layout.configs)} configurations by successive halving, ties within "
            "one standard error going to the first in the rules' order")
     choices = rules.decide(fp, winner.config, epochs, ctx.batch, device.type, why,

@@ -93,22 +93,26 @@ class Trial:
     epochs: int
     planned_seconds: float  # at the rates' rungs: what the budget counts
     val_auc: float = math.nan
-    val_accuracy: float = math.nan
+    val_balanced_accuracy: float = math.nan
     se: float = 0.0  # the score's standard error on the validation split
     seconds: float = 0.0  # measured, for the record only
     winner: bool = False
 
     @property
     def score(self) -> float:
-        """What trials are ranked by: the mean of the validation AUC and accuracy, the two
-        headline figures (NaN, a degenerate split, ranks last)."""
-        value = (self.val_auc + self.val_accuracy) / 2
+        """What trials are ranked by: the mean of the validation AUC and balanced accuracy
+        (NaN, a degenerate split, ranks last). Neither depends on the split's class mix:
+        a validation split drawn with the training images' mix ranks a model fitted to
+        that mix (no class weighting) above one that is not, by plain accuracy, however
+        the images it will be used on are mixed."""
+        value = (self.val_auc + self.val_balanced_accuracy) / 2
         return value if math.isfinite(value) else -math.inf
 
     def as_dict(self) -> dict:
         return {"trial": self.number, "origin": self.config.origin, "rung": self.rung,
                 "epochs": self.epochs, **self.config.as_dict(),
-                "val_auc": _round(self.val_auc), "val_accuracy": _round(self.val_accuracy),
+                "val_auc": _round(self.val_auc),
+                "val_balanced_accuracy": _round(self.val_balanced_accuracy),
                 "score": _round(self.score), "score_se": _round(self.se),
                 "planned_seconds": round(self.planned_seconds, 1),
                 "seconds": round(self.seconds, 1), "winner": self.winner}
@@ -202,7 +206,8 @@ class TooSmall(Exception):
 def run(search: Search, train: Train, per_epoch: PerEpoch) -> Search:
     """Train the first rung, promote the best third and the rules' choice (the first
     configuration) to ``ETA`` times the epochs, and mark the best trial of the last rung
-    the winner. ``train(config, epochs)`` returns a trial's validation AUC and accuracy."""
+    the winner. ``train(config, epochs)`` returns a trial's validation AUC and balanced
+    accuracy."""
     alive, epochs = list(search.configs), search.first_epochs
     for rung in range(2):
         results = selection.ranked(_rung(search, alive, rung, epochs, train, per_epoch),
@@ -246,11 +251,13 @@ def _rung(search: Search, configs: list[Config], rung: int, epochs: int, train: 
         log.info("trial %d (rung %d, %d epoch%s): %s", trial.number, rung, epochs,
                  "s" * (epochs != 1), config.as_dict())
         start = time.perf_counter()
-        trial.val_auc, trial.val_accuracy = train(config, epochs)
+        trial.val_auc, trial.val_balanced_accuracy = train(config, epochs)
         trial.seconds = time.perf_counter() - start
-        trial.se = selection.standard_error(trial.val_auc, trial.val_accuracy, *search.val)
-        log.info("trial %d: val AUC %.4f, accuracy %.4f, score %.4f +- %.4f",
-                 trial.number, trial.val_auc, trial.val_accuracy, trial.score, trial.se)
+        trial.se = selection.standard_error(trial.val_auc, trial.val_balanced_accuracy,
+                                            *search.val)
+        log.info("trial %d: val AUC %.4f, balanced accuracy %.4f, score %.4f +- %.4f",
+                 trial.number, trial.val_auc, trial.val_balanced_accuracy, trial.score,
+                 trial.se)
         search.trials.append(trial)
         out.append(trial)
     return out

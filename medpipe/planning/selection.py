@@ -26,23 +26,28 @@ def ranked(trials: list[T], order: list) -> list[T]:
     return first + sorted((t for t in trials if t not in tied), key=lambda t: -t.score)
 
 
-def standard_error(auc: float, accuracy: float, task: str, n: int,
+def standard_error(auc: float, balanced: float, task: str, n: int,
                    per_class: tuple[int, ...]) -> float:
-    """The standard error of a trial's score, the mean of its validation AUC and accuracy,
-    on a split of ``n`` images with ``per_class`` images (multi-label: positives) of each
-    class: Hanley and McNeil's (1982) for the AUC (for more than two classes, each class
-    against the rest, averaged as the macro AUC is), the binomial one for the accuracy,
-    the two taken as fully correlated (on one split they rise and fall together, so
-    their errors add). Zero when a figure is not finite."""
-    if not (math.isfinite(auc) and math.isfinite(accuracy)) or n <= 0:
+    """The standard error of a trial's score, the mean of its validation AUC and balanced
+    accuracy, on a split of ``n`` images with ``per_class`` images (multi-label:
+    positives) of each class: Hanley and McNeil's (1982) for the AUC (for more than two
+    classes, each class against the rest, averaged as the macro AUC is); for the balanced
+    accuracy, the binomial one of each recall it averages (each taken at the balanced
+    accuracy), the two taken as fully correlated (on one split they rise and fall
+    together, so their errors add). Zero when a figure is not finite."""
+    if not (math.isfinite(auc) and math.isfinite(balanced)) or n <= 0:
         return 0.0
-    auc, accuracy = min(max(auc, 0.0), 1.0), min(max(accuracy, 0.0), 1.0)
+    auc, balanced = min(max(auc, 0.0), 1.0), min(max(balanced, 0.0), 1.0)
     pairs = [(per_class[-1], per_class[0])] if task == "binary" else [
         (k, n - k) for k in per_class]
     auc_var = sum(_auc_variance(auc, pos, neg) for pos, neg in pairs) / len(pairs) ** 2
-    trials = n * (len(per_class) if task == "multilabel" else 1)  # a decision per finding
-    acc_var = accuracy * (1 - accuracy) / trials
-    return (math.sqrt(auc_var) + math.sqrt(acc_var)) / 2
+    # the groups whose recalls the balanced accuracy averages: the classes present, or
+    # for each finding its present and its absent images
+    groups = [g for g in (per_class if task != "multilabel" else
+                          [m for k in per_class for m in (k, n - k)]) if g > 0]
+    balanced_var = (balanced * (1 - balanced) * sum(1 / g for g in groups) / len(groups) ** 2
+                    if groups else 0.0)
+    return (math.sqrt(auc_var) + math.sqrt(balanced_var)) / 2
 
 
 def _auc_variance(a: float, pos: int, neg: int) -> float:

@@ -75,7 +75,8 @@ def trainer(ctx: Context, n_images: int) -> search.Train:
                                 len(subset.labels))
         seed_everything(cfg.seed, cfg.deterministic)
         trained = run.train_model(cfg, aug, stats, subset, val, ctx.data_dir, ctx.device)
-        return trained.result.best["val_auc"], trained.result.best["val_accuracy"]
+        best = trained.result.best
+        return best["val_auc"], best["val_balanced_accuracy"]
 
     return train_trial
 

@@ -89,12 +89,13 @@ def train_one_epoch(model: nn.Module, batches: Batches, optimizer: torch.optim.O
 
 def evaluate(model: nn.Module, batches: Batches, device: torch.device,
              speed: Speed = Speed()) -> dict[str, float]:
-    """Loss, accuracy and ROC AUC of ``model`` on ``batches``. Multi-label: binary
-    cross-entropy averaged over findings, the share of right decisions at p 0.5, and
-    the mean of the per-finding AUCs."""
+    """Loss, accuracy, balanced accuracy and ROC AUC of ``model`` on ``batches``.
+    Multi-label: binary cross-entropy averaged over findings, the share of right
+    decisions at p 0.5, and the mean of the per-finding AUCs."""
     probs = predict(model, batches, device, speed)
     labels, task = batches.labels.numpy(), batches.task
     return {"loss": task.nll(probs, labels), "accuracy": task.accuracy(probs, labels),
+            "balanced_accuracy": task.balanced_accuracy(probs, labels),
             "auc": VAL_AUC[task.name](labels, probs, task)}
 
 
@@ -267,7 +268,8 @@ def _one_epoch(run: Setup, cfg: TrainParams, device: torch.device, epoch: int,
     va = evaluate(run.scored if dist.active or run.ema else run.net, run.val_batches, device,
                   run.speed)
     return {"train_loss": tr["loss"], "train_accuracy": tr["accuracy"], "train_lr": lr,
-            "val_loss": va["loss"], "val_accuracy": va["accuracy"], "val_auc": va["auc"]}
+            "val_loss": va["loss"], "val_accuracy": va["accuracy"],
+            "val_balanced_accuracy": va["balanced_accuracy"], "val_auc": va["auc"]}
 
 
 def _keep_best(progress: Progress, run: Setup, cfg: TrainParams, epoch: int,

@@ -68,7 +68,7 @@ def test_two_plans_agree_and_prepare_and_train_run_the_plan(tiny_raw, tmp_path,
     assert json.loads((tmp_path / "a" / "plan.json").read_text()) == {
         "planned": 1, "budget_minutes": 0.05,
         "configurations": report["search"]["configurations"], "trials": len(trials),
-        **{f"winner_{k}": winner[k] for k in ("val_auc", "val_accuracy", "score")}}
+        **{f"winner_{k}": winner[k] for k in ("val_auc", "val_balanced_accuracy", "score")}}
 
     first["train"].update(epochs=1, warmup_epochs=0.5)  # a test-sized run of the plan
     first["prepare"]["image_size"] = 32  # the store is made at the planned side

@@ -91,8 +91,9 @@ def test_halving_promotes_the_best_third_and_the_rules_choice_and_the_best_wins(
     assert done.planned_seconds == pytest.approx(sum(
         t.epochs * per_epoch(t.config.candidate, layout.trial_images) for t in done.trials))
     row = done.trials[0].as_dict()
-    assert {"trial", "origin", "rung", "epochs", "model", "lr", "val_auc", "val_accuracy",
-            "score", "planned_seconds", "seconds", "winner"} <= set(row)
+    assert {"trial", "origin", "rung", "epochs", "model", "lr", "val_auc",
+            "val_balanced_accuracy", "score", "planned_seconds", "seconds",
+            "winner"} <= set(row)
 
 
 def test_the_rules_choice_among_the_best_third_trains_again_once() -> None:
@@ -131,7 +132,8 @@ def test_the_standard_error_matches_the_spread_of_resampled_validation_splits() 
             prob = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
             auc = (roc_auc_score(y, prob[:, 1]) if k == 2 else
                    roc_auc_score(y, prob, multi_class="ovr", average="macro"))
-            acc = float((prob.argmax(1) == y).mean())
+            right = prob.argmax(1) == y
+            acc = float(np.mean([right[y == c].mean() for c in range(k)]))  # balanced
             scores.append((auc + acc) / 2)
             aucs.append(auc)
             accs.append(acc)

@@ -168,7 +168,7 @@ def test_fit_learns_an_easy_task() -> None:
     assert [e for e, _ in seen] == [1, 2, 3]
     assert len(result.history) == 3
     assert set(result.history[0]) == {"train_loss", "train_accuracy", "train_lr", "val_loss",
-                                      "val_accuracy", "val_auc"}
+                                      "val_accuracy", "val_balanced_accuracy", "val_auc"}
     assert result.best["val_accuracy"] >= 0.9
     assert result.best["val_auc"] >= 0.95
     assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
@@ -177,6 +177,7 @@ def test_fit_learns_an_easy_task() -> None:
     # The returned model reproduces the best epoch's validation figures.
     again = loop.evaluate(model, loader.Batches(val, 32, shuffle=False), CPU)
     assert again["accuracy"] == result.best["val_accuracy"]
+    assert again["balanced_accuracy"] == result.best["val_balanced_accuracy"]
     assert again["loss"] == pytest.approx(result.best["val_loss"], rel=1e-6, abs=1e-9)
     assert result.seconds > 0 and result.images_per_second > 0
 
