@@ -140,7 +140,8 @@ class TrainParams:
     # early stopping after this many epochs without improvement; 0: off
     patience: int = param(0, non_negative)
     # best epoch kept by this
-    monitor: Literal["val_auc", "val_accuracy", "val_loss"] = param("val_auc")
+    monitor: Literal["val_auc", "val_accuracy", "val_balanced_accuracy", "val_loss"] = param(
+        "val_auc")
     seed: int = param(0, SEED)
     device: str = param("auto")  # auto | cpu | cuda | cuda:N
     # auto: bf16 autocast on CUDA, fp32 on CPU

@@ -268,6 +268,7 @@ def test_fit_restores_the_best_epoch_not_the_last(monkeypatch: pytest.MonkeyPatc
 @pytest.mark.parametrize(
     ("monitor", "values", "best"),
     [("val_loss", [0.5, 0.3, 0.4], 2), ("val_accuracy", [0.5, 0.7, 0.7], 2),
+     ("val_balanced_accuracy", [0.6, 0.8, 0.7], 2),
      ("val_auc", [float("nan"), 0.6, 0.5], 2), ("val_auc", [0.6, float("nan"), 0.5], 1)],
 )
 def test_is_better_picks_the_first_best(monitor: str, values: list[float], best: int) -> None:
