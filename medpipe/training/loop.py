@@ -91,7 +91,8 @@ def evaluate(model: nn.Module, batches: Batches, device: torch.device,
              speed: Speed = Speed()) -> dict[str, float]:
     """Loss, accuracy, balanced accuracy and ROC AUC of ``model`` on ``batches``.
     Multi-label: binary cross-entropy averaged over findings, the share of right
-    decisions at p 0.5, and the mean of the per-finding AUCs."""
+    decisions at p 0.5, the mean recall of each finding's present and absent images, and
+    the mean of the per-finding AUCs."""
     probs = predict(model, batches, device, speed)
     labels, task = batches.labels.numpy(), batches.task
     return {"loss": task.nll(probs, labels), "accuracy": task.accuracy(probs, labels),
