@@ -2,7 +2,7 @@
 
 On a CPU with bf16 arithmetic (:func:`medpipe.utils.devices.cpu_bf16`), each candidate is
 timed in fp32 and with bf16 autocast; the model trains in bf16 where that is a rung
-faster, and its trials are scored as they trained, in bf16.
+faster (its validation passes score in fp32, as the evaluate stage does).
 
 A candidate is timed with the training loop's own step
 (:func:`medpipe.training.loop.fastest_step`: the same builder, speed settings, batches,

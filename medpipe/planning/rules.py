@@ -167,12 +167,13 @@ def default_config(fp: Fingerprint) -> Config:
 
 def paper_config(fp: Fingerprint) -> Config:
     """ResNet-18 at the store's side as the MedMNIST v2 paper trains it: Adam at 0.001,
-    no augmentation, a decaying rate; the small stem for its 28 px images (up to
-    ``PAPER_SMALL_STEM_MAX``), the standard one for larger images, as for its 224 px."""
+    no augmentation, a decaying rate from the first step (no warm-up); the small stem for
+    its 28 px images (up to ``PAPER_SMALL_STEM_MAX``), the standard one for larger
+    images, as for its 224 px."""
     return Config(Candidate("resnet18", fp.image_size, fp.image_size <= PAPER_SMALL_STEM_MAX),
                   lr=0.001, weight_decay=0.0, balance="none", affine_p=0.0,
                   label_smoothing=0.0, average=False, schedule="cosine", optimizer="adam",
-                  origin="ResNet-18 as the MedMNIST v2 paper trains it")
+                  warmup=False, origin="ResNet-18 as the MedMNIST v2 paper trains it")
 
 
 def recipe_config(fp: Fingerprint, candidate: Candidate) -> Config:
@@ -206,8 +207,9 @@ def decide(fp: Fingerprint, winner: Config, epochs: int, batch: int, device: str
         "train.lr": (winner.lr, why),
         "train.weight_decay": (winner.weight_decay, why),
         "train.schedule": (winner.schedule, why),
-        "train.warmup_epochs": (warmup_epochs(epochs, math.ceil(fp.n_train / batch)),
-                                "a fifth of the epochs, at least 2 steps"),
+        "train.warmup_epochs": ((warmup_epochs(epochs, math.ceil(fp.n_train / batch)),
+                                 "a fifth of the epochs, at least 2 steps") if winner.warmup
+                                else (0.0, f"{why}: no warm-up")),
         "train.balance": (winner.balance, why),
         "train.label_smoothing": (winner.label_smoothing, why),
         "augment.affine_p": (winner.affine_p, why),

@@ -72,6 +72,7 @@ class Config:
     average: bool
     schedule: str
     optimizer: str = "adamw"
+    warmup: bool = True  # the rate rises over a fifth of the epochs (rules.warmup_epochs)
     origin: str = "sobol"  # where it comes from: a rule, an anchor, or the Sobol sequence
 
     def as_dict(self) -> dict:
@@ -80,7 +81,7 @@ class Config:
                 "precision": self.candidate.precision, "optimizer": self.optimizer,
                 "lr": self.lr, "weight_decay": self.weight_decay, "balance": self.balance,
                 "affine_p": self.affine_p, "label_smoothing": self.label_smoothing,
-                "average": self.average, "schedule": self.schedule}
+                "average": self.average, "schedule": self.schedule, "warmup": self.warmup}
 
 
 @dataclass

@@ -88,10 +88,11 @@ def trial_params(config: search.Config, epochs: int, batch: int, device: str,
     would write for it (:func:`rules.decide`) over params.yaml's defaults."""
     n = fp.n_train if n_train is None else n_train
     steps_per_epoch = math.ceil(n / batch)
+    warmup = rules.warmup_epochs(epochs, steps_per_epoch) if config.warmup else 0.0
     cfg = TrainParams(
         model=config.candidate.model, small_input=config.candidate.small_input,
         optimizer=config.optimizer, lr=config.lr, weight_decay=config.weight_decay,
-        schedule=config.schedule, warmup_epochs=rules.warmup_epochs(epochs, steps_per_epoch),
+        schedule=config.schedule, warmup_epochs=warmup,
         label_smoothing=config.label_smoothing, balance=config.balance,
         precision=config.candidate.precision,
         ema=rules.averaging(epochs * steps_per_epoch) if config.average else 0.0,

@@ -266,8 +266,10 @@ def _one_epoch(run: Setup, cfg: TrainParams, device: torch.device, epoch: int,
                          desc=f"epoch {epoch}/{cfg.epochs}", scheduler=run.scheduler,
                          loss_fn=run.loss_fn, augment=run.augment, speed=run.speed,
                          after_step=after_step)
+    # Scored in fp32, as the evaluate stage scores the kept weights: a model trained with
+    # bf16 autocast keeps fp32 weights, and its best epoch is the one the test scores.
     va = evaluate(run.scored if dist.active or run.ema else run.net, run.val_batches, device,
-                  run.speed)
+                  dataclasses.replace(run.speed, bf16=False))
     return {"train_loss": tr["loss"], "train_accuracy": tr["accuracy"], "train_lr": lr,
             "val_loss": va["loss"], "val_accuracy": va["accuracy"],
             "val_balanced_accuracy": va["balanced_accuracy"], "val_auc": va["auc"]}

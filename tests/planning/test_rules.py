@@ -9,7 +9,7 @@ from dataclasses import replace
 import pytest
 
 from medpipe import PipelineError
-from medpipe.planning import rules, search
+from medpipe.planning import rules, search, trials
 from medpipe.planning.fingerprint import Fingerprint
 from medpipe.planning.rates import Candidate
 
@@ -84,6 +84,17 @@ def test_the_winners_keys_follow_its_configuration_and_length() -> None:
     assert all(why for _, why in keys.items())
     assert rules.batch_size(fp(n_train=100, n_val=20, counts=(50, 50)), "cpu") == 8
     assert rules.warmup_epochs(1, 5) == 0.4  # two of the five steps
+
+
+def test_the_paper_configuration_trains_without_warm_up_in_its_trials_and_as_winner() -> None:
+    paper = rules.paper_config(fp(size=64, native=64))
+    keys = rules.decide(fp(size=64, native=64), paper, 12, 64, "cpu", "the best trial")
+    assert keys["train.warmup_epochs"] == (0.0, "the best trial: no warm-up")
+    cfg, _ = trials.trial_params(paper, 3, 64, "cpu", fp(size=64, native=64))
+    assert (cfg.schedule, cfg.warmup_epochs) == ("cosine", 0.0)
+    drawn, _ = trials.trial_params(replace(paper, warmup=True), 3, 64, "cpu", fp())
+    assert drawn.warmup_epochs == 0.6  # a fifth of three epochs
+    assert paper.as_dict()["warmup"] is False
 
 
 def test_a_class_smaller_than_a_batch_is_refused() -> None:

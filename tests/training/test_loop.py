@@ -623,6 +623,21 @@ def test_bf16_and_channels_last_train_on_cpu() -> None:
     assert result.best["val_accuracy"] >= 0.9
 
 
+def test_a_model_trained_in_bf16_is_validated_in_fp32_as_the_test_split_is_scored() -> None:
+    """The epoch kept is judged by the numbers the evaluate stage gives (fp32 scoring of
+    the fp32 weights autocast keeps), not by a bf16 forward pass."""
+    train, val = dark_vs_bright(64, 0, separation=5.0), dark_vs_bright(32, 1, separation=5.0)
+    cfg = make_cfg(epochs=1, precision="bf16", channels_last=True)
+    seeding.seed_everything(0)
+    model = new_model()
+    result = loop.fit(model, train, val, cfg, CPU)
+    batches = loader.Batches(val, 16, shuffle=False)
+    fp32 = loop.evaluate(model, batches, CPU, devices.Speed(channels_last=True))
+    bf16 = loop.evaluate(model, batches, CPU, devices.Speed(bf16=True, channels_last=True))
+    assert result.best["val_loss"] == pytest.approx(fp32["loss"], rel=1e-6)
+    assert bf16["loss"] != pytest.approx(fp32["loss"], rel=1e-6)  # the two passes differ
+
+
 def test_auto_speed_on_cpu_is_fp32_with_channels_last_and_unfolded_weight_grads() -> None:
     cpu = torch.device("cpu")
     assert devices.Speed.resolve(make_cfg(), cpu) == devices.Speed(channels_last=True,
