@@ -129,7 +129,9 @@ def train_and_score(root: Path, store: Path, sections: dict, seed: int, args) ->
     task = task_of(ckpt)
     labels, probs, _ = score_split(model, store, "test", 256, resolve_device(args.device),
                                    task)
-    return {"epochs": applied.train.epochs, "train_min": summary["train_seconds"] / 60,
+    return {"epochs": applied.train.epochs, "epochs_run": summary["epochs"],
+            "train_images_per_second": summary["train_images_per_second"],
+            "train_min": summary["train_seconds"] / 60,
             "acc": float((probs.argmax(1) == labels).mean()),
             "auc": float(roc_auc(labels, probs, positive=task.positive_index))}
 

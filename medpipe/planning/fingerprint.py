@@ -38,6 +38,9 @@ class Fingerprint:
     val_counts: dict[str, int]
     mean: list[float]
     std: list[float]
+    # params.yaml sets prepare.image_size (not its default): the prepare stage keeps that
+    # side over the plan's, so the plan searches that side only
+    side_set: bool = False
 
     @property
     def n_train(self) -> int:
@@ -55,11 +58,12 @@ class Fingerprint:
         return {**asdict(self), "balance_ratio": round(self.balance_ratio, 4)}
 
 
-def read(data_dir: Path, native: int | None = None, image_size: int | None = None
-         ) -> Fingerprint:
+def read(data_dir: Path, native: int | None = None, image_size: int | None = None,
+         side_set: bool = False) -> Fingerprint:
     """The fingerprint of the store at ``data_dir`` (its train and val splits);
     ``native``: the source images' side (:func:`native_size`) and ``image_size`` the side
-    params.yaml asks for (for both, the store's side stands in)."""
+    params.yaml asks for (for both, the store's side stands in); ``side_set``: whether
+    params.yaml sets that side rather than leaving it at its default."""
     stats = store.read_stats(data_dir)
     labels = {split: np.load(store.labels_path(data_dir, split)) for split in PLAN_SPLITS}
     classes = list(stats["classes"])
@@ -73,7 +77,8 @@ def read(data_dir: Path, native: int | None = None, image_size: int | None = Non
         images={split: int(len(y)) for split, y in labels.items()},
         train_counts=_counts(labels["train"], classes, multilabel),
         val_counts=_counts(labels["val"], classes, multilabel),
-        mean=[float(v) for v in stats["mean"]], std=[float(v) for v in stats["std"]])
+        mean=[float(v) for v in stats["mean"]], std=[float(v) for v in stats["std"]],
+        side_set=side_set)
 
 
 def _counts(labels: np.ndarray, classes: list[str], multilabel: bool) -> dict[str, int]:

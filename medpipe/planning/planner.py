@@ -33,6 +33,7 @@ import torch
 from medpipe import PipelineError
 from medpipe.data.prepare import prepare as prepare_store
 from medpipe.data.sources import registry
+from medpipe.params.loading import defaults
 from medpipe.params.sections import AugmentParams, PrepareParams
 from medpipe.planning import fingerprint, rates, rules, search, space, trials
 from medpipe.utils import devices
@@ -53,11 +54,12 @@ def make_plan(raw_dir: Path, prepare_cfg: PrepareParams, budget_minutes: float,
     with tempfile.TemporaryDirectory(prefix="medpipe-plan-") as scratch:
         raw = registry.read(raw_dir)
         native = fingerprint.native_size(raw, raw_dir)
-        top = rules.top_side(prepare_cfg.image_size, native)
+        side_set = prepare_cfg.image_size != defaults("prepare")["image_size"]
+        top = rules.top_side(prepare_cfg.image_size, native, side_set)
         data_dir = Path(scratch) / "store"
         prepare_store(raw, data_dir, replace(prepare_cfg, image_size=top, folds=0),
                       find_duplicates=False, only=fingerprint.PLAN_SPLITS)
-        fp = fingerprint.read(data_dir, native, prepare_cfg.image_size)
+        fp = fingerprint.read(data_dir, native, prepare_cfg.image_size, side_set)
         rules.check_trainable(fp, str(raw_dir))
         ctx = trials.Context(data_dir, fp, device, rules.batch_size(fp, device.type))
         prepared_seconds = time.perf_counter() - start

@@ -74,16 +74,19 @@ def check_trainable(fp: Fingerprint, where: str) -> None:
 
 def sides(fp: Fingerprint) -> list[int]:
     """The sides the store may be prepared at: params.yaml's, and those of ``SIDES`` from
-    half of it up to ``MAX_UPSAMPLE`` times the native side."""
+    half of it up to ``MAX_UPSAMPLE`` times the native side; only params.yaml's where it
+    sets one (the prepare stage keeps a side params.yaml sets over the plan's)."""
     s = fp.image_size
+    if fp.side_set:
+        return [s]
     top = top_side(s, fp.native_size)
     return sorted({side for side in (*SIDES, s) if SIDES[0] <= side <= top
                    and side >= s // 2} | {s})
 
 
-def top_side(image_size: int, native: int) -> int:
+def top_side(image_size: int, native: int, side_set: bool = False) -> int:
     """The largest side a candidate may see (the plan decodes its images at it)."""
-    return max(image_size, min(SIDES[-1], MAX_UPSAMPLE * native))
+    return image_size if side_set else max(image_size, min(SIDES[-1], MAX_UPSAMPLE * native))
 
 
 def candidates(fp: Fingerprint, device: str) -> list[Candidate]:
@@ -194,8 +197,10 @@ def decide(fp: Fingerprint, winner: Config, epochs: int, batch: int, device: str
     steps = epochs * math.ceil(fp.n_train / batch)
     out: dict[str, tuple[object, str]] = {
         "train.model": (c.model, why),
-        "prepare.image_size": (c.input_size, "the side the store is prepared at from "
-                               f"the source images (median side {fp.native_size} px)"),
+        "prepare.image_size": (c.input_size, "params.yaml's prepare.image_size, the only "
+                               "side searched" if fp.side_set else "the side the store is "
+                               "prepared at from the source images (median side "
+                               f"{fp.native_size} px)"),
         "train.small_input": (c.small_input, "3x3 stride-1 stem" if c.small_input
                               else "standard stem"),
         "train.precision": (c.precision, precision_why or PRECISION_WHY[c.precision]),

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -86,6 +87,22 @@ def test_two_plans_agree_and_prepare_and_train_run_the_plan(tiny_raw, tmp_path,
     assert summary["model"] == winner["model"] and "train.lr" in summary["plan_applied"]
     ckpt = torch.load(tmp_path / "model.pt", weights_only=True)
     assert ckpt["arch"]["image_size"] == 32 and "input_size" not in ckpt["arch"]
+
+
+def test_a_side_set_in_params_yaml_is_the_one_side_planned(tiny_raw, tmp_path,
+                                                          monkeypatch) -> None:
+    """prepare.image_size set (16 here) is kept by the prepare stage over a planned side,
+    so every candidate is at 16 px; left at its default (64), the plan searches the sides
+    the 24 px source allows."""
+    timed = fake_rates(monkeypatch)
+    assert run_plan(tiny_raw, tmp_path / "set", 0.05)["prepare"]["image_size"] == 16
+    report = json.loads((tmp_path / "set" / "plan_detail.json").read_text())
+    assert report["fingerprint"]["side_set"] is True
+    assert {name.rsplit(" at ", 1)[1] for name in timed} == {"16 px"}
+    timed.clear()
+    plan(PlanParams(budget_minutes=0.05, timed_steps=2), replace(PREPARE, image_size=64),
+         "cpu", tiny_raw, tmp_path / "default" / "plan.yaml", tmp_path / "default" / "p.json")
+    assert len({name.rsplit(" at ", 1)[1] for name in timed}) >= 2  # 32 and 64 px here
 
 
 def test_the_plan_never_reads_the_test_split(tiny_raw, tmp_path, monkeypatch) -> None:

@@ -40,6 +40,21 @@ def test_candidates_are_cheapest_first_and_capped_by_the_native_side() -> None:
                   ) == [32, 48, 64]
 
 
+def test_a_side_params_yaml_sets_is_the_only_side_searched() -> None:
+    """The prepare stage keeps a side params.yaml sets over the plan's, so a plan at
+    another side would train at a side it was not sized for."""
+    fixed = replace(fp(size=28, native=28), side_set=True)
+    assert {c.input_size for c in rules.candidates(fixed, "cpu")} == {28}
+    assert [c.name for c in rules.candidates(fixed, "cpu")] == [
+        "cnn at 28 px", "resnet18 at 28 px", "resnet18 small stem at 28 px"]
+    big = replace(fp(size=128, native=512), side_set=True)
+    assert {c.input_size for c in rules.candidates(big, "cuda")} == {128}
+    assert rules.top_side(128, 512, side_set=True) == 128 and rules.top_side(128, 512) == 224
+    keys = rules.decide(fixed, rules.paper_config(fixed), 12, 64, "cpu", "the best trial")
+    assert keys["prepare.image_size"] == (28, "params.yaml's prepare.image_size, the only "
+                                               "side searched")
+
+
 def test_timing_stops_at_the_first_candidate_whose_final_training_does_not_fit() -> None:
     seconds = 10 * 60 * rules.USABLE * (1 - search.SEARCH_SHARE)
     slow = rules.time_candidates(fp(), "cpu", seconds, speed(2.8e5))
